@@ -4,7 +4,7 @@ NODE        := .tools/node/bin/node --disable-warning=ExperimentalWarning
 BPF_SRCS    := $(wildcard bpf/*/*.bpf.c)
 BPF_OBJS    := $(addprefix build/bpf/,$(notdir $(BPF_SRCS:.c=.o)))
 BPF_HEADERS := $(wildcard bpf/include/*.h)
-BPF_CFLAGS  := -O2 -g -target bpf -Wall -Wextra -Werror -Wno-unused-parameter \
+BPF_CFLAGS  := -O2 -g -target bpf -mcpu=v3 -Wall -Wextra -Werror -Wno-unused-parameter \
                -Ibpf/include -I/usr/include/x86_64-linux-gnu
 TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 

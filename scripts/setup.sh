@@ -44,3 +44,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 make -s bpf
+
+# Pins need a bpf filesystem; some machines boot without one.
+if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf; then
+  say "mounting bpffs at /sys/fs/bpf"
+  mount -t bpf bpf /sys/fs/bpf
+fi

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * The contract between the eBPF datapath and userspace: every struct that a
+ * map holds, the flag bits inside them and the stats indices.
+ *
+ * Rules for everything in this file (the TS codecs mirror it and a test checks
+ * them against the object's BTF):
+ *  - fixed-size types only, explicit `_pad*` fields, no bitfields, no holes;
+ *  - addresses are `struct ip_addr`: 16 bytes in network order, IPv4 always
+ *    as v4-mapped ::ffff:a.b.c.d; all-zero means "none";
+ *  - ports are in NETWORK byte order in every struct (TS codec `be16`): the
+ *    kernel hands them over that way (sockaddr, packets), so the hot paths
+ *    never convert;
+ *  - netns cookies are native __u64 (TS `u64`), except cidr_key, which keeps
+ *    them as big-endian bytes (see there);
+ *  - uids, flags, ifindexes, timestamps are native.
+ */
+#ifndef MESHWARP_H
+#define MESHWARP_H
+
+#include <linux/types.h>
+
+/* Map capacities. Changing one changes the map's layout for pin reuse. */
+#define MW_MAX_PODS		16384	/* pod_config, local_pods */
+#define MW_MAX_PORT_RULES	65536	/* port_rules */
+#define MW_MAX_CIDR_RULES	16384	/* cidr_rules */
+#define MW_MAX_TUPLES		65536	/* origin_by_tuple (only handshakes in flight) */
+#define MW_MAX_INBOUND_NAT	65536	/* inbound_nat (live cross-node inbound conns) */
+#define MW_MAX_NODE_IPS		64	/* node_ips */
+#define MW_STAT_SLOTS		64	/* stats: room to add counters without a new layout */
+#define MW_MAX_EXCLUDE_UIDS	4
+
+/* 16 network-order bytes; IPv4 as ::ffff:a.b.c.d. Only ever placed at 4-byte
+ * aligned offsets, so the datapath may access it as four 32-bit words. */
+struct ip_addr {
+	__u8 addr[16];
+} __attribute__((aligned(4)));
+
+/* pod_config.flags */
+#define MW_POD_F_HAS_INCLUDE_IN_PORTS	(1u << 0) /* inbound: only ports with an include rule */
+#define MW_POD_F_HAS_INCLUDE_OUT_CIDRS	(1u << 1) /* outbound: only include CIDRs (or include ports) */
+
+/*
+ * pod_config: netns cookie (native __u64) -> per-pod config, one per meshed
+ * pod on this node. Absent = pod not managed: every program leaves it alone.
+ *
+ * Outbound capture (not proxy_uid, not in exclude_uids):
+ *   not captured if the port has an exclude rule (dir 0) or the destination's
+ *   longest cidr_rules match is an exclude; captured if the port has an
+ *   include rule, or HAS_INCLUDE_OUT_CIDRS is clear, or the longest CIDR match
+ *   is an include. (= capturesOutbound() in src/profiles/policy.ts.)
+ * Inbound capture (tc SYN DNAT, proxy -> local pod at connect time):
+ *   not captured on inbound_port, status_port, or a port with an exclude rule
+ *   (dir 1); with HAS_INCLUDE_IN_PORTS only ports with an include rule.
+ */
+struct pod_config {
+	__u16 outbound_port;		/* 0  network order */
+	__u16 inbound_port;		/* 2  network order; == local_pods' copy */
+	__u16 dns_port;			/* 4  network order; 0 = none (reserved for DNS) */
+	__u16 status_port;		/* 6  network order; 0 = none */
+	__u32 proxy_uid;		/* 8 */
+	__u32 flags;			/* 12 MW_POD_F_* */
+	__u32 exclude_uid_count;	/* 16 valid entries in exclude_uids, 0..4 */
+	__u32 exclude_uids[MW_MAX_EXCLUDE_UIDS]; /* 20 treated like proxy_uid */
+	struct ip_addr ipv4;		/* 36 the pod's IPv4 (v4-mapped), zero = none */
+	struct ip_addr ipv6;		/* 52 the pod's IPv6, zero = none */
+};					/* 68 */
+
+/* local_pods: pod IP (struct ip_addr) -> the meshed pod on this node. One
+ * entry per pod IP (IPv4 and IPv6 of a dual-stack pod: two entries). */
+struct local_pod {
+	__u64 netns_cookie;		/* 0  key of its pod_config */
+	__u16 inbound_port;		/* 8  network order */
+	__u16 _pad0;			/* 10 */
+	__u32 ifindex;			/* 12 host-side veth (node netns); 0 = any */
+};					/* 16 */
+
+/* port_rules: value __u8 */
+#define MW_DIR_OUT	0
+#define MW_DIR_IN	1
+#define MW_RULE_EXCLUDE	1
+#define MW_RULE_INCLUDE	2
+
+struct port_rule_key {
+	__u64 netns_cookie;		/* 0 */
+	__u16 port;			/* 8  network order */
+	__u8 direction;			/* 10 MW_DIR_* */
+	__u8 _pad[5];			/* 11 */
+};					/* 16 */
+
+/*
+ * cidr_rules (LPM trie, outbound only): value __u8 MW_RULE_*.
+ * The trie matches bits from the first byte after prefixlen, so the cookie
+ * comes first and every prefix covers all of it:
+ *   netns_cookie: the cookie as 8 big-endian bytes (TS: be64 into bytes(8));
+ *   addr: v4-mapped for IPv4;
+ *   prefixlen: 64 + 96 + len for an IPv4 CIDR, 64 + len for IPv6
+ *   (lookups use 192). ::/0 (prefixlen 64) also matches IPv4 destinations.
+ * Only the longest match counts: userspace drops include entries that lie
+ * inside an exclude entry (exclusions win) and writes exclude when the same
+ * prefix is in both lists.
+ */
+struct cidr_key {
+	__u32 prefixlen;		/* 0 */
+	__u8 netns_cookie[8];		/* 4  big-endian */
+	__u8 addr[16];			/* 12 */
+};					/* 28 */
+
+/* origin.flags */
+#define MW_ORIGIN_F_CONNECT	(1u << 0) /* recorded at connect() on the client socket */
+#define MW_ORIGIN_F_ACCEPTED	(1u << 1) /* on an accepted proxy socket: getsockopt answers */
+#define MW_ORIGIN_F_TUPLE	(1u << 2) /* client put it in origin_by_tuple: delete on close */
+#define MW_ORIGIN_F_NAT		(1u << 3) /* came from inbound_nat: delete that entry on close */
+#define MW_ORIGIN_F_INBOUND	(1u << 4) /* sent to an inbound port (else outbound port) */
+
+/* The original destination of a captured connection: value of origin_by_sock
+ * (socket-local storage) and origin_by_tuple. */
+struct origin {
+	struct ip_addr addr;		/* 0  original destination address */
+	__u16 port;			/* 16 original destination port, network order */
+	__u8 family;			/* 18 MW_AF_INET (v4 or v4-mapped) / MW_AF_INET6; 0 = none */
+	__u8 flags;			/* 19 MW_ORIGIN_F_* */
+};					/* 20 */
+
+/*
+ * origin_by_tuple key: the connection as its SYN travels, client -> proxy:
+ *   saddr/sport = the connecting socket's local end = the accepted socket's remote end;
+ *   daddr/dport = the connecting socket's remote end = the accepted socket's local end.
+ * netns_cookie: the netns cookie when daddr is loopback (several pods use
+ * 127.0.0.1 with the same ports), else 0 (pod IPs are unique on a node).
+ */
+struct tuple_key {
+	__u64 netns_cookie;		/* 0 */
+	struct ip_addr saddr;		/* 8 */
+	struct ip_addr daddr;		/* 24 */
+	__u16 sport;			/* 40 network order */
+	__u16 dport;			/* 42 network order */
+	__u32 _pad;			/* 44 */
+};					/* 48 */
+
+/* inbound_nat (cross-node inbound DNAT by tc), seen from the pod. */
+struct nat_key {
+	struct ip_addr remote;		/* 0  the client */
+	struct ip_addr local;		/* 16 the pod */
+	__u16 remote_port;		/* 32 the client's port, network order */
+	__u16 _pad[3];			/* 34 */
+};					/* 40 */
+
+/* nat_entry.flags */
+#define MW_NAT_F_ESTABLISHED	(1u << 0) /* the proxy accepted it; deleted when that socket closes */
+
+/*
+ * Created by the SYN (BPF_NOEXIST), deleted at TCP_CLOSE of the proxy's
+ * accepted socket, or by tc when the pod answers a not-yet-established entry
+ * with RST. An entry whose handshake never completes stays without
+ * MW_NAT_F_ESTABLISHED: userspace deletes those older than its SYN timeout
+ * (created_ns is bpf_ktime_get_ns(), CLOCK_MONOTONIC).
+ */
+struct nat_entry {
+	__u16 orig_port;		/* 0  network order */
+	__u16 inbound_port;		/* 2  network order: what orig_port became */
+	__u32 flags;			/* 4  MW_NAT_F_* */
+	__u64 created_ns;		/* 8 */
+};					/* 16 */
+
+/* stats (PERCPU_ARRAY of __u64, MW_STAT_SLOTS slots): index = enum mw_stat.
+ * Values are fixed: append only, never renumber. */
+enum mw_stat {
+	MW_STAT_CAPTURED_OUT = 0,	/* connect -> proxy outbound port */
+	MW_STAT_CAPTURED_IN_LOCAL = 1,	/* proxy connect -> local pod's inbound port */
+	MW_STAT_BYPASS_LOOPBACK = 2,	/* destination loopback or unspecified */
+	MW_STAT_BYPASS_EXCLUDED = 3,	/* port/CIDR rule (connect, tc SYN) */
+	MW_STAT_BYPASS_PROXY = 4,	/* proxy/excluded uid, destination not a local meshed pod */
+	MW_STAT_UPDATE_FAILED = 5,	/* connect: no origin storage -> left uncaptured */
+	MW_STAT_ORIGDST_ANSWERED = 6,	/* getsockopt SO_ORIGINAL_DST answered */
+	MW_STAT_TC_DNAT = 7,		/* packets rewritten to the inbound port */
+	MW_STAT_TC_UNDNAT = 8,		/* packets rewritten back to the original port */
+	MW_STAT_BYPASS_SELF = 9,	/* app connect to its own pod IP */
+	MW_STAT_TUPLE_ADDED = 10,	/* origin_by_tuple entries inserted */
+	MW_STAT_TUPLE_FAILED = 11,	/* origin_by_tuple insert failed (full/exists) */
+	MW_STAT_TUPLE_MOVED = 12,	/* entries moved to the accepted socket */
+	MW_STAT_TUPLE_UNCLAIMED = 13,	/* entries deleted at client close, never accepted */
+	MW_STAT_ACCEPT_FAILED = 14,	/* accepted socket: storage could not be created */
+	MW_STAT_NAT_ADDED = 15,		/* inbound_nat entries created by a SYN */
+	MW_STAT_NAT_FAILED = 16,	/* inbound_nat insert failed: SYN left untouched */
+	MW_STAT_NAT_COLLISION = 17,	/* SYN clashes with a live entry: left untouched */
+	MW_STAT_NAT_BOUND = 18,		/* accepted socket took its origin from inbound_nat */
+	MW_STAT_NAT_CLOSED = 19,	/* entries deleted at socket close */
+	MW_STAT_NAT_RESET = 20,		/* unestablished entries deleted on RST from the pod */
+	MW_STAT_BYPASS_NODE = 21,	/* tc SYN from a node IP (probes) */
+	MW_STAT_TC_REWRITE_FAILED = 22,	/* skb store/csum helper failed */
+	MW_STAT__MAX = 23,
+};
+
+_Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
+
+/* Address families as stored in origin.family (Linux values). */
+#define MW_AF_INET	2
+#define MW_AF_INET6	10
+
+#endif /* MESHWARP_H */

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: Apache-2.0
+// Reading struct layouts and global-variable offsets from BTF, through libbpf.
+import koffi from 'koffi';
+import { fn, checkPtr } from './libbpf.ts';
+
+const KIND_STRUCT = 4;
+const KIND_UNION = 5;
+const KIND_DATASEC = 15;
+const BTF_TYPE_SIZE = 12; // struct btf_type: name_off, info, size|type
+
+export interface StructLayout {
+  name: string;
+  size: number;
+  members: { name: string; offset: number; bitfieldSize: number }[];
+}
+
+export interface DatasecVar { name: string; offset: number; size: number }
+
+export class Btf {
+  readonly ptr: unknown;
+  readonly #owned: boolean;
+  private constructor(ptr: unknown, owned: boolean) { this.ptr = ptr; this.#owned = owned; }
+
+  /** Parses the .BTF section of an ELF object file (e.g. build/bpf/sidecar.bpf.o). */
+  static fromElf(path: string): Btf {
+    return new Btf(checkPtr(`btf__parse_elf(${path})`, fn.btfParseElf(path, null)), true);
+  }
+  /** Borrows the BTF of an open bpf_object (freed with the object). */
+  static borrowed(ptr: unknown): Btf { return new Btf(ptr, false); }
+
+  close(): void { if (this.#owned) fn.btfFree(this.ptr); }
+
+  #type(id: number): { ptr: unknown; nameOff: number; kind: number; vlen: number; kindFlag: boolean; size: number } {
+    const ptr = fn.btfTypeById(this.ptr, id);
+    const [nameOff, info, size] = koffi.decode(ptr, 'uint32_t', 3) as number[];
+    return { ptr, nameOff, kind: (info >>> 24) & 0x1f, vlen: info & 0xffff, kindFlag: (info >>> 31) === 1, size };
+  }
+
+  #name(off: number): string { return fn.btfNameByOffset(this.ptr, off) ?? ''; }
+
+  /** The layout of `struct name` (or union), or undefined when the BTF has no such type. */
+  structLayout(name: string): StructLayout | undefined {
+    let id = fn.btfFindByNameKind(this.ptr, name, KIND_STRUCT);
+    if (id < 0) id = fn.btfFindByNameKind(this.ptr, name, KIND_UNION);
+    if (id < 0) return undefined;
+    const t = this.#type(id);
+    const raw = koffi.decode(t.ptr, BTF_TYPE_SIZE, 'uint32_t', t.vlen * 3) as number[];
+    const members = [];
+    for (let i = 0; i < t.vlen; i++) {
+      const [mName, , mOff] = raw.slice(i * 3, i * 3 + 3);
+      const bits = t.kindFlag ? mOff & 0xffffff : mOff;
+      members.push({ name: this.#name(mName), offset: bits / 8, bitfieldSize: t.kindFlag ? mOff >>> 24 : 0 });
+    }
+    return { name, size: t.size, members };
+  }
+
+  /** Variables of a data section (".rodata", ".bss", ".data") with their offsets. */
+  datasecVars(section: string): DatasecVar[] {
+    const id = fn.btfFindByNameKind(this.ptr, section, KIND_DATASEC);
+    if (id < 0) return [];
+    const t = this.#type(id);
+    const raw = koffi.decode(t.ptr, BTF_TYPE_SIZE, 'uint32_t', t.vlen * 3) as number[];
+    const vars: DatasecVar[] = [];
+    for (let i = 0; i < t.vlen; i++) {
+      const [varId, offset, size] = raw.slice(i * 3, i * 3 + 3);
+      vars.push({ name: this.#name(this.#type(varId).nameOff), offset, size });
+    }
+    return vars;
+  }
+}
+

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: Apache-2.0
+// Attachments. cgroup and tcx attachments are bpf_links: the kernel keeps them
+// while a fd or a pin holds them, other programs on the same hook keep running
+// (links are multi-attach), and a link can swap its program in place.
+// Legacy tc is a cls_bpf filter on clsact with our own priority/handle.
+import { closeSync, mkdirSync, openSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { close } from '../sys/libc.ts';
+import { assertOnBpffs } from '../sys/bpffs.ts';
+import { fn, check, BpfError, E } from './libbpf.ts';
+import { tcxLinkCreate, tcxQuery, ATTACH, type TcxAnchor } from './sys.ts';
+import type { Program } from './object.ts';
+
+export type Direction = 'ingress' | 'egress';
+export interface LinkInfo { type: number; id: number; progId: number }
+
+export class Link {
+  readonly fd: number;
+  readonly what: string;
+  pinPath: string | undefined;
+  #closed = false;
+
+  private constructor(fd: number, what: string, pinPath?: string) {
+    this.fd = fd;
+    this.what = what;
+    this.pinPath = pinPath;
+  }
+
+  /** Attaches a cgroup program (connect4/6, sock_ops, getsockopt, …) to the cgroup at `cgroupPath`. */
+  static attachCgroup(prog: Program, cgroupPath: string): Link {
+    const cg = openSync(cgroupPath, 'r');
+    try {
+      const fd = check(`attach ${prog.name} to cgroup ${cgroupPath}`, fn.linkCreate(prog.fd, cg, prog.expectedAttachType, null));
+      return new Link(fd, `${prog.name}@cgroup:${cgroupPath}`);
+    } finally {
+      closeSync(cg);
+    }
+  }
+
+  /** Attaches a tc program as a tcx link (kernel >= 6.6) at a chosen place in the hook's order. */
+  static attachTcx(prog: Program, ifindex: number, dir: Direction, anchor?: TcxAnchor): Link {
+    const type = dir === 'ingress' ? ATTACH.TCX_INGRESS : ATTACH.TCX_EGRESS;
+    return new Link(tcxLinkCreate(prog.fd, ifindex, type, anchor), `${prog.name}@tcx:${ifindex}/${dir}`);
+  }
+
+  /** Adopts a pinned link (e.g. after an agent restart). */
+  static open(pinPath: string): Link {
+    const fd = check(`open pinned link ${pinPath}`, fn.objGet(pinPath));
+    return new Link(fd, `pinned:${pinPath}`, pinPath);
+  }
+
+  pin(path: string): void {
+    assertOnBpffs(path);
+    mkdirSync(dirname(path), { recursive: true });
+    check(`pin ${this.what} at ${path}`, fn.objPin(this.fd, path));
+    this.pinPath = path;
+  }
+
+  unpin(): void {
+    if (this.pinPath) unlinkSync(this.pinPath);
+    this.pinPath = undefined;
+  }
+
+  /** Replaces the program in place: no window where the hook runs nothing. */
+  update(prog: Program): void {
+    check(`update ${this.what} to ${prog.name}`, fn.linkUpdate(this.fd, prog.fd, null));
+  }
+
+  info(): LinkInfo {
+    const buf = Buffer.alloc(256);
+    const len = [buf.length];
+    check(`link info of ${this.what}`, fn.objGetInfoByFd(this.fd, buf, len));
+    return { type: buf.readUInt32LE(0), id: buf.readUInt32LE(4), progId: buf.readUInt32LE(8) };
+  }
+
+  /** Detaches from the hook now (even if pinned), unpins, and closes. */
+  destroy(): void {
+    if (this.#closed) return;
+    const r = fn.linkDetachFd(this.fd);
+    if (r < 0 && r !== -E.ENOENT && r !== -E.EINVAL) throw new BpfError(`detach ${this.what}`, -r);
+    if (this.pinPath) { try { this.unpin(); } catch { /* already gone */ } }
+    this.close();
+  }
+
+  /** Closes our fd only: a pinned link stays attached. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    close(this.fd);
+  }
+}
+
+/** Program ids on a tcx hook, in run order. */
+export function tcxPrograms(ifindex: number, dir: Direction): number[] {
+  return tcxQuery(ifindex, dir === 'ingress' ? ATTACH.TCX_INGRESS : ATTACH.TCX_EGRESS).progIds;
+}
+
+const TC_INGRESS = 1;
+const TC_EGRESS = 2;
+const hookOf = (ifindex: number, dir: Direction) => ({ sz: 24, ifindex, attach_point: dir === 'ingress' ? TC_INGRESS : TC_EGRESS, parent: 0 });
+
+/**
+ * A legacy cls_bpf filter (direct-action) on the clsact qdisc. We create the
+ * qdisc only when absent and never replace a filter: a priority/handle already
+ * taken by someone else is an error, not an overwrite.
+ */
+export class TcFilter {
+  readonly ifindex: number;
+  readonly dir: Direction;
+  readonly priority: number;
+  readonly handle: number;
+  readonly createdQdisc: boolean;
+
+  private constructor(ifindex: number, dir: Direction, priority: number, handle: number, createdQdisc: boolean) {
+    this.ifindex = ifindex;
+    this.dir = dir;
+    this.priority = priority;
+    this.handle = handle;
+    this.createdQdisc = createdQdisc;
+  }
+
+  static attach(prog: Program, ifindex: number, dir: Direction, opts: { priority: number; handle: number }): TcFilter {
+    const hook = hookOf(ifindex, dir);
+    const r = fn.tcHookCreate(hook);
+    if (r < 0 && r !== -E.EEXIST) throw new BpfError(`create clsact on ifindex ${ifindex}`, -r);
+    const o = { sz: 32, prog_fd: prog.fd, flags: 0, prog_id: 0, handle: opts.handle, priority: opts.priority };
+    const a = fn.tcAttach(hook, o);
+    if (a === -E.EEXIST) {
+      throw new BpfError(`attach ${prog.name} to ifindex ${ifindex} ${dir}`, E.EEXIST, '',
+        `priority ${opts.priority} handle ${opts.handle} is taken by another filter; choose another priority (we never replace filters we did not create)`);
+    }
+    check(`attach ${prog.name} to ifindex ${ifindex} ${dir}`, a);
+    return new TcFilter(ifindex, dir, opts.priority, opts.handle, r === 0);
+  }
+
+  /** The program id at our priority/handle, or undefined when our filter is gone. */
+  progId(): number | undefined {
+    const o = { sz: 32, prog_fd: 0, flags: 0, prog_id: 0, handle: this.handle, priority: this.priority };
+    const r = fn.tcQuery(hookOf(this.ifindex, this.dir), o);
+    // The kernel answers a query for a missing filter with ENOENT or, once the
+    // chain is gone too, EINVAL; the hook and opts are known-valid here.
+    if (r === -E.ENOENT || r === -E.EINVAL) return undefined;
+    check('tc query', r);
+    return o.prog_id;
+  }
+
+  /** Removes exactly our filter; the clsact qdisc stays (others may use it). */
+  detach(): void {
+    const o = { sz: 32, prog_fd: 0, flags: 0, prog_id: 0, handle: this.handle, priority: this.priority };
+    const r = fn.tcDetach(hookOf(this.ifindex, this.dir), o);
+    if (r < 0 && r !== -E.ENOENT && r !== -E.EINVAL) throw new BpfError(`detach tc filter prio ${this.priority} on ifindex ${this.ifindex}`, -r);
+  }
+}
+
+/** Attaches an sk_msg / sk_skb verdict program to a sockmap/sockhash. */
+export function attachSockmap(prog: Program, mapFd: number, kind: 'msg_verdict' | 'skb_verdict'): { detach(): void } {
+  const type = kind === 'msg_verdict' ? ATTACH.SK_MSG_VERDICT : ATTACH.SK_SKB_VERDICT;
+  check(`attach ${prog.name} to sockmap`, fn.progAttach(prog.fd, mapFd, type, 0));
+  return { detach: () => { fn.progDetach2(prog.fd, mapFd, type); } };
+}

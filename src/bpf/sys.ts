@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+// bpf() commands that libbpf 1.1 does not wrap: tcx link creation with
+// ordering and BPF_PROG_QUERY for tcx hooks. Layouts are union bpf_attr's
+// link_create and query members (include/uapi/linux/bpf.h, kernel >= 6.6).
+import koffi from 'koffi';
+import { syscall3, errno } from '../sys/libc.ts';
+import { BpfError } from './libbpf.ts';
+
+const SYS_bpf = 321; // x86_64
+const BPF_PROG_QUERY = 16;
+const BPF_LINK_CREATE = 28;
+
+export const ATTACH = {
+  CGROUP_INET4_CONNECT: 10,
+  CGROUP_INET6_CONNECT: 11,
+  CGROUP_SOCK_OPS: 3,
+  CGROUP_GETSOCKOPT: 21,
+  SK_MSG_VERDICT: 7,
+  SK_SKB_VERDICT: 38,
+  /** Not in Debian 12's 6.1 uapi headers. */
+  TCX_INGRESS: 46,
+  TCX_EGRESS: 47,
+} as const;
+
+export const F = {
+  BEFORE: 1 << 3,
+  AFTER: 1 << 4,
+  ID: 1 << 5,
+  LINK: 1 << 13,
+} as const;
+
+function bpf(cmd: number, attr: Buffer, what: string): number {
+  const r = Number(syscall3(SYS_bpf, cmd, attr, attr.length));
+  if (r < 0) throw new BpfError(what, errno());
+  return r;
+}
+
+/** Where a new tcx program goes relative to others on the same hook. */
+export type TcxAnchor =
+  | { before: 'all' } | { after: 'all' }
+  | { before: { linkFd: number } } | { after: { linkFd: number } }
+  | { before: { progId: number } } | { after: { progId: number } };
+
+/** BPF_LINK_CREATE for tcx: returns the new link's fd. */
+export function tcxLinkCreate(progFd: number, ifindex: number, attachType: number, anchor?: TcxAnchor, expectedRevision = 0n): number {
+  const attr = Buffer.alloc(64);
+  attr.writeUInt32LE(progFd, 0);
+  attr.writeUInt32LE(ifindex, 4);
+  attr.writeUInt32LE(attachType, 8);
+  let flags = 0;
+  let relative = 0;
+  if (anchor) {
+    const [side, target] = Object.entries(anchor)[0] as ['before' | 'after', 'all' | { linkFd?: number; progId?: number }];
+    flags |= side === 'before' ? F.BEFORE : F.AFTER;
+    if (target !== 'all') {
+      if (target.linkFd !== undefined) { flags |= F.LINK; relative = target.linkFd; }
+      else { flags |= F.ID; relative = target.progId!; }
+    }
+  }
+  attr.writeUInt32LE(flags, 12);
+  attr.writeUInt32LE(relative, 16);      // tcx.relative_fd / relative_id
+  attr.writeBigUInt64LE(expectedRevision, 24); // tcx.expected_revision (0 = any)
+  return bpf(BPF_LINK_CREATE, attr, `tcx link create (ifindex ${ifindex}, attach type ${attachType})`);
+}
+
+/** BPF_PROG_QUERY on a tcx hook: program ids and link ids in run order, and the revision. */
+export function tcxQuery(ifindex: number, attachType: number, max = 64): { progIds: number[]; linkIds: number[]; revision: bigint } {
+  const progIds = Buffer.alloc(4 * max);
+  const linkIds = Buffer.alloc(4 * max);
+  const attr = Buffer.alloc(72);
+  attr.writeUInt32LE(ifindex, 0);
+  attr.writeUInt32LE(attachType, 4);
+  attr.writeBigUInt64LE(addressOf(progIds), 16);
+  attr.writeUInt32LE(max, 24);
+  attr.writeBigUInt64LE(addressOf(linkIds), 40);
+  bpf(BPF_PROG_QUERY, attr, `tcx query (ifindex ${ifindex}, attach type ${attachType})`);
+  const n = attr.readUInt32LE(24);
+  const ids = (b: Buffer) => Array.from({ length: n }, (_, i) => b.readUInt32LE(i * 4));
+  return { progIds: ids(progIds), linkIds: ids(linkIds), revision: attr.readBigUInt64LE(56) };
+}
+
+function addressOf(buf: Buffer): bigint { return koffi.address(buf); }

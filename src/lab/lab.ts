@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: Apache-2.0
+// Kubernetes-like nodes and pods out of network namespaces and cgroups on one machine.
+//   netns  ${prefix}-fabric          transit bridge joining the nodes
+//   netns  ${prefix}-${node}         pod bridge (gateway), node IP on eth0, forwarding on
+//   netns  ${prefix}-${node}-${pod}  eth0 with the pod's IPv4 + IPv6
+//   cgroup ${cgroup2}/${prefix}/${node}/${pod}   (the lab root is where BPF programs attach)
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { CommandError } from '../sys/exec.ts';
+import { cgroup2Mount, createCgroup, removeCgroupTree } from '../sys/cgroup.ts';
+import { deleteNetns, netnsPath } from '../sys/netns.ts';
+import {
+  FIRST_POD_HOST, LAST_POD_HOST, MAX_NODES, NAME_RE, hostVethName, nodeAddrs, podAddrs, type NodeAddrs,
+} from './addr.ts';
+import { checkPrefix, cleanupPrefix, labNetns, trackLab, untrackLab } from './cleanup.ts';
+import { collect, spawnIn, type RunOptions, type RunResult, type SpawnOptions } from './proc.ts';
+import {
+  NODE_BRIDGE, addPeerRoutes, createFabric, createNodeNetwork, createSandboxNetns, wirePodDirect, type PodNetwork,
+} from './wire.ts';
+
+/** A short random lab prefix (≤ 6 chars): `tag` + random hex. */
+export function uniquePrefix(tag = 'mw'): string {
+  if (!/^[a-z][a-z0-9]{0,2}$/.test(tag)) throw new Error(`prefix tag ${JSON.stringify(tag)} must be 1-3 lowercase chars`);
+  return tag + randomBytes(3).toString('hex').slice(0, 6 - tag.length);
+}
+
+/** A netns + cgroup that can run processes: the common part of nodes and pods. */
+export class Sandbox {
+  readonly lab: Lab;
+  readonly name: string;
+  /** Netns name (under /run/netns) and its path. */
+  readonly netns: string;
+  readonly netnsPath: string;
+  /** Absolute cgroup directory the sandbox's processes run in. */
+  readonly cgroupPath: string;
+
+  constructor(lab: Lab, name: string, netns: string, cgroupPath: string) {
+    this.lab = lab;
+    this.name = name;
+    this.netns = netns;
+    this.netnsPath = netnsPath(netns);
+    this.cgroupPath = cgroupPath;
+  }
+
+  /** Starts a process in this sandbox; it is killed when the lab is destroyed. */
+  spawn(argv: string[], opts: SpawnOptions = {}): ChildProcess {
+    return this.lab.track(spawnIn(this, argv, opts));
+  }
+
+  /** Runs a command to completion; resolves with its exit code and output (never rejects on exit code). */
+  run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return collect(this.spawn(argv, opts), opts);
+  }
+
+  /** Like run(), but rejects with CommandError unless the command exits 0; resolves with stdout. */
+  async check(argv: string[], opts: RunOptions = {}): Promise<string> {
+    const r = await this.run(argv, opts);
+    if (r.code !== 0) throw new CommandError(argv, r.code, r.stderr || (r.timedOut ? 'timed out' : String(r.signal)));
+    return r.stdout;
+  }
+}
+
+export class LabNode extends Sandbox {
+  /** 1-based; picks the node's pod CIDRs (10.244.<index>.0/24, fd00:244:<index>::/64). */
+  readonly index: number;
+  readonly addrs: NodeAddrs;
+  readonly bridge = NODE_BRIDGE;
+  readonly pods = new Map<string, LabPod>();
+  private readonly usedHosts = new Set<number>();
+
+  constructor(lab: Lab, name: string, index: number) {
+    super(lab, name, `${lab.prefix}-${name}`, `${lab.cgroupPath}/${name}`);
+    this.index = index;
+    this.addrs = nodeAddrs(index);
+  }
+
+  /** Node IP (transit network); kubelet-like traffic to pods is sourced from this netns. */
+  get ip4(): string { return this.addrs.ip4; }
+  get ip6(): string { return this.addrs.ip6; }
+
+  /** Lowest free pod host number of this node's CIDR. */
+  allocHost(): number {
+    for (let h = FIRST_POD_HOST; h <= LAST_POD_HOST; h++) {
+      if (!this.usedHosts.has(h)) {
+        this.usedHosts.add(h);
+        return h;
+      }
+    }
+    throw new Error(`node ${this.name}: pod CIDR ${this.addrs.podCidr4} is full`);
+  }
+
+  releaseHost(h: number): void {
+    this.usedHosts.delete(h);
+  }
+}
+
+export class LabPod extends Sandbox {
+  readonly node: LabNode;
+  /** Lab-wide sequence number (never reused), used for the host veth name. */
+  readonly seq: number;
+  private net: PodNetwork | undefined;
+  /** Host number allocated by direct wiring (released on removal). */
+  host: number | undefined;
+
+  constructor(lab: Lab, node: LabNode, name: string, seq: number) {
+    super(lab, name, `${lab.prefix}-${node.name}-${name}`, `${node.cgroupPath}/${name}`);
+    this.node = node;
+    this.seq = seq;
+  }
+
+  get wired(): boolean { return this.net !== undefined; }
+
+  /** Records the pod's network once wired (by wirePodDirect or, later, by a CNI result). */
+  setNetwork(net: PodNetwork): void {
+    this.net = net;
+  }
+
+  get network(): PodNetwork {
+    if (this.net === undefined) throw new Error(`pod ${this.node.name}/${this.name} is not wired yet`);
+    return this.net;
+  }
+
+  get ip4(): string { return this.network.ip4; }
+  get ip6(): string { return this.network.ip6; }
+  get hostVeth(): string { return this.network.hostVeth; }
+  get hostIfindex(): number { return this.network.hostIfindex; }
+}
+
+export interface LabOptions {
+  /** Default: uniquePrefix(). */
+  prefix?: string;
+}
+
+export interface AddPodOptions {
+  /** false: only netns (DAD off, lo up) and cgroup, for a CNI plugin to wire later. Default true. */
+  wire?: boolean;
+}
+
+export class Lab {
+  readonly prefix: string;
+  /** The lab's root cgroup: attach the lab's BPF programs here. */
+  readonly cgroupPath: string;
+  readonly fabricNetns: string;
+  readonly nodes = new Map<string, LabNode>();
+  private readonly children = new Set<ChildProcess>();
+  private readonly netnsNames = new Set<string>();
+  private podSeq = 0;
+  private fabricReady = false;
+  private dead = false;
+
+  private constructor(prefix: string) {
+    this.prefix = prefix;
+    this.cgroupPath = `${cgroup2Mount()}/${prefix}`;
+    this.fabricNetns = `${prefix}-fabric`;
+  }
+
+  /** Creates an empty lab, first removing leftovers of an earlier run with the same prefix. */
+  static async create(opts: LabOptions = {}): Promise<Lab> {
+    const prefix = opts.prefix ?? uniquePrefix();
+    checkPrefix(prefix);
+    cleanupPrefix(prefix);
+    const lab = new Lab(prefix);
+    createCgroup(prefix);
+    trackLab(lab);
+    return lab;
+  }
+
+  /** Removes the netns and cgroups of a crashed earlier lab with this prefix. */
+  static cleanupPrefix(prefix: string): void {
+    cleanupPrefix(prefix);
+  }
+
+  get destroyed(): boolean { return this.dead; }
+
+  /** All pods of all nodes. */
+  get pods(): LabPod[] {
+    return [...this.nodes.values()].flatMap((n) => [...n.pods.values()]);
+  }
+
+  node(name: string): LabNode {
+    const n = this.nodes.get(name);
+    if (n === undefined) throw new Error(`lab ${this.prefix}: no node ${name}`);
+    return n;
+  }
+
+  pod(nodeName: string, podName: string): LabPod {
+    const p = this.node(nodeName).pods.get(podName);
+    if (p === undefined) throw new Error(`lab ${this.prefix}: no pod ${nodeName}/${podName}`);
+    return p;
+  }
+
+  private alive(): void {
+    if (this.dead) throw new Error(`lab ${this.prefix} is destroyed`);
+  }
+
+  private claimNetns(name: string): void {
+    if (this.netnsNames.has(name) || name === this.fabricNetns) throw new Error(`lab ${this.prefix}: netns name ${name} already in use`);
+    this.netnsNames.add(name);
+  }
+
+  addNode(name: string): LabNode {
+    this.alive();
+    if (!NAME_RE.test(name)) throw new Error(`node name ${JSON.stringify(name)} must match ${NAME_RE}`);
+    if (this.nodes.has(name)) throw new Error(`lab ${this.prefix}: node ${name} exists`);
+    let index = 1;
+    const used = new Set([...this.nodes.values()].map((n) => n.index));
+    while (used.has(index)) index++;
+    if (index > MAX_NODES) throw new Error(`lab ${this.prefix}: at most ${MAX_NODES} nodes`);
+    const node = new LabNode(this, name, index);
+    this.claimNetns(node.netns);
+    if (!this.fabricReady) {
+      createFabric(this.fabricNetns);
+      this.fabricReady = true;
+    }
+    createCgroup(`${this.prefix}/${name}`);
+    const peers = [...this.nodes.values()];
+    createNodeNetwork(this.fabricNetns, node.netns, index, peers.map((p) => p.index));
+    for (const p of peers) addPeerRoutes(p.netns, index);
+    this.nodes.set(name, node);
+    return node;
+  }
+
+  /** Creates a pod sandbox (netns + cgroup) and, unless opts.wire is false, wires it to the node's bridge. */
+  addPod(node: LabNode | string, name: string, opts: AddPodOptions = {}): LabPod {
+    this.alive();
+    const n = typeof node === 'string' ? this.node(node) : node;
+    if (n.lab !== this || this.nodes.get(n.name) !== n) throw new Error(`node ${n.name} is not part of lab ${this.prefix}`);
+    if (!NAME_RE.test(name)) throw new Error(`pod name ${JSON.stringify(name)} must match ${NAME_RE}`);
+    if (n.pods.has(name)) throw new Error(`lab ${this.prefix}: pod ${n.name}/${name} exists`);
+    const pod = new LabPod(this, n, name, ++this.podSeq);
+    this.claimNetns(pod.netns);
+    n.pods.set(name, pod);
+    try {
+      createCgroup(`${this.prefix}/${n.name}/${name}`);
+      createSandboxNetns(pod.netns);
+      if (opts.wire !== false) this.wirePod(pod);
+    } catch (e) {
+      this.removePod(pod);
+      throw e;
+    }
+    return pod;
+  }
+
+  /** Direct wiring of an unwired pod: veth to the node bridge, next free IPv4 + IPv6. */
+  wirePod(pod: LabPod): void {
+    this.alive();
+    if (pod.wired) throw new Error(`pod ${pod.node.name}/${pod.name} is already wired`);
+    const host = pod.node.allocHost();
+    pod.host = host;
+    const net = wirePodDirect(pod.node.netns, pod.node.index, pod.netns,
+      hostVethName(this.prefix, pod.seq), podAddrs(pod.node.index, host));
+    pod.setNetwork(net);
+  }
+
+  /** Deletes one pod: kills its processes, deletes its netns (and so its veth) and cgroup. */
+  removePod(pod: LabPod): void {
+    if (pod.lab !== this) throw new Error(`pod ${pod.name} is not part of lab ${this.prefix}`);
+    removeCgroupTree(pod.cgroupPath);
+    const left = deleteNetns(pod.netns);
+    if (left.length > 0) throw new Error(`could not delete netns ${pod.netns}`);
+    if (pod.host !== undefined) pod.node.releaseHost(pod.host);
+    pod.node.pods.delete(pod.name);
+    this.netnsNames.delete(pod.netns);
+  }
+
+  /** @internal Remembers a child so destroy() kills it. */
+  track(child: ChildProcess): ChildProcess {
+    if (this.dead) {
+      child.kill('SIGKILL');
+      throw new Error(`lab ${this.prefix} is destroyed`);
+    }
+    this.children.add(child);
+    child.once('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  /** Kills every process of the lab, deletes all its netns and its cgroup tree. Idempotent. */
+  destroySync(): void {
+    this.dead = true;
+    for (const c of this.children) {
+      if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    }
+    this.children.clear();
+    const errors: unknown[] = [];
+    try {
+      removeCgroupTree(this.cgroupPath);
+    } catch (e) {
+      errors.push(e);
+    }
+    // Every `${prefix}-` netns, including any a failed add left half-made.
+    const left = deleteNetns(...new Set([...labNetns(this.prefix), ...this.netnsNames, this.fabricNetns]));
+    if (left.length > 0) errors.push(new Error(`could not delete netns: ${left.join(' ')}`));
+    this.nodes.clear();
+    this.netnsNames.clear();
+    untrackLab(this);
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new AggregateError(errors, `destroy of lab ${this.prefix} failed`);
+  }
+
+  async destroy(): Promise<void> {
+    this.destroySync();
+  }
+}

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+// CLI for the test/lab sidecar: node src/proxy/main.ts --outbound 15001 --inbound 15003 [--host ::] [--log] [--tag NAME]
+// Prints "ready" once both listeners are up; exits 0 on SIGTERM/SIGINT.
+import { parseArgs } from 'node:util';
+import { startProxy } from './proxy.ts';
+
+const { values } = parseArgs({
+  options: {
+    outbound: { type: 'string', default: '15001' },
+    inbound: { type: 'string', default: '15003' },
+    host: { type: 'string' },
+    log: { type: 'boolean', default: false },
+    tag: { type: 'string' },
+  },
+});
+const port = (s: string) => {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`bad port: ${s}`);
+  return n;
+};
+
+const proxy = await startProxy({
+  outbound: port(values.outbound), inbound: port(values.inbound), host: values.host, log: values.log, tag: values.tag,
+});
+process.stdout.write('ready\n');
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(sig, () => { proxy.close().then(() => process.exit(0), () => process.exit(1)); });
+}

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// Named network namespaces (/run/netns) and batched iproute2 calls inside them.
+// Commands enter a netns with `nsenter --net=` rather than `ip netns exec`, which
+// remounts /sys and would hide /sys/fs/bpf pins.
+import fs from 'node:fs';
+import { run, tryRun } from './exec.ts';
+
+export const NETNS_DIR = '/run/netns';
+
+export function netnsPath(name: string): string {
+  return `${NETNS_DIR}/${name}`;
+}
+
+/** Names of all named network namespaces (read from /run/netns, no process spawned). */
+export function listNetns(): string[] {
+  try {
+    return fs.readdirSync(NETNS_DIR);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+/** Creates named network namespaces with one `ip` process. */
+export function addNetns(...names: string[]): void {
+  if (names.length === 0) return;
+  run(['ip', '-batch', '-'], { input: names.map((n) => `netns add ${n}\n`).join('') });
+}
+
+/** Deletes named network namespaces; missing ones are ignored. Returns those still present. */
+export function deleteNetns(...names: string[]): string[] {
+  const present = new Set(listNetns());
+  const todo = names.filter((n) => present.has(n));
+  if (todo.length === 0) return [];
+  // -force keeps going past a failed line, so one bad entry does not leak the rest.
+  tryRun(['ip', '-force', '-batch', '-'], { input: todo.map((n) => `netns del ${n}\n`).join(''), stdio: ['pipe', 'ignore', 'ignore'] });
+  const after = new Set(listNetns());
+  return todo.filter((n) => after.has(n));
+}
+
+/** Runs `ip -n NS -batch -` with the given lines (a command per line); returns stdout. */
+export function ipBatch(ns: string, lines: string[], json = false): string {
+  const argv = ['ip', '-n', ns, ...(json ? ['-j'] : []), '-batch', '-'];
+  return run(argv, { input: lines.map((l) => l + '\n').join('') });
+}
+
+/** Runs argv inside a netns (no cgroup change, as the caller's user). Returns stdout. */
+export function nsRun(ns: string, argv: string[], input?: string): string {
+  return run(['nsenter', `--net=${netnsPath(ns)}`, '--', ...argv], input === undefined ? {} : { input });
+}
+
+/** Shell-quotes one word for sh. */
+export function shQuote(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Shell commands writing per-netns sysctls (dotted keys, e.g. net.ipv6.conf.all.accept_dad).
+ * Run inside a netns: /proc/sys/net of a process shows its own netns, never the host's.
+ */
+export function sysctlScript(values: Record<string, string | number>): string {
+  return Object.entries(values)
+    .map(([k, v]) => {
+      if (!/^net\.[A-Za-z0-9_.-]+$/.test(k)) throw new Error(`not a per-netns sysctl: ${k}`);
+      return `echo ${shQuote(String(v))} > /proc/sys/${k.replace(/\./g, '/')}`;
+    })
+    .join(' && ');
+}
+
+/** Sets sysctls inside a netns with one process. */
+export function setNetnsSysctls(ns: string, values: Record<string, string | number>): void {
+  nsRun(ns, ['sh', '-c', sysctlScript(values)]);
+}
+
+/** ifindex of a link inside a netns. */
+export function linkIndex(ns: string, ifname: string): number {
+  const out = JSON.parse(run(['ip', '-n', ns, '-j', 'link', 'show', 'dev', ifname])) as Array<{ ifindex: number }>;
+  return out[0].ifindex;
+}
