@@ -75,9 +75,9 @@ const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
  * A C struct: members in declaration order, each at its naturally aligned
  * offset; total size rounded to the largest alignment. Names are the C names.
  */
-export function struct<T>(cName: string, members: ReadonlyArray<readonly [string, Codec<any>]>): Codec<T> {
+export function struct<T>(cName: string, members: ReadonlyArray<readonly [string, Codec<any>]>, opts: { align?: number } = {}): Codec<T> {
   let off = 0;
-  let align = 1;
+  let align = opts.align ?? 1; // for __attribute__((aligned(n)))
   const fields: FieldLayout[] = members.map(([name, codec]) => {
     off = alignUp(off, codec.align);
     const f = { name, offset: off, size: codec.size, codec };

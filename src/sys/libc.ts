@@ -38,3 +38,9 @@ export function sysError(what: string, code = errno()): Error & { errno: number 
   e.errno = code;
   return e;
 }
+
+export const setns = libc.func('int setns(int fd, int nstype)');
+export const CLONE_NEWNET = 0x40000000;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const SOCK_STREAM = 1;

@@ -4,6 +4,7 @@
 // remounts /sys and would hide /sys/fs/bpf pins.
 import fs from 'node:fs';
 import { run, tryRun } from './exec.ts';
+import { AF_INET, CLONE_NEWNET, SO_NETNS_COOKIE, SOCK_STREAM, SOL_SOCKET, close, getsockopt, setns, socket, sysError } from './libc.ts';
 
 export const NETNS_DIR = '/run/netns';
 
@@ -76,4 +77,46 @@ export function setNetnsSysctls(ns: string, values: Record<string, string | numb
 export function linkIndex(ns: string, ifname: string): number {
   const out = JSON.parse(run(['ip', '-n', ns, '-j', 'link', 'show', 'dev', ifname])) as Array<{ ifindex: number }>;
   return out[0].ifindex;
+}
+
+/**
+ * Runs `fn` synchronously with the calling thread inside the netns at `path`,
+ * then switches back before returning (or throwing). setns() moves only this
+ * thread, and nothing asynchronous can run in between, so no socket of the
+ * event loop is ever created in the wrong netns. Use it for netlink/socket
+ * work that must happen in a pod's or node's netns (tc attach, netns cookie).
+ */
+export function withNetns<T>(path: string, fn: () => T): T {
+  const self = fs.openSync('/proc/thread-self/ns/net', 'r');
+  const target = fs.openSync(path, 'r');
+  try {
+    if (setns(target, CLONE_NEWNET) !== 0) throw sysError(`setns(${path})`);
+    try {
+      return fn();
+    } finally {
+      if (setns(self, CLONE_NEWNET) !== 0) {
+        // Cannot continue safely in the wrong netns.
+        process.stderr.write(`fatal: cannot return from netns ${path}: ${sysError('setns').message}\n`);
+        process.abort();
+      }
+    }
+  } finally {
+    fs.closeSync(target);
+    fs.closeSync(self);
+  }
+}
+
+/** The kernel's cookie of the netns at `path` (what bpf_get_netns_cookie() returns for its sockets). */
+export function netnsCookie(path: string): bigint {
+  return withNetns(path, () => {
+    const fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) throw sysError('socket');
+    try {
+      const buf = Buffer.alloc(8);
+      if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, buf, [8]) !== 0) throw sysError('getsockopt(SO_NETNS_COOKIE)');
+      return buf.readBigUInt64LE();
+    } finally {
+      close(fd);
+    }
+  });
 }

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: Apache-2.0
+// meshwarp command line: one module per command under src/cli/, loaded on demand
+// so `meshwarp doctor` does not pay for the lab or the agent.
+const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
+  doctor: { summary: 'check this machine for every feature meshwarp needs', load: () => import('./doctor.ts') },
+};
+
+function usage(): string {
+  const w = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return `usage: meshwarp <command> [options]\n\ncommands:\n${Object.entries(COMMANDS)
+    .map(([n, c]) => `  ${n.padEnd(w)}  ${c.summary}`).join('\n')}\n\nRun \`meshwarp <command> --help\` for a command's options.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(usage());
+    return cmd ? 0 : 2;
+  }
+  const c = COMMANDS[cmd];
+  if (!c) {
+    process.stderr.write(`meshwarp: unknown command "${cmd}"\n\n${usage()}`);
+    return 2;
+  }
+  return (await c.load()).run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => {
+    process.stderr.write(`meshwarp: ${e instanceof Error ? e.message : String(e)}\n`);
+    if (process.env.MESHWARP_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: Apache-2.0
+// The eBPF sidecar-mode driver of one node: loads bpf/sidecar/sidecar.bpf.c,
+// attaches its cgroup programs to the node's cgroup, and turns "pod P is
+// meshed with policy X" into map entries (entries.ts) plus tc programs on the
+// pod's host-side veth for cross-node inbound.
+//
+// Follow one connection: app connect() -> sidecar_connect4 (C) reads
+// pod_config[netns cookie] written by mesh() below -> rewrites to the proxy's
+// outbound port, keeps the original in origin_by_sock -> sidecar_sockops
+// hands it to the proxy's accepted socket -> sidecar_getsockopt answers the
+// proxy's SO_ORIGINAL_DST.
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { BpfObject, BpfMap, Link, TcFilter, BpfError, codec, type Direction, type Program } from '../../bpf/index.ts';
+import { netnsCookie, withNetns } from '../../sys/netns.ts';
+import type { PodPolicy } from '../../profiles/index.ts';
+import type { InterceptionDriver, Limitation, PodRef } from '../driver.ts';
+import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
+import {
+  STATS, cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sidecarObject, tupleKey,
+  type CidrKey, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig, type PortRuleKey, type StatName, type TupleKey,
+} from './structs.ts';
+
+export interface SidecarEbpfOptions {
+  /** bpffs directory for this driver's pins (maps/, links/). */
+  pinRoot: string;
+  /** cgroup2 directory whose processes are subject to capture (the node's pods). */
+  cgroupPath: string;
+  /** Netns holding the pods' host-side veths (default: the caller's). */
+  nodeNetnsPath?: string;
+  /** Node addresses: traffic from them (kubelet probes) is never captured inbound. */
+  nodeIps: string[];
+  /** tc attachment: tcx links (kernel >= 6.6), legacy cls_bpf, or tcx with legacy fallback. */
+  tc?: 'auto' | 'tcx' | 'legacy';
+  /** Priority of our legacy cls_bpf filters (lower runs first). */
+  legacyTcPriority?: number;
+  objectPath?: string;
+}
+
+const CGROUP_PROGRAMS = ['sidecar_connect4', 'sidecar_connect6', 'sidecar_sockops', 'sidecar_getsockopt'] as const;
+const TC_PROGRAMS: Record<Direction, string> = {
+  egress: 'sidecar_tc_to_pod',    // host veth egress = packets going into the pod
+  ingress: 'sidecar_tc_from_pod', // host veth ingress = packets leaving the pod
+};
+
+type TcAttachment = { kind: 'tcx'; link: Link } | { kind: 'legacy'; filter: TcFilter };
+
+interface MeshedPod { ref: PodRef; cookie: bigint; entries: PodEntries; tc: TcAttachment[] }
+
+interface Maps {
+  podConfig: BpfMap<bigint, PodConfig>;
+  localPods: BpfMap<IpAddr, LocalPod>;
+  portRules: BpfMap<PortRuleKey, number>;
+  cidrRules: BpfMap<CidrKey, number>;
+  originByTuple: BpfMap<TupleKey, Origin>;
+  inboundNat: BpfMap<NatKey, NatEntry>;
+  nodeIps: BpfMap<IpAddr, number>;
+  stats: BpfMap<number, bigint>;
+}
+
+export class SidecarEbpfDriver implements InterceptionDriver {
+  readonly mode = 'ebpf' as const;
+  readonly opts: SidecarEbpfOptions;
+  #obj: BpfObject | undefined;
+  #maps: Maps | undefined;
+  #links: Link[] = [];
+  readonly #pods = new Map<string, MeshedPod>();
+
+  constructor(opts: SidecarEbpfOptions) {
+    this.opts = opts;
+  }
+
+  async start(): Promise<void> {
+    if (this.#obj) return;
+    const obj = BpfObject.load(this.opts.objectPath ?? sidecarObject, { pinRoot: this.opts.pinRoot });
+    try {
+      this.#maps = {
+        podConfig: obj.map('pod_config', codec.u64, podConfig),
+        localPods: obj.map('local_pods', ipAddr, localPod),
+        portRules: obj.map('port_rules', portRuleKey, codec.u8),
+        cidrRules: obj.map('cidr_rules', cidrKey, codec.u8),
+        originByTuple: obj.map('origin_by_tuple', tupleKey, origin),
+        inboundNat: obj.map('inbound_nat', natKey, natEntry),
+        nodeIps: obj.map('node_ips', ipAddr, codec.u8),
+        stats: obj.map('stats', codec.u32, codec.u64),
+      };
+      for (const ip of this.opts.nodeIps) this.#maps.nodeIps.update(toIpAddr(ip), 1);
+      for (const name of CGROUP_PROGRAMS) {
+        const link = Link.attachCgroup(obj.program(name), this.opts.cgroupPath);
+        this.#links.push(link);
+        link.pin(join(this.opts.pinRoot, 'links', name));
+      }
+      this.#obj = obj;
+    } catch (e) {
+      for (const l of this.#links) l.destroy();
+      this.#links = [];
+      obj.close();
+      rmSync(this.opts.pinRoot, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  #need(): { obj: BpfObject; maps: Maps } {
+    if (!this.#obj || !this.#maps) throw new Error('sidecar eBPF driver not started');
+    return { obj: this.#obj, maps: this.#maps };
+  }
+
+  async mesh(pod: PodRef, policy: PodPolicy): Promise<void> {
+    const { obj, maps } = this.#need();
+    const cookie = netnsCookie(pod.netnsPath);
+    const entries = podEntries(cookie, { ip4: pod.ip4, ip6: pod.ip6, ifindex: pod.hostVeth?.ifindex }, policy);
+    const previous = this.#pods.get(pod.id);
+    if (previous) this.#removeEntries(previous);
+
+    // Rules before pod_config: a pod becomes "managed" only once its rules exist.
+    const undo: (() => void)[] = [];
+    try {
+      for (const [k, v] of entries.portRules) { maps.portRules.update(k, v); undo.push(() => maps.portRules.delete(k)); }
+      for (const [k, v] of entries.cidrRules) { maps.cidrRules.update(k, v); undo.push(() => maps.cidrRules.delete(k)); }
+      for (const [k, v] of entries.localPods) { maps.localPods.update(k, v); undo.push(() => maps.localPods.delete(k)); }
+      maps.podConfig.update(cookie, entries.config);
+      undo.push(() => maps.podConfig.delete(cookie));
+      const tc = pod.hostVeth ? this.#attachTc(obj, pod.hostVeth) : (previous?.tc ?? []);
+      this.#pods.set(pod.id, { ref: pod, cookie, entries, tc });
+    } catch (e) {
+      for (const u of undo.reverse()) { try { u(); } catch { /* best effort */ } }
+      this.#pods.delete(pod.id);
+      if (previous) for (const t of previous.tc) this.#detachTc(t);
+      throw e instanceof BpfError ? new Error(`mesh ${pod.id}: ${e.message}`, { cause: e }) : e;
+    }
+    if (previous && pod.hostVeth) for (const t of previous.tc) this.#detachTc(t);
+  }
+
+  async unmesh(pod: PodRef): Promise<void> {
+    const p = this.#pods.get(pod.id);
+    if (!p) return;
+    this.#removeEntries(p);
+    for (const t of p.tc) this.#detachTc(t);
+    this.#pods.delete(pod.id);
+  }
+
+  /** Deletes a pod's entries, pod_config first so it stops being managed at once. */
+  #removeEntries(p: MeshedPod): void {
+    const { maps } = this.#need();
+    maps.podConfig.delete(p.cookie);
+    for (const [k] of p.entries.localPods) maps.localPods.delete(k);
+    for (const [k] of p.entries.portRules) maps.portRules.delete(k);
+    for (const [k] of p.entries.cidrRules) maps.cidrRules.delete(k);
+  }
+
+  #attachTc(obj: BpfObject, veth: { name: string; ifindex: number }): TcAttachment[] {
+    const attach = (dir: Direction, prog: Program): TcAttachment => {
+      const mode = this.opts.tc ?? 'auto';
+      if (mode !== 'legacy') {
+        try {
+          return { kind: 'tcx', link: Link.attachTcx(prog, veth.ifindex, dir) };
+        } catch (e) {
+          if (mode === 'tcx' || !(e instanceof BpfError) || e.errno !== 22) throw e; // EINVAL: no tcx
+        }
+      }
+      const priority = this.opts.legacyTcPriority ?? 0xc000;
+      return { kind: 'legacy', filter: TcFilter.attach(prog, veth.ifindex, dir, { priority, handle: 1 }) };
+    };
+    const inNode = <T>(fn: () => T): T => (this.opts.nodeNetnsPath ? withNetns(this.opts.nodeNetnsPath, fn) : fn());
+    return inNode(() => {
+      const done: TcAttachment[] = [];
+      try {
+        for (const dir of ['ingress', 'egress'] as const) done.push(attach(dir, obj.program(TC_PROGRAMS[dir])));
+        return done;
+      } catch (e) {
+        for (const t of done) this.#detachTc(t);
+        throw e;
+      }
+    });
+  }
+
+  #detachTc(t: TcAttachment): void {
+    if (t.kind === 'tcx') t.link.destroy();
+    else if (this.opts.nodeNetnsPath) withNetns(this.opts.nodeNetnsPath, () => t.filter.detach());
+    else t.filter.detach();
+  }
+
+  async stop(): Promise<void> {
+    for (const p of [...this.#pods.values()]) await this.unmesh(p.ref);
+    for (const l of this.#links) l.destroy();
+    this.#links = [];
+    this.#obj?.close();
+    this.#obj = undefined;
+    this.#maps = undefined;
+    rmSync(this.opts.pinRoot, { recursive: true, force: true });
+  }
+
+  limitations(): Limitation[] {
+    return [];
+  }
+
+  /** Datapath counters summed over CPUs, by name (enum mw_stat). */
+  stats(): Record<StatName, bigint> {
+    const { maps } = this.#need();
+    const out = {} as Record<StatName, bigint>;
+    STATS.forEach((name, i) => { out[name] = (maps.stats.lookupPerCpu(i) ?? []).reduce((a, b) => a + b, 0n); });
+    return out;
+  }
+
+  /** Entries per map (per-connection maps must drain to 0 when connections close). */
+  mapEntryCounts(): Record<string, number> {
+    const { maps } = this.#need();
+    return {
+      pod_config: maps.podConfig.count(),
+      local_pods: maps.localPods.count(),
+      port_rules: maps.portRules.count(),
+      cidr_rules: maps.cidrRules.count(),
+      origin_by_tuple: maps.originByTuple.count(),
+      inbound_nat: maps.inboundNat.count(),
+      node_ips: maps.nodeIps.count(),
+    };
+  }
+
+  /** The meshed pods this driver knows, by id. */
+  pods(): { id: string; cookie: bigint }[] {
+    return [...this.#pods.values()].map((p) => ({ id: p.ref.id, cookie: p.cookie }));
+  }
+}

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// TS mirrors of bpf/include/meshwarp.h (one codec per C struct; checked
+// against the object's BTF by test/kernel/btf-layout.test.ts). Names are the
+// C names; ports the C side keeps in network order use be16.
+import { fileURLToPath } from 'node:url';
+import { struct, bytes, array, pad, u8, u32, u64, be16, type Codec } from '../../bpf/codec.ts';
+
+export const sidecarObject = fileURLToPath(new URL('../../../build/bpf/sidecar.bpf.o', import.meta.url));
+
+/** 16 bytes, network order; IPv4 as ::ffff:a.b.c.d. */
+export interface IpAddr { addr: Uint8Array }
+export const ipAddr: Codec<IpAddr> = struct('ip_addr', [['addr', bytes(16)]], { align: 4 });
+
+export const POD_F = { HAS_INCLUDE_IN_PORTS: 1, HAS_INCLUDE_OUT_CIDRS: 2 } as const;
+export const MAX_EXCLUDE_UIDS = 4;
+
+export interface PodConfig {
+  outbound_port: number; inbound_port: number; dns_port: number; status_port: number;
+  proxy_uid: number; flags: number; exclude_uid_count: number; exclude_uids: number[];
+  ipv4: IpAddr; ipv6: IpAddr;
+}
+export const podConfig: Codec<PodConfig> = struct('pod_config', [
+  ['outbound_port', be16], ['inbound_port', be16], ['dns_port', be16], ['status_port', be16],
+  ['proxy_uid', u32], ['flags', u32], ['exclude_uid_count', u32], ['exclude_uids', array(u32, MAX_EXCLUDE_UIDS)],
+  ['ipv4', ipAddr], ['ipv6', ipAddr],
+]);
+
+export interface LocalPod { netns_cookie: bigint; inbound_port: number; ifindex: number }
+export const localPod: Codec<LocalPod> = struct('local_pod', [
+  ['netns_cookie', u64], ['inbound_port', be16], ['_pad0', pad(2)], ['ifindex', u32],
+]);
+
+export const DIR = { OUT: 0, IN: 1 } as const;
+export const RULE = { EXCLUDE: 1, INCLUDE: 2 } as const;
+
+export interface PortRuleKey { netns_cookie: bigint; port: number; direction: number }
+export const portRuleKey: Codec<PortRuleKey> = struct('port_rule_key', [
+  ['netns_cookie', u64], ['port', be16], ['direction', u8], ['_pad', pad(5)],
+]);
+
+/** LPM key: prefixlen counts the 64 cookie bits plus the (v4-mapped) address bits. */
+export interface CidrKey { prefixlen: number; netns_cookie: Uint8Array; addr: Uint8Array }
+export const cidrKey: Codec<CidrKey> = struct('cidr_key', [
+  ['prefixlen', u32], ['netns_cookie', bytes(8)], ['addr', bytes(16)],
+]);
+
+export const ORIGIN_F = { CONNECT: 1, ACCEPTED: 2, TUPLE: 4, NAT: 8, INBOUND: 16 } as const;
+export interface Origin { addr: IpAddr; port: number; family: number; flags: number }
+export const origin: Codec<Origin> = struct('origin', [
+  ['addr', ipAddr], ['port', be16], ['family', u8], ['flags', u8],
+]);
+
+export interface TupleKey { netns_cookie: bigint; saddr: IpAddr; daddr: IpAddr; sport: number; dport: number }
+export const tupleKey: Codec<TupleKey> = struct('tuple_key', [
+  ['netns_cookie', u64], ['saddr', ipAddr], ['daddr', ipAddr], ['sport', be16], ['dport', be16], ['_pad', pad(4)],
+]);
+
+export interface NatKey { remote: IpAddr; local: IpAddr; remote_port: number }
+export const natKey: Codec<NatKey> = struct('nat_key', [
+  ['remote', ipAddr], ['local', ipAddr], ['remote_port', be16], ['_pad', pad(6)],
+]);
+
+export const NAT_F = { ESTABLISHED: 1 } as const;
+export interface NatEntry { orig_port: number; inbound_port: number; flags: number; created_ns: bigint }
+export const natEntry: Codec<NatEntry> = struct('nat_entry', [
+  ['orig_port', be16], ['inbound_port', be16], ['flags', u32], ['created_ns', u64],
+]);
+
+/** enum mw_stat in meshwarp.h, same order and values (append only). */
+export const STATS = [
+  'captured_out', 'captured_in_local', 'bypass_loopback', 'bypass_excluded', 'bypass_proxy',
+  'update_failed', 'origdst_answered', 'tc_dnat', 'tc_undnat', 'bypass_self', 'tuple_added',
+  'tuple_failed', 'tuple_moved', 'tuple_unclaimed', 'accept_failed', 'nat_added', 'nat_failed',
+  'nat_collision', 'nat_bound', 'nat_closed', 'nat_reset', 'bypass_node', 'tc_rewrite_failed',
+] as const;
+export type StatName = (typeof STATS)[number];
+
+/** Every codec that crosses into sidecar.bpf.o, for the BTF layout test. */
+export const sidecarStructs: Codec<any>[] = [ipAddr, podConfig, localPod, portRuleKey, cidrKey, origin, tupleKey, natKey, natEntry];
