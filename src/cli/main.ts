@@ -3,6 +3,10 @@
 // so `meshwarp doctor` does not pay for the lab or the agent.
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
   doctor: { summary: 'check this machine for every feature meshwarp needs', load: () => import('./doctor.ts') },
+  agent: { summary: 'run the node agent (datapath owner, CNI and CLI API)', load: () => import('./agent.ts') },
+  status: { summary: 'mode, attachments, map usage and counters of the running agent', load: () => import('./status.ts') },
+  pods: { summary: 'pods meshed by the running agent', load: () => import('./pods.ts') },
+  uninstall: { summary: 'remove everything meshwarp made on this node', load: () => import('./uninstall.ts') },
 };
 
 function usage(): string {

@@ -9,7 +9,7 @@
 // outbound port, keeps the original in origin_by_sock -> sidecar_sockops
 // hands it to the proxy's accepted socket -> sidecar_getsockopt answers the
 // proxy's SO_ORIGINAL_DST.
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfObject, BpfMap, Link, TcFilter, BpfError, codec, type Direction, type Program } from '../../bpf/index.ts';
 import { netnsCookie, withNetns } from '../../sys/netns.ts';
@@ -70,9 +70,15 @@ export class SidecarEbpfDriver implements InterceptionDriver {
     this.opts = opts;
   }
 
+  /**
+   * Loads the datapath and attaches it. Restart-safe: maps pinned by an
+   * earlier run are reused (libbpf pin reuse), and pinned links get the new
+   * program in place (link update), so capture never stops.
+   */
   async start(): Promise<void> {
     if (this.#obj) return;
     const obj = BpfObject.load(this.opts.objectPath ?? sidecarObject, { pinRoot: this.opts.pinRoot });
+    const fresh: Link[] = [];
     try {
       this.#maps = {
         podConfig: obj.map('pod_config', codec.u64, podConfig),
@@ -86,18 +92,32 @@ export class SidecarEbpfDriver implements InterceptionDriver {
       };
       for (const ip of this.opts.nodeIps) this.#maps.nodeIps.update(toIpAddr(ip), 1);
       for (const name of CGROUP_PROGRAMS) {
-        const link = Link.attachCgroup(obj.program(name), this.opts.cgroupPath);
+        const pin = join(this.opts.pinRoot, 'links', name);
+        let link: Link;
+        if (existsSync(pin)) {
+          link = Link.open(pin);
+          link.update(obj.program(name));
+        } else {
+          link = Link.attachCgroup(obj.program(name), this.opts.cgroupPath);
+          fresh.push(link);
+          link.pin(pin);
+        }
         this.#links.push(link);
-        link.pin(join(this.opts.pinRoot, 'links', name));
       }
       this.#obj = obj;
     } catch (e) {
-      for (const l of this.#links) l.destroy();
+      for (const l of fresh) l.destroy();
+      for (const l of this.#links) l.close();
       this.#links = [];
+      this.#maps = undefined;
       obj.close();
-      rmSync(this.opts.pinRoot, { recursive: true, force: true });
       throw e;
     }
+  }
+
+  /** Whether an earlier run left this driver's pins (maps/links) behind to adopt. */
+  hasPins(): boolean {
+    return existsSync(join(this.opts.pinRoot, 'links'));
   }
 
   #need(): { obj: BpfObject; maps: Maps } {
@@ -151,9 +171,17 @@ export class SidecarEbpfDriver implements InterceptionDriver {
   #attachTc(obj: BpfObject, veth: { name: string; ifindex: number }): TcAttachment[] {
     const attach = (dir: Direction, prog: Program): TcAttachment => {
       const mode = this.opts.tc ?? 'auto';
+      const pin = join(this.opts.pinRoot, 'links', 'tc', `${veth.ifindex}-${dir}`);
+      if (existsSync(pin)) { // left by an earlier run: swap the program in place
+        const link = Link.open(pin);
+        link.update(prog);
+        return { kind: 'tcx', link };
+      }
       if (mode !== 'legacy') {
         try {
-          return { kind: 'tcx', link: Link.attachTcx(prog, veth.ifindex, dir) };
+          const link = Link.attachTcx(prog, veth.ifindex, dir);
+          link.pin(pin);
+          return { kind: 'tcx', link };
         } catch (e) {
           if (mode === 'tcx' || !(e instanceof BpfError) || e.errno !== 22) throw e; // EINVAL: no tcx
         }
@@ -180,6 +208,21 @@ export class SidecarEbpfDriver implements InterceptionDriver {
     else t.filter.detach();
   }
 
+  /**
+   * Lets go of this process's handles and leaves everything attached and
+   * pinned: what an agent does on shutdown or upgrade (traffic keeps flowing).
+   */
+  async close(): Promise<void> {
+    for (const p of this.#pods.values()) for (const t of p.tc) if (t.kind === 'tcx') t.link.close();
+    this.#pods.clear();
+    for (const l of this.#links) l.close();
+    this.#links = [];
+    this.#obj?.close();
+    this.#obj = undefined;
+    this.#maps = undefined;
+  }
+
+  /** Removes everything this driver made on the node: entries, tc, links, pins. */
   async stop(): Promise<void> {
     for (const p of [...this.#pods.values()]) await this.unmesh(p.ref);
     for (const l of this.#links) l.destroy();

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+// The agent's HTTP API (over its root-only unix socket): request shapes and
+// their validation. Every request is checked completely before anything
+// changes; a bad one is a 400 with the reason.
+//
+//   POST /v1/cni/add    AddRequest            -> 200 { meshed, reason? }
+//   POST /v1/cni/del    { containerId }       -> 200 { removed }
+//   POST /v1/cni/check  { containerId }       -> 200 { meshed } | 404
+//   POST /v1/cni/gc     { validAttachments: [{ containerId }] } -> 200 { removed: [...] }
+//   GET  /v1/status                           -> 200 Status
+//   GET  /v1/pods                             -> 200 { pods: [...] }
+//   POST /v1/uninstall                        -> 200 {} (removes everything, then exits)
+
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export interface AddRequest {
+  containerId: string;
+  netns: string;
+  ifName: string;
+  podNamespace: string;
+  podName: string;
+  /** The previous plugins' result (IPs, interfaces), as CNI passed it. */
+  prevResult: { ips?: { address: string; interface?: number }[]; interfaces?: { name: string; sandbox?: string; mac?: string }[] };
+  /** Optional: per-pod annotations (Kubernetes supplies them through the watch; the lab passes them here). */
+  annotations?: Record<string, string>;
+  /** Optional: mesh profile override for this pod. */
+  profile?: string;
+}
+
+const bad = (msg: string): never => { throw new ApiError(400, msg); };
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function str(o: Record<string, unknown>, k: string, re: RegExp, what: string, optional = false): string {
+  const v = o[k];
+  if (v === undefined && optional) return '';
+  if (typeof v !== 'string') return bad(`${k}: expected a string (${what})`);
+  if (v.length > 512 || !re.test(v)) return bad(`${k}: ${JSON.stringify(v.slice(0, 80))} is not ${what}`);
+  return v;
+}
+
+const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const DNS_LABEL = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+const IFNAME = /^[^/\s:]{1,15}$/;
+const ABS_PATH = /^\/[^\0]*$/;
+
+export function parseContainerRef(body: unknown): { containerId: string } {
+  if (!isObj(body)) bad('expected a JSON object');
+  return { containerId: str(body as Record<string, unknown>, 'containerId', CONTAINER_ID, 'a container id') };
+}
+
+export function parseAddRequest(body: unknown): AddRequest {
+  if (!isObj(body)) return bad('expected a JSON object');
+  const o = body;
+  const req: AddRequest = {
+    containerId: str(o, 'containerId', CONTAINER_ID, 'a container id'),
+    netns: str(o, 'netns', ABS_PATH, 'an absolute netns path'),
+    ifName: str(o, 'ifName', IFNAME, 'an interface name'),
+    podNamespace: str(o, 'podNamespace', DNS_LABEL, 'a Kubernetes namespace name'),
+    podName: str(o, 'podName', DNS_LABEL, 'a Kubernetes pod name'),
+    prevResult: {},
+  };
+  const pr = o.prevResult;
+  if (!isObj(pr)) return bad('prevResult: expected the previous plugin\'s result object');
+  if (pr.ips !== undefined && !Array.isArray(pr.ips)) bad('prevResult.ips: expected an array');
+  if (pr.interfaces !== undefined && !Array.isArray(pr.interfaces)) bad('prevResult.interfaces: expected an array');
+  req.prevResult = pr as AddRequest['prevResult'];
+  for (const [i, ip] of (req.prevResult.ips ?? []).entries()) {
+    if (!isObj(ip) || typeof ip.address !== 'string') bad(`prevResult.ips[${i}].address: expected a CIDR string`);
+  }
+  if (o.annotations !== undefined) {
+    if (!isObj(o.annotations)) bad('annotations: expected an object of strings');
+    for (const [k, v] of Object.entries(o.annotations as object)) if (typeof v !== 'string') bad(`annotations.${k}: expected a string`);
+    req.annotations = o.annotations as Record<string, string>;
+  }
+  if (o.profile !== undefined) req.profile = str(o, 'profile', /^[a-z][a-z0-9-]*$/, 'a profile name');
+  return req;
+}
+
+export function parseGcRequest(body: unknown): { valid: Set<string> } {
+  if (!isObj(body) || !Array.isArray(body.validAttachments)) return bad('validAttachments: expected an array');
+  return { valid: new Set((body.validAttachments as unknown[]).map((a, i) => {
+    if (!isObj(a)) return bad(`validAttachments[${i}]: expected an object`);
+    return str(a, 'containerId', CONTAINER_ID, 'a container id');
+  })) };
+}

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+// Agent configuration: flags (and later a file), validated up front so a bad
+// value is a clear error before anything on the node changes.
+import { isAbsolute } from 'node:path';
+import { isIP } from 'node:net';
+import { parseMode, type Mode } from '../datapath/driver.ts';
+import { getProfile } from '../profiles/index.ts';
+
+export interface AgentConfig {
+  mode: Mode;
+  /** Default mesh profile for pods (istio, linkerd, kuma, osm, fsm). */
+  profile: string;
+  /** bpffs directory for pins (maps/, links/). */
+  pinRoot: string;
+  /** cgroup2 directory the cgroup programs attach to (the node's pods live below it). */
+  cgroupPath: string;
+  /** Root-only unix socket serving the CNI plugin and the CLI. */
+  socket: string;
+  /** Where the agent keeps its record of meshed pods (survives restarts). */
+  stateDir: string;
+  /** Node addresses (kubelet probes come from them and are never captured). */
+  nodeIps: string[];
+  /** host:port for Prometheus metrics; empty = off. */
+  metrics: string;
+  /** tc attachment for the eBPF mode. */
+  tc: 'auto' | 'tcx' | 'legacy';
+}
+
+export const DEFAULTS = {
+  mode: 'ebpf',
+  profile: 'osm',
+  pinRoot: '/sys/fs/bpf/meshwarp',
+  socket: '/run/meshwarp/agent.sock',
+  stateDir: '/var/lib/meshwarp',
+  metrics: '127.0.0.1:9464',
+  tc: 'auto',
+} as const;
+
+/** Validates a complete config; throws an Error naming the bad option. */
+export function validateConfig(c: Partial<AgentConfig>): AgentConfig {
+  const bad = (opt: string, why: string): never => { throw new Error(`--${opt}: ${why}`); };
+  const mode = parseMode(c.mode ?? DEFAULTS.mode);
+  const profile = c.profile ?? DEFAULTS.profile;
+  getProfile(profile); // throws listing the known profiles
+  for (const [k, v] of [['pin-root', c.pinRoot], ['socket', c.socket], ['state-dir', c.stateDir], ['cgroup', c.cgroupPath]] as const) {
+    if (v !== undefined && !isAbsolute(v)) bad(k, `must be an absolute path, got ${JSON.stringify(v)}`);
+  }
+  if (!c.cgroupPath) bad('cgroup', 'required: the cgroup2 directory whose pods are meshed');
+  for (const ip of c.nodeIps ?? []) if (!isIP(ip)) bad('node-ip', `${JSON.stringify(ip)} is not an IP address`);
+  const metrics = c.metrics ?? DEFAULTS.metrics;
+  if (metrics && !/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):\d{1,5}$/.test(metrics)) bad('metrics', `expected host:port, got ${JSON.stringify(metrics)}`);
+  const tc = c.tc ?? DEFAULTS.tc;
+  if (!['auto', 'tcx', 'legacy'].includes(tc)) bad('tc', `expected auto, tcx or legacy, got ${JSON.stringify(tc)}`);
+  return {
+    mode, profile, metrics, tc,
+    pinRoot: c.pinRoot ?? DEFAULTS.pinRoot,
+    cgroupPath: c.cgroupPath!,
+    socket: c.socket ?? DEFAULTS.socket,
+    stateDir: c.stateDir ?? DEFAULTS.stateDir,
+    nodeIps: c.nodeIps ?? [],
+  };
+}

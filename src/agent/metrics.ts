@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: Apache-2.0
+// Prometheus text exposition of the agent's state and the datapath counters.
+import type { Agent } from './agent.ts';
+
+export function renderMetrics(agent: Agent): string {
+  const out: string[] = [];
+  const metric = (name: string, type: 'gauge' | 'counter', help: string, samples: [Record<string, string>, number | bigint][]) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, v] of samples) {
+      const l = Object.entries(labels).map(([k, x]) => `${k}="${x.replace(/["\\\n]/g, '_')}"`).join(',');
+      out.push(`${name}${l ? `{${l}}` : ''} ${v}`);
+    }
+  };
+  const s = agent.status() as { mode: string; pods: number; maps: Record<string, number>; datapath: Record<string, number> };
+  metric('meshwarp_info', 'gauge', 'Agent mode and profile.', [[{ mode: s.mode, profile: agent.cfg.profile }, 1]]);
+  metric('meshwarp_pods', 'gauge', 'Pods meshed by this agent.', [[{}, s.pods]]);
+  metric('meshwarp_map_entries', 'gauge', 'Entries per datapath map.', Object.entries(s.maps).map(([m, n]) => [{ map: m }, n]));
+  metric('meshwarp_datapath_events_total', 'counter', 'Datapath counters (captured, bypassed, failed updates), summed over CPUs.',
+    Object.entries(s.datapath).map(([e, n]) => [{ event: e }, n]));
+  const c = agent.counters;
+  metric('meshwarp_cni_requests_total', 'counter', 'CNI requests handled.', [[{ command: 'add' }, c.cniAdd], [{ command: 'del' }, c.cniDel]]);
+  metric('meshwarp_errors_total', 'counter', 'Requests that failed inside the agent.', [[{}, c.cniErrors]]);
+  metric('meshwarp_reconciled_pods_total', 'counter', 'Pods re-meshed from the state file at start.', [[{}, c.reconciled]]);
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: Apache-2.0
+// HTTP over a root-only unix socket (for the CNI plugin and the CLI), and the
+// Prometheus endpoint on TCP.
+import http from 'node:http';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ApiError, parseAddRequest, parseContainerRef, parseGcRequest } from './api.ts';
+import { log, type Agent } from './agent.ts';
+import { renderMetrics } from './metrics.ts';
+
+const MAX_BODY = 1 << 20;
+
+function readBody(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) { reject(new ApiError(413, `request body over ${MAX_BODY} bytes`)); req.destroy(); return; }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (chunks.length === 0) return resolve(undefined);
+      try { resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))); } catch (e) { reject(new ApiError(400, `invalid JSON: ${(e as Error).message}`)); }
+    });
+    req.on('error', reject);
+  });
+}
+
+export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestListener {
+  return (req, res) => {
+    const send = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(`${JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? Number(v) : v))}\n`);
+    };
+    (async () => {
+      const route = `${req.method} ${req.url}`;
+      switch (route) {
+        case 'POST /v1/cni/add': return send(200, await agent.add(parseAddRequest(await readBody(req))));
+        case 'POST /v1/cni/del': return send(200, await agent.del(parseContainerRef(await readBody(req)).containerId));
+        case 'POST /v1/cni/check': return send(200, agent.check(parseContainerRef(await readBody(req)).containerId));
+        case 'POST /v1/cni/gc': return send(200, await agent.gc(parseGcRequest(await readBody(req)).valid));
+        case 'GET /v1/status': return send(200, agent.status());
+        case 'GET /v1/pods': return send(200, { pods: agent.pods() });
+        case 'POST /v1/uninstall':
+          await agent.uninstall();
+          send(200, {});
+          return onUninstall();
+        default: throw new ApiError(404, `no route ${route}`);
+      }
+    })().catch((e: unknown) => {
+      const status = e instanceof ApiError ? e.status : 500;
+      if (status >= 500) { agent.counters.cniErrors++; log('error', 'request failed', { url: req.url, error: (e as Error).message }); }
+      send(status, { error: (e as Error).message });
+    });
+  };
+}
+
+/** Listens on a unix socket only root can use (socket 0600 in a 0700 directory). */
+export async function listenApi(agent: Agent, socket: string, onUninstall: () => void): Promise<http.Server> {
+  mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
+  chmodSync(dirname(socket), 0o700);
+  rmSync(socket, { force: true }); // a stale socket from a killed agent
+  const server = http.createServer(apiHandler(agent, onUninstall));
+  const old = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(socket, resolve); });
+  } finally {
+    process.umask(old);
+  }
+  chmodSync(socket, 0o600);
+  return server;
+}
+
+export async function listenMetrics(agent: Agent, address: string): Promise<http.Server> {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(address.slice(i + 1));
+  const server = http.createServer((req, res) => {
+    if (req.url !== '/metrics') { res.writeHead(404).end(); return; }
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+    res.end(renderMetrics(agent));
+  });
+  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, host, resolve); });
+  return server;
+}

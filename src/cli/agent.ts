@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+// `meshwarp agent`: the node daemon.
+import { parseArgs } from 'node:util';
+import { Agent, log, type Driver } from '../agent/agent.ts';
+import { DEFAULTS, validateConfig, type AgentConfig } from '../agent/config.ts';
+import { listenApi, listenMetrics } from '../agent/server.ts';
+import { SidecarEbpfDriver } from '../datapath/sidecar/driver.ts';
+import { ensureBpffs } from '../sys/bpffs.ts';
+
+const HELP = `usage: meshwarp agent --cgroup PATH [options]
+
+  --mode ebpf|iptables   interception mode (default ${DEFAULTS.mode})
+  --profile NAME         default mesh profile: istio, linkerd, kuma, osm, fsm (default ${DEFAULTS.profile})
+  --cgroup PATH          cgroup2 directory whose pods are meshed (required)
+  --node-ip IP           node address whose traffic (probes) is never captured; repeatable
+  --pin-root DIR         bpffs directory for pins (default ${DEFAULTS.pinRoot})
+  --socket PATH          root-only API socket (default ${DEFAULTS.socket})
+  --state-dir DIR        record of meshed pods (default ${DEFAULTS.stateDir})
+  --metrics HOST:PORT    Prometheus endpoint, "" to disable (default ${DEFAULTS.metrics})
+  --tc auto|tcx|legacy   tc attachment (default ${DEFAULTS.tc})
+
+SIGTERM/SIGINT stop the agent and leave the datapath running (pins keep it);
+\`meshwarp uninstall\` removes everything.
+`;
+
+export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      mode: { type: 'string' }, profile: { type: 'string' }, cgroup: { type: 'string' },
+      'node-ip': { type: 'string', multiple: true }, 'pin-root': { type: 'string' }, socket: { type: 'string' },
+      'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, help: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  return validateConfig({
+    mode: values.mode as AgentConfig['mode'], profile: values.profile, cgroupPath: values.cgroup,
+    nodeIps: values['node-ip'], pinRoot: values['pin-root'], socket: values.socket, stateDir: values['state-dir'],
+    metrics: values.metrics, tc: values.tc as AgentConfig['tc'],
+  });
+}
+
+export function makeDriver(cfg: AgentConfig): Driver {
+  if (cfg.mode !== 'ebpf') throw new Error(`mode ${cfg.mode} is not available in the agent yet`);
+  return new SidecarEbpfDriver({ pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc });
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const cfg = parseAgentArgs(argv);
+  if (!cfg) { process.stdout.write(HELP); return 0; }
+  if (cfg.mode === 'ebpf') ensureBpffs();
+  const agent = new Agent(cfg, makeDriver(cfg));
+  await agent.start();
+  const stop = async (code: number) => {
+    await agent.shutdown();
+    process.exit(code);
+  };
+  const api = await listenApi(agent, cfg.socket, () => { api.close(); process.exit(0); });
+  const metrics = cfg.metrics ? await listenMetrics(agent, cfg.metrics) : undefined;
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => { api.close(); metrics?.close(); void stop(0); });
+  log('info', 'agent ready', { mode: cfg.mode, profile: cfg.profile, socket: cfg.socket, metrics: cfg.metrics, pods: agent.pods().length });
+  process.stdout.write('ready\n');
+  return new Promise(() => {}); // runs until a signal
+}

@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+// `meshwarp status` and `meshwarp pods`: what the agent has attached and meshed.
+import { parseArgs } from 'node:util';
+import { agentRequest } from './client.ts';
+
+function args(argv: string[]) {
+  return parseArgs({ args: argv, options: { json: { type: 'boolean' }, socket: { type: 'string' } }, strict: true }).values;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const o = args(argv);
+  const s = await agentRequest<Record<string, any>>('GET', '/v1/status', undefined, o.socket);
+  if (o.json) { process.stdout.write(`${JSON.stringify(s, null, 2)}\n`); return 0; }
+  const lines = [
+    `mode       ${s.mode}   profile ${s.profile}`,
+    `pins       ${s.pinRoot}`,
+    `cgroup     ${s.cgroup}`,
+    `since      ${s.startedAt}`,
+    `pods       ${s.pods} meshed`,
+    '',
+    'maps (entries)',
+    ...Object.entries(s.maps as Record<string, number>).map(([k, v]) => `  ${k.padEnd(18)} ${v}`),
+    '',
+    'datapath counters',
+    ...Object.entries(s.datapath as Record<string, number>).filter(([, v]) => v > 0).map(([k, v]) => `  ${k.padEnd(18)} ${v}`),
+  ];
+  for (const l of s.limitations ?? []) lines.push(`limitation: ${l.feature}: ${l.reason}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}
+
+export async function runPods(argv: string[]): Promise<number> {
+  const o = args(argv);
+  const { pods } = await agentRequest<{ pods: Record<string, any>[] }>('GET', '/v1/pods', undefined, o.socket);
+  if (o.json) { process.stdout.write(`${JSON.stringify(pods, null, 2)}\n`); return 0; }
+  if (pods.length === 0) { process.stdout.write('no meshed pods\n'); return 0; }
+  const rows = pods.map((p) => [`${p.podNamespace}/${p.podName}`, p.profile, p.ip4 ?? '-', p.ip6 ?? '-', p.hostVeth?.name ?? '-']);
+  const head = ['POD', 'PROFILE', 'IPV4', 'IPV6', 'VETH'];
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  for (const r of [head, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()}\n`);
+  return 0;
+}

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+// `meshwarp uninstall`: removes everything meshwarp made on this node and
+// nothing else — through the running agent, or offline from its pins and state.
+import { parseAgentArgs, makeDriver } from './agent.ts';
+import { agentRequest } from './client.ts';
+import { Agent } from '../agent/agent.ts';
+
+export async function run(argv: string[]): Promise<number> {
+  const cfg = parseAgentArgs(argv);
+  if (!cfg) { process.stdout.write('usage: meshwarp uninstall --cgroup PATH [agent options]\n'); return 0; }
+  try {
+    await agentRequest('POST', '/v1/uninstall', {}, cfg.socket);
+    process.stdout.write('uninstalled through the running agent\n');
+    return 0;
+  } catch (e) {
+    if (!/no agent listening/.test((e as Error).message)) throw e;
+  }
+  const agent = new Agent(cfg, makeDriver(cfg));
+  await agent.start(); // adopts pins and recorded pods so it knows what to remove
+  await agent.uninstall();
+  process.stdout.write('uninstalled (agent was not running)\n');
+  return 0;
+}
