@@ -28,6 +28,15 @@ export function cleanupPrefix(prefix: string): void {
   } catch (e) {
     errors.push(e);
   }
+  // Pins and run files of agents the lab ran (src/lab/agent.ts): removing the
+  // pins releases their links, so nothing stays attached.
+  for (const dir of [labPinRoot(prefix), labRunDir(prefix)]) {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch (e) {
+      errors.push(e);
+    }
+  }
   const left = deleteNetns(...labNetns(prefix));
   if (left.length > 0) errors.push(new Error(`could not delete netns: ${left.join(' ')}`));
   if (errors.length === 1) throw errors[0];
@@ -36,7 +45,17 @@ export function cleanupPrefix(prefix: string): void {
 
 /** True if nothing of the prefix is left (for tests and `doctor`-like checks). */
 export function prefixIsClean(prefix: string): boolean {
-  return labNetns(prefix).length === 0 && !fs.existsSync(`${cgroup2Mount()}/${prefix}`);
+  return labNetns(prefix).length === 0 && ![`${cgroup2Mount()}/${prefix}`, labPinRoot(prefix), labRunDir(prefix)].some((p) => fs.existsSync(p));
+}
+
+/** bpffs directory under which a lab's agents pin (one subdirectory per node). */
+export function labPinRoot(prefix: string): string {
+  return `/sys/fs/bpf/${prefix}`;
+}
+
+/** Directory for a lab's agent sockets and state files. */
+export function labRunDir(prefix: string): string {
+  return `/run/meshwarp-lab/${prefix}`;
 }
 
 interface Destroyable {

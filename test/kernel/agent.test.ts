@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: Apache-2.0
+// The agent on a lab node: API validation, root-only socket, DEL cleanup, and
+// restart safety (R1) under continuous traffic.
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { Lab, LabAgent, uniquePrefix, waitForLine, type LabPod } from '../../src/lab/index.ts';
+import { tcxPrograms } from '../../src/bpf/index.ts';
+import { withNetns } from '../../src/sys/netns.ts';
+import { kernelTest } from '../helpers/kernel.ts';
+
+const node = process.execPath;
+const PROXY = fileURLToPath(new URL('../../src/proxy/main.ts', import.meta.url));
+
+/** CNI-ADD-like request for a directly wired lab pod. */
+const addRequest = (p: LabPod, extra: Record<string, unknown> = {}) => ({
+  containerId: `c-${p.name}`, netns: p.netnsPath, ifName: 'eth0', podNamespace: 'default', podName: p.name,
+  prevResult: { cniVersion: '1.0.0', ips: [{ address: `${p.ip4}/24` }, { address: `${p.ip6}/64` }] }, ...extra,
+});
+
+async function setup(t: { after(fn: () => unknown): void }) {
+  const lab = await Lab.create({ prefix: uniquePrefix('ag') });
+  t.after(() => lab.destroy());
+  const n1 = lab.addNode('node1');
+  const client = lab.addPod(n1, 'client');
+  const server = lab.addPod(n1, 'server');
+  server.spawn([node, '-e', `require('http').createServer((q,r)=>r.end('ok')).listen(8080,'::')`], { uid: 1000 });
+  const proxy = client.spawn([node, '--disable-warning=ExperimentalWarning', PROXY, '--outbound', '15001', '--inbound', '15003', '--log'], { uid: 1500 });
+  await waitForLine(proxy, /ready/);
+  let proxied = 0;
+  proxy.stderr!.on('data', (d: Buffer) => { proxied += d.toString().split('\n').filter((l) => l.includes('"outbound"')).length; });
+  const agent = new LabAgent(n1);
+  await agent.start();
+  return { lab, n1, client, server, agent, proxied: () => proxied };
+}
+
+kernelTest('agent API: bad requests are 400 and change nothing; DEL leaves no entry or tc link', async (t) => {
+  const { client, agent } = await setup(t);
+  const status = () => agent.request<any>('GET', '/v1/status');
+  const before = await status();
+  for (const bad of [
+    { ...addRequest(client), containerId: 5 },
+    { ...addRequest(client), netns: 'relative/path' },
+    { ...addRequest(client), prevResult: undefined },
+    { ...addRequest(client), annotations: { 'openservicemesh.io/outbound-port-exclusion-list': '80,notaport' } },
+    { ...addRequest(client), netns: '/run/netns/does-not-exist' },
+  ]) {
+    await assert.rejects(agent.request('POST', '/v1/cni/add', bad), /agent: /);
+  }
+  assert.deepEqual((await status()).maps, before.maps, 'no map changed');
+
+  await agent.request('POST', '/v1/cni/add', addRequest(client));
+  const meshed = await status();
+  assert.equal(meshed.pods, 1);
+  assert.equal(meshed.maps.pod_config, 1);
+  const tcx = () => withNetns(client.node.netnsPath, () => [...tcxPrograms(client.hostIfindex, 'ingress'), ...tcxPrograms(client.hostIfindex, 'egress')]);
+  assert.equal(tcx().length, 2, 'tc programs on the pod veth');
+
+  assert.deepEqual(await agent.request('POST', '/v1/cni/del', { containerId: `c-${client.name}` }), { removed: true });
+  assert.deepEqual(await agent.request('POST', '/v1/cni/del', { containerId: `c-${client.name}` }), { removed: false }, 'DEL is idempotent');
+  const after = await status();
+  assert.equal(after.pods, 0);
+  for (const m of ['pod_config', 'local_pods', 'port_rules', 'cidr_rules', 'origin_by_tuple', 'inbound_nat']) assert.equal(after.maps[m], 0, m);
+  assert.equal(tcx().length, 0, 'tc programs removed');
+});
+
+kernelTest('the agent socket is for root only', async (t) => {
+  const { n1, agent } = await setup(t);
+  const r = await n1.run(['curl', '-sS', '--unix-socket', agent.socket, 'http://agent/v1/status'], { uid: 65534 });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /Permission denied|Couldn't connect/i);
+  const root = await n1.run(['curl', '-sS', '--unix-socket', agent.socket, 'http://agent/v1/status']);
+  assert.equal(root.code, 0, root.stderr);
+});
+
+kernelTest('agent SIGKILL and restart under continuous traffic: no failed request, capture never stops', async (t) => {
+  const { client, server, agent, proxied } = await setup(t);
+  await agent.request('POST', '/v1/cni/add', addRequest(client));
+  // New connection per request (agent: false), for 3 s, as an ordinary app uid.
+  const loop = client.run([node, '-e', `
+    const http = require('http'); let ok = 0, fail = 0; const end = Date.now() + 3000;
+    (function next() {
+      if (Date.now() > end) { console.log(JSON.stringify({ ok, fail })); return; }
+      http.get({ host: '${server.ip4}', port: 8080, agent: false, timeout: 2000 }, (r) => { r.resume(); r.on('end', () => { ok++; next(); }); })
+        .on('error', () => { fail++; next(); });
+    })();`], { uid: 1000 });
+  await new Promise((r) => setTimeout(r, 700));
+  await agent.kill();
+  const during = proxied();
+  await new Promise((r) => setTimeout(r, 800)); // agent down: new connections must still be captured
+  const whileDown = proxied() - during;
+  await agent.start(); // adopts pins, replaces programs in place
+  const res = await loop;
+  const { ok, fail } = JSON.parse(res.stdout);
+  assert.equal(fail, 0, 'no failed request');
+  assert.ok(ok > 20, `traffic flowed (${ok} requests)`);
+  assert.ok(whileDown > 0, 'connections opened while the agent was down went through the sidecar');
+  assert.equal(proxied(), ok, 'every request was captured by the sidecar');
+  const s = await agent.request<any>('GET', '/v1/status');
+  assert.equal(s.pods, 1, 'the restarted agent knows the pod from its state file');
+  assert.equal(s.counters.reconciled, 1);
+});
