@@ -28,15 +28,7 @@ export function cleanupPrefix(prefix: string): void {
   } catch (e) {
     errors.push(e);
   }
-  // Pins and run files of agents the lab ran (src/lab/agent.ts): removing the
-  // pins releases their links, so nothing stays attached.
-  for (const dir of [labPinRoot(prefix), labRunDir(prefix)]) {
-    try {
-      fs.rmSync(dir, { recursive: true, force: true });
-    } catch (e) {
-      errors.push(e);
-    }
-  }
+  errors.push(...removeLabDirs(prefix));
   const left = deleteNetns(...labNetns(prefix));
   if (left.length > 0) errors.push(new Error(`could not delete netns: ${left.join(' ')}`));
   if (errors.length === 1) throw errors[0];
@@ -46,6 +38,23 @@ export function cleanupPrefix(prefix: string): void {
 /** True if nothing of the prefix is left (for tests and `doctor`-like checks). */
 export function prefixIsClean(prefix: string): boolean {
   return labNetns(prefix).length === 0 && ![`${cgroup2Mount()}/${prefix}`, labPinRoot(prefix), labRunDir(prefix)].some((p) => fs.existsSync(p));
+}
+
+/**
+ * Removes the pins and run files of agents the lab ran (src/lab/agent.ts).
+ * Removing the pins releases their links, so nothing stays attached.
+ * Returns the errors (cleanup goes on past them).
+ */
+export function removeLabDirs(prefix: string): unknown[] {
+  const errors: unknown[] = [];
+  for (const dir of [labPinRoot(prefix), labRunDir(prefix)]) {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch (e) {
+      errors.push(e);
+    }
+  }
+  return errors;
 }
 
 /** bpffs directory under which a lab's agents pin (one subdirectory per node). */

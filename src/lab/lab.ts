@@ -12,7 +12,7 @@ import { deleteNetns, netnsPath } from '../sys/netns.ts';
 import {
   FIRST_POD_HOST, LAST_POD_HOST, MAX_NODES, NAME_RE, hostVethName, nodeAddrs, podAddrs, type NodeAddrs,
 } from './addr.ts';
-import { checkPrefix, cleanupPrefix, labNetns, trackLab, untrackLab } from './cleanup.ts';
+import { checkPrefix, cleanupPrefix, labNetns, removeLabDirs, trackLab, untrackLab } from './cleanup.ts';
 import { collect, spawnIn, type RunOptions, type RunResult, type SpawnOptions } from './proc.ts';
 import {
   NODE_BRIDGE, addPeerRoutes, createFabric, createNodeNetwork, createSandboxNetns, wirePodDirect, type PodNetwork,
@@ -290,6 +290,7 @@ export class Lab {
     // Every `${prefix}-` netns, including any a failed add left half-made.
     const left = deleteNetns(...new Set([...labNetns(this.prefix), ...this.netnsNames, this.fabricNetns]));
     if (left.length > 0) errors.push(new Error(`could not delete netns: ${left.join(' ')}`));
+    errors.push(...removeLabDirs(this.prefix));
     this.nodes.clear();
     this.netnsNames.clear();
     untrackLab(this);
