@@ -8,3 +8,5 @@ export { Btf, type StructLayout } from './btf.ts';
 export { BpfError } from './libbpf.ts';
 export { checkLayout } from './layout.ts';
 export * as codec from './codec.ts';
+export { probeAttachType, probeHelper, probeLoad, probeProgType, probeMapType, type Answer, type LoadResult } from './probe.ts';
+export { tcxQuery } from './sys.ts';

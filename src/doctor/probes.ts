@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: Apache-2.0
+// The machine checks behind `meshwarp doctor`. Read-only: programs and maps
+// are loaded and closed at once, nothing is attached or pinned, and the only
+// change ever made is mounting bpffs when the caller asks (`--fix`).
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
+import { machine, release } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BpfObject, probeAttachType, probeHelper, probeProgType, probeMapType, tcxQuery, type Answer } from '../bpf/index.ts';
+import { strerror } from '../sys/libc.ts';
+import { cgroup2Mount } from '../sys/cgroup.ts';
+import { BPFFS_DEFAULT, ensureBpffs, onBpffs } from '../sys/bpffs.ts';
+import {
+  PROG_TYPES, MAP_TYPES, ATTACH_TYPES, HELPERS, PROBE_ATTACH, OBJECTS, TOOLS, CNI_PLUGIN_DIR, CNI_PLUGINS,
+  TCX_INGRESS, TCX_SINCE, progId, mapId, attachId, helperId, objectId, toolId,
+} from './catalog.ts';
+
+/** One check: a stable id, whether it passed, and what was found (one line). */
+export interface Probe { id: string; ok: boolean; detail: string }
+
+export interface KernelInfo {
+  release: string;
+  /** "major.minor.patch" parsed from the release, or null when it does not parse. */
+  version: string | null;
+  major: number;
+  minor: number;
+  arch: string;
+  btf: boolean;
+  tcx: boolean;
+}
+
+export interface ToolInfo { version: string; backend: 'nf_tables' | 'legacy' | null }
+
+export interface HostInfo {
+  uid: number;
+  privileged: boolean;
+  node: string;
+  cgroup2: { path: string | null; layout: 'unified' | 'hybrid' | null };
+  bpffs: { path: string; mounted: boolean; mountedByFix: boolean };
+  iptables: ToolInfo | null;
+  ip6tables: ToolInfo | null;
+}
+
+export interface ProbeReport { kernel: KernelInfo; host: HostInfo; checks: Probe[] }
+
+export interface ProbeOptions {
+  /** Mount bpffs at /sys/fs/bpf when it is missing (the only change doctor makes). */
+  fix?: boolean;
+  /** Repository root (holds bpf/ and build/bpf/). */
+  root?: string;
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+// Capability bits (linux/capability.h) meshwarp needs: load (BPF), attach to
+// interfaces and cgroups (NET_ADMIN, SYS_ADMIN for cgroup and netns work).
+const CAPS: [string, number][] = [['CAP_NET_ADMIN', 12], ['CAP_SYS_ADMIN', 21], ['CAP_BPF', 39]];
+
+export async function runProbes(opts: ProbeOptions = {}): Promise<ProbeReport> {
+  const root = opts.root ?? REPO_ROOT;
+  // External tools run in parallel while the in-process probes go.
+  const toolRuns = Object.entries(TOOLS).map(([name, argv]) => version(argv).then((v) => [name, v] as const));
+  const checks: Probe[] = [];
+  const add = (id: string, ok: boolean, detail: string) => { checks.push({ id, ok, detail }); };
+
+  // system
+  const rel = release();
+  const m = /^(\d+)\.(\d+)(?:\.(\d+))?/.exec(rel);
+  const kernel: KernelInfo = {
+    release: rel, version: m ? `${m[1]}.${m[2]}.${m[3] ?? 0}` : null,
+    major: m ? Number(m[1]) : 0, minor: m ? Number(m[2]) : 0, arch: machine(),
+    btf: existsSync('/sys/kernel/btf/vmlinux'), tcx: false,
+  };
+  add('kernel', m !== null, `Linux ${rel} (${kernel.arch})`);
+  const priv = privileges();
+  add('privileges', priv.ok, priv.detail);
+  add('btf', kernel.btf, kernel.btf ? '/sys/kernel/btf/vmlinux' : 'no /sys/kernel/btf/vmlinux (kernel built without CONFIG_DEBUG_INFO_BTF)');
+  const cg = cgroup2();
+  add('cgroup2', cg.path !== null, cg.detail);
+  const bpffs = bpffsCheck(opts.fix === true);
+  add('bpffs', bpffs.mounted, bpffs.detail);
+  const v6 = ipv6();
+  add('ipv6', v6.ok, v6.detail);
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  add('node', nodeMajor >= 24, `Node.js ${process.version}${nodeMajor >= 24 ? '' : ' (meshwarp needs >= 24)'}`);
+
+  // eBPF: without privilege the kernel refuses every load, which would read as "unsupported".
+  const notProbed = 'not probed: needs root (CAP_BPF)';
+  const answer = (id: string, a: Answer) => add(id, a.supported === true, a.detail);
+  for (const p of PROG_TYPES) {
+    if (!priv.ok) { add(progId(p.name), false, notProbed); continue; }
+    add(progId(p.name), ...libbpfVerdict(probeProgType(p.id), p.since));
+  }
+  for (const t of MAP_TYPES) {
+    if (!priv.ok) { add(mapId(t.name), false, notProbed); continue; }
+    add(mapId(t.name), ...libbpfVerdict(probeMapType(t.id), t.since));
+  }
+  const progNum = (name: string) => PROG_TYPES.find((p) => p.name === name)!.id;
+  for (const a of ATTACH_TYPES) {
+    if (!priv.ok) { add(attachId(a.name), false, notProbed); continue; }
+    answer(attachId(a.name), since(probeAttachType(progNum(a.progType), a.id), a.since));
+  }
+  for (const h of HELPERS) {
+    if (!priv.ok) { add(helperId(h.progType, h.name), false, notProbed); continue; }
+    answer(helperId(h.progType, h.name), since(probeHelper(progNum(h.progType), PROBE_ATTACH[h.progType] ?? 0, h.id), h.since));
+  }
+  if (!priv.ok) add('tcx', false, notProbed);
+  else {
+    const t = tcx();
+    kernel.tcx = t.ok;
+    add('tcx', t.ok, t.detail);
+  }
+  for (const name of objectNames(root)) {
+    if (!priv.ok) { add(objectId(name), false, notProbed); continue; }
+    const o = loadObject(root, name);
+    add(objectId(name), o.ok, o.detail);
+  }
+
+  // tools
+  const cni = CNI_PLUGINS.filter((p) => !existsSync(join(CNI_PLUGIN_DIR, p)));
+  add(toolId('cni_plugins'), cni.length === 0, cni.length === 0
+    ? `${CNI_PLUGINS.join(', ')} in ${CNI_PLUGIN_DIR}`
+    : `missing in ${CNI_PLUGIN_DIR}: ${cni.join(', ')}`);
+  const tools = new Map(await Promise.all(toolRuns));
+  for (const name of Object.keys(TOOLS)) {
+    const v = tools.get(name)!;
+    add(toolId(name), v.ok, v.detail);
+  }
+  const toolInfo = (name: string): ToolInfo | null => {
+    const v = tools.get(name)!;
+    if (!v.ok) return null;
+    const b = /\((nf_tables|legacy)\)/.exec(v.detail);
+    return { version: v.detail, backend: b ? (b[1] as 'nf_tables' | 'legacy') : null };
+  };
+
+  const host: HostInfo = {
+    uid: process.getuid?.() ?? -1, privileged: priv.ok, node: process.version,
+    cgroup2: { path: cg.path, layout: cg.layout }, bpffs: { path: BPFFS_DEFAULT, mounted: bpffs.mounted, mountedByFix: bpffs.fixed },
+    iptables: toolInfo('iptables'), ip6tables: toolInfo('ip6tables'),
+  };
+  return { kernel, host, checks };
+}
+
+function libbpfVerdict(ret: number, sinceVer: string): [boolean, string] {
+  if (ret === 1) return [true, 'supported'];
+  if (ret === 0) return [false, `not supported (needs Linux >= ${sinceVer})`];
+  return [false, `unknown: ${strerror(-ret)} (errno ${-ret})`];
+}
+
+function since(a: Answer, ver: string | undefined): Answer {
+  return a.supported === false && ver ? { ...a, detail: `${a.detail} (needs Linux >= ${ver})` } : a;
+}
+
+function privileges(): { ok: boolean; detail: string } {
+  const uid = process.getuid?.() ?? -1;
+  let eff = 0n;
+  try {
+    const hex = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    eff = hex ? BigInt(`0x${hex}`) : 0n;
+  } catch { /* not Linux procfs: treat as no capabilities */ }
+  const missing = CAPS.filter(([, bit]) => (eff & (1n << BigInt(bit))) === 0n).map(([n]) => n);
+  return missing.length === 0
+    ? { ok: true, detail: `uid ${uid}, ${CAPS.map(([n]) => n).join(' ')}` }
+    : { ok: false, detail: `uid ${uid}, missing ${missing.join(' ')}` };
+}
+
+function cgroup2(): { path: string | null; layout: 'unified' | 'hybrid' | null; detail: string } {
+  let path: string;
+  try {
+    path = cgroup2Mount();
+  } catch (e) {
+    return { path: null, layout: null, detail: (e as Error).message };
+  }
+  let top = 0;
+  try { top = statfsSync('/sys/fs/cgroup').type; } catch { /* no /sys/fs/cgroup */ }
+  const layout = top === CGROUP2_SUPER_MAGIC ? 'unified' : 'hybrid';
+  return {
+    path, layout,
+    detail: layout === 'unified' ? `${path} (unified)` : `${path} (hybrid: /sys/fs/cgroup is not cgroup2)`,
+  };
+}
+
+function bpffsCheck(fix: boolean): { mounted: boolean; fixed: boolean; detail: string } {
+  if (onBpffs(BPFFS_DEFAULT)) return { mounted: true, fixed: false, detail: BPFFS_DEFAULT };
+  if (!fix) return { mounted: false, fixed: false, detail: `${BPFFS_DEFAULT} is not a bpf filesystem` };
+  try {
+    ensureBpffs(BPFFS_DEFAULT);
+    return { mounted: true, fixed: true, detail: `${BPFFS_DEFAULT} (mounted by --fix)` };
+  } catch (e) {
+    return { mounted: false, fixed: false, detail: `mount at ${BPFFS_DEFAULT} failed: ${(e as Error).message}` };
+  }
+}
+
+function ipv6(): { ok: boolean; detail: string } {
+  if (!existsSync('/proc/net/if_inet6')) return { ok: false, detail: 'IPv6 is not available in this kernel' };
+  try {
+    if (readFileSync('/proc/sys/net/ipv6/conf/all/disable_ipv6', 'utf8').trim() === '1') {
+      return { ok: false, detail: 'IPv6 disabled (net.ipv6.conf.all.disable_ipv6 = 1)' };
+    }
+  } catch { /* sysctl missing: IPv6 still present */ }
+  return { ok: true, detail: 'enabled' };
+}
+
+/** tcx answers BPF_PROG_QUERY on its attach types; older kernels say EINVAL. Read-only. */
+function tcx(): { ok: boolean; detail: string } {
+  try {
+    const q = tcxQuery(1, TCX_INGRESS);
+    return { ok: true, detail: `supported (lo ingress: ${q.progIds.length} program(s))` };
+  } catch (e) {
+    const errno = (e as { errno?: number }).errno;
+    if (errno === 22) return { ok: false, detail: `not supported (needs Linux >= ${TCX_SINCE})` };
+    return { ok: false, detail: `unknown: ${(e as Error).message}` };
+  }
+}
+
+/** The known objects plus any bpf/<dir>/<name>.bpf.c in the tree. */
+function objectNames(root: string): string[] {
+  const names = new Set(OBJECTS);
+  try {
+    for (const d of readdirSync(join(root, 'bpf'), { withFileTypes: true })) {
+      if (!d.isDirectory() || d.name === 'include') continue;
+      for (const f of readdirSync(join(root, 'bpf', d.name))) if (f.endsWith('.bpf.c')) names.add(f.slice(0, -'.bpf.c'.length));
+    }
+  } catch { /* installed without sources */ }
+  return [...names];
+}
+
+function sourceOf(root: string, name: string): string | undefined {
+  try {
+    for (const d of readdirSync(join(root, 'bpf'))) {
+      const p = join(root, 'bpf', d, `${name}.bpf.c`);
+      if (existsSync(p)) return p;
+    }
+  } catch { /* no sources */ }
+  return undefined;
+}
+
+/** Loads build/bpf/<name>.bpf.o (verifier included) and closes it. */
+function loadObject(root: string, name: string): { ok: boolean; detail: string } {
+  const obj = join(root, 'build', 'bpf', `${name}.bpf.o`);
+  if (!existsSync(obj)) return { ok: false, detail: `build/bpf/${name}.bpf.o not built (make bpf)` };
+  const src = sourceOf(root, name);
+  const stale = src !== undefined && statSync(src).mtimeMs > statSync(obj).mtimeMs ? '; older than its source (make bpf)' : '';
+  try {
+    const o = BpfObject.load(obj);
+    const detail = `loads (${o.programNames().length} programs, ${o.mapNames().filter((n) => !n.includes('.')).length} maps)${stale}`;
+    o.close();
+    return { ok: true, detail };
+  } catch (e) {
+    const lines = (e as Error).message.split('\n').filter((l) => l.trim() !== '');
+    const last = lines.length > 1 ? ` — ${lines.at(-1)!.trim()}` : '';
+    return { ok: false, detail: `load failed: ${lines[0]}${last}${stale}` };
+  }
+}
+
+/** First line of `argv`'s version output; not ok when it is missing or fails. */
+function version(argv: string[]): Promise<{ ok: boolean; detail: string }> {
+  return new Promise((resolve) => {
+    execFile(argv[0], argv.slice(1), { timeout: 3000, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const first = `${stdout}${stderr}`.trim().split('\n')[0] ?? '';
+      if (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        resolve({ ok: false, detail: code === 'ENOENT' ? `${argv[0]} not found` : `${argv.join(' ')} failed: ${first || err.message}` });
+      } else resolve({ ok: true, detail: first });
+    });
+  });
+}
