@@ -189,10 +189,52 @@ enum mw_stat {
 	MW_STAT_NAT_RESET = 20,		/* unestablished entries deleted on RST from the pod */
 	MW_STAT_BYPASS_NODE = 21,	/* tc SYN from a node IP (probes) */
 	MW_STAT_TC_REWRITE_FAILED = 22,	/* skb store/csum helper failed */
-	MW_STAT__MAX = 23,
+	MW_STAT_TRACE_DROPPED = 23,	/* trace on, ring buffer full: event dropped */
+	MW_STAT__MAX = 24,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
+
+/*
+ * Trace (meshwarp trace): one event per decision of a program for a managed
+ * pod, into the ring buffer trace_events, only while trace_config[0].enabled
+ * is set (userspace flips it at run time; off by default). A full ring buffer
+ * drops the event and counts MW_STAT_TRACE_DROPPED: a slow reader never
+ * slows the datapath.
+ */
+#define MW_TRACE_RINGBUF_BYTES	(256 * 1024)
+
+/* trace_event.program */
+#define MW_PROG_CONNECT4	1
+#define MW_PROG_CONNECT6	2
+#define MW_PROG_SOCKOPS		3
+#define MW_PROG_GETSOCKOPT	4
+#define MW_PROG_TC_TO_POD	5
+#define MW_PROG_TC_FROM_POD	6
+
+/* trace_event.verdict */
+#define MW_VERDICT_CAPTURED	1	/* redirected (connect) or DNAT-ed (tc SYN) */
+#define MW_VERDICT_BYPASSED	2	/* left alone; reason says why */
+#define MW_VERDICT_FAILED	3	/* should have been captured, could not (map update) */
+#define MW_VERDICT_ANSWERED	4	/* getsockopt SO_ORIGINAL_DST answered */
+
+struct trace_config {
+	__u32 enabled;			/* 0 */
+};					/* 4 */
+
+struct trace_event {
+	__u64 ts_ns;			/* 0  bpf_ktime_get_ns() */
+	__u64 netns_cookie;		/* 8  the pod the decision was about */
+	struct ip_addr orig;		/* 16 original destination (tc: the packet's) */
+	struct ip_addr to;		/* 32 where it goes now (== orig when bypassed) */
+	__u16 orig_port;		/* 48 network order */
+	__u16 to_port;			/* 50 network order */
+	__u32 uid;			/* 52 caller's uid (connect, getsockopt), else 0 */
+	__u8 program;			/* 56 MW_PROG_* */
+	__u8 verdict;			/* 57 MW_VERDICT_* */
+	__u8 reason;			/* 58 enum mw_stat: the counter this decision bumped */
+	__u8 _pad[5];			/* 59 */
+};					/* 64 */
 
 /* Address families as stored in origin.family (Linux values). */
 #define MW_AF_INET	2

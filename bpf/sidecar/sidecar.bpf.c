@@ -121,12 +121,60 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct trace_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trace_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MW_TRACE_RINGBUF_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} trace_events SEC(".maps");
+
+/* The ring buffer has no value type: this keeps struct trace_event in BTF
+ * for the layout check of its TS codec. */
+const struct trace_event *mw_btf_trace_event __attribute__((unused));
+
 static __always_inline void mw_count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 
 	if (v)
 		*v += 1;
+}
+
+/* Emits a trace event when tracing is on (one inlined array load when off). */
+static __always_inline void mw_trace(__u8 program, __u8 verdict, __u32 reason, __u64 cookie,
+				     const struct ip_addr *orig, __u16 orig_port,
+				     const struct ip_addr *to, __u16 to_port, __u32 uid)
+{
+	__u32 zero = 0;
+	struct trace_config *tc = bpf_map_lookup_elem(&trace_config, &zero);
+	struct trace_event *ev;
+
+	if (!tc || !tc->enabled)
+		return;
+	ev = bpf_ringbuf_reserve(&trace_events, sizeof(*ev), 0);
+	if (!ev) {
+		mw_count(MW_STAT_TRACE_DROPPED);
+		return;
+	}
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->netns_cookie = cookie;
+	mw_addr_copy(&ev->orig, orig);
+	mw_addr_copy(&ev->to, to);
+	ev->orig_port = orig_port;
+	ev->to_port = to_port;
+	ev->uid = uid;
+	ev->program = program;
+	ev->verdict = verdict;
+	ev->reason = (__u8)reason;
+	__builtin_memset(ev->_pad, 0, sizeof(ev->_pad));
+	bpf_ringbuf_submit(ev, 0);
 }
 
 /* ---- policy ---- */
@@ -206,47 +254,48 @@ static __always_inline int mw_captures_outbound(__u64 cookie, const struct pod_c
 
 enum { MW_KEEP, MW_TO_OUTBOUND, MW_TO_INBOUND };
 
-/* What to do with a connect() of the pod (cookie, cfg) to dst:port; sets
- * *new_port (network order) when redirecting. */
+/* What to do with a connect() of the pod (cookie, cfg) to dst:port by uid;
+ * sets *new_port (network order) when redirecting and *reason (enum mw_stat)
+ * always: the counter this decision bumps and the trace's reason. */
 static __always_inline int mw_connect_verdict(__u64 cookie, const struct pod_config *cfg,
-					      const struct ip_addr *dst, __u16 port, __u16 *new_port)
+					      const struct ip_addr *dst, __u16 port, __u32 uid,
+					      __u16 *new_port, __u32 *reason)
 {
 	struct pod_config *peer;
 	struct local_pod *lp;
 
 	if (mw_addr_is_loopback(dst) || mw_addr_is_unspecified(dst)) {
-		mw_count(MW_STAT_BYPASS_LOOPBACK);
+		*reason = MW_STAT_BYPASS_LOOPBACK;
 		return MW_KEEP;
 	}
-	if (mw_is_proxy(cfg, (__u32)bpf_get_current_uid_gid())) {
+	if (mw_is_proxy(cfg, uid)) {
 		/* Only towards another meshed pod of this node: its inbound port. */
+		*reason = MW_STAT_BYPASS_PROXY;
 		lp = bpf_map_lookup_elem(&local_pods, dst);
-		if (!lp || lp->netns_cookie == cookie || !lp->inbound_port) {
-			mw_count(MW_STAT_BYPASS_PROXY);
+		if (!lp || lp->netns_cookie == cookie || !lp->inbound_port)
 			return MW_KEEP;
-		}
 		peer = bpf_map_lookup_elem(&pod_config, &lp->netns_cookie);
-		if (!peer) {
-			mw_count(MW_STAT_BYPASS_PROXY);
+		if (!peer)
 			return MW_KEEP;
-		}
 		if (!mw_captures_inbound(lp->netns_cookie, peer, lp->inbound_port, port)) {
-			mw_count(MW_STAT_BYPASS_EXCLUDED);
+			*reason = MW_STAT_BYPASS_EXCLUDED;
 			return MW_KEEP;
 		}
 		*new_port = lp->inbound_port;
+		*reason = MW_STAT_CAPTURED_IN_LOCAL;
 		return MW_TO_INBOUND;
 	}
 	/* The app talking to its own pod IP stays local (iptables: -o lo RETURN). */
 	if (mw_addr_eq(dst, &cfg->ipv4) || mw_addr_eq(dst, &cfg->ipv6)) {
-		mw_count(MW_STAT_BYPASS_SELF);
+		*reason = MW_STAT_BYPASS_SELF;
 		return MW_KEEP;
 	}
 	if (!cfg->outbound_port || !mw_captures_outbound(cookie, cfg, dst, port)) {
-		mw_count(MW_STAT_BYPASS_EXCLUDED);
+		*reason = MW_STAT_BYPASS_EXCLUDED;
 		return MW_KEEP;
 	}
 	*new_port = cfg->outbound_port;
+	*reason = MW_STAT_CAPTURED_OUT;
 	return MW_TO_OUTBOUND;
 }
 
@@ -285,9 +334,13 @@ static __always_inline void mw_forget_origin(struct bpf_sock *sk)
 #define mw_ctx_barrier(ctx) asm volatile("" : "+r"(ctx))
 #define MW_CTX_READ(field) (*(volatile typeof(field) *)&(field))
 
-static __always_inline void mw_count_capture(int verdict)
+/* Counts and traces a connect decision (to == dst/port when bypassed). */
+static __always_inline void mw_connect_done(__u8 program, __u8 verdict, __u32 reason, __u64 cookie,
+					    const struct ip_addr *dst, __u16 port,
+					    const struct ip_addr *to, __u16 to_port, __u32 uid)
 {
-	mw_count(verdict == MW_TO_INBOUND ? MW_STAT_CAPTURED_IN_LOCAL : MW_STAT_CAPTURED_OUT);
+	mw_count(reason);
+	mw_trace(program, verdict, reason, cookie, dst, port, to, to_port, uid);
 }
 
 SEC("cgroup/connect4")
@@ -295,8 +348,9 @@ int sidecar_connect4(struct bpf_sock_addr *ctx)
 {
 	struct pod_config *cfg;
 	struct bpf_sock *sk;
-	struct ip_addr dst;
+	struct ip_addr dst, to;
 	__u16 port, new_port = 0;
+	__u32 uid, reason = 0;
 	__u64 cookie;
 	int verdict;
 
@@ -311,18 +365,25 @@ int sidecar_connect4(struct bpf_sock_addr *ctx)
 		return 1;
 	mw_addr_set_v4(&dst, ctx->user_ip4);
 	port = (__u16)ctx->user_port;
-	verdict = mw_connect_verdict(cookie, cfg, &dst, port, &new_port);
+	uid = (__u32)bpf_get_current_uid_gid();
+	verdict = mw_connect_verdict(cookie, cfg, &dst, port, uid, &new_port, &reason);
 	if (verdict == MW_KEEP) {
 		mw_forget_origin(sk);
+		mw_connect_done(MW_PROG_CONNECT4, MW_VERDICT_BYPASSED, reason, cookie, &dst, port, &dst, port, uid);
 		return 1;
 	}
-	if (mw_record_origin(sk, &dst, port, MW_AF_INET, verdict))
+	if (mw_record_origin(sk, &dst, port, MW_AF_INET, verdict)) {
+		mw_trace(MW_PROG_CONNECT4, MW_VERDICT_FAILED, MW_STAT_UPDATE_FAILED, cookie, &dst, port, &dst, port, uid);
 		return 1;
+	}
+	mw_addr_copy(&to, &dst);
+	if (verdict == MW_TO_OUTBOUND)
+		mw_addr_set_v4(&to, bpf_htonl(MW_LOOPBACK4));
 	mw_ctx_barrier(ctx);
 	if (verdict == MW_TO_OUTBOUND)
 		ctx->user_ip4 = bpf_htonl(MW_LOOPBACK4);
 	ctx->user_port = new_port;
-	mw_count_capture(verdict);
+	mw_connect_done(MW_PROG_CONNECT4, MW_VERDICT_CAPTURED, reason, cookie, &dst, port, &to, new_port, uid);
 	return 1;
 }
 
@@ -331,8 +392,9 @@ int sidecar_connect6(struct bpf_sock_addr *ctx)
 {
 	struct pod_config *cfg;
 	struct bpf_sock *sk;
-	struct ip_addr dst;
+	struct ip_addr dst, to;
 	__u16 port, new_port = 0;
+	__u32 uid, reason = 0;
 	__u64 cookie;
 	int verdict, v4;
 
@@ -348,13 +410,24 @@ int sidecar_connect6(struct bpf_sock_addr *ctx)
 	mw_addr_set_v6(&dst, ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]);
 	v4 = mw_addr_is_v4(&dst); /* v4-mapped: IPv4 on the wire */
 	port = (__u16)ctx->user_port;
-	verdict = mw_connect_verdict(cookie, cfg, &dst, port, &new_port);
+	uid = (__u32)bpf_get_current_uid_gid();
+	verdict = mw_connect_verdict(cookie, cfg, &dst, port, uid, &new_port, &reason);
 	if (verdict == MW_KEEP) {
 		mw_forget_origin(sk);
+		mw_connect_done(MW_PROG_CONNECT6, MW_VERDICT_BYPASSED, reason, cookie, &dst, port, &dst, port, uid);
 		return 1;
 	}
-	if (mw_record_origin(sk, &dst, port, v4 ? MW_AF_INET : MW_AF_INET6, verdict))
+	if (mw_record_origin(sk, &dst, port, v4 ? MW_AF_INET : MW_AF_INET6, verdict)) {
+		mw_trace(MW_PROG_CONNECT6, MW_VERDICT_FAILED, MW_STAT_UPDATE_FAILED, cookie, &dst, port, &dst, port, uid);
 		return 1;
+	}
+	mw_addr_copy(&to, &dst);
+	if (verdict == MW_TO_OUTBOUND) {
+		if (v4)
+			mw_addr_set_v4(&to, bpf_htonl(MW_LOOPBACK4));
+		else
+			mw_addr_set_v6(&to, 0, 0, 0, bpf_htonl(1));
+	}
 	mw_ctx_barrier(ctx);
 	if (verdict == MW_TO_OUTBOUND) {
 		if (v4) {
@@ -367,7 +440,7 @@ int sidecar_connect6(struct bpf_sock_addr *ctx)
 		}
 	}
 	ctx->user_port = new_port;
-	mw_count_capture(verdict);
+	mw_connect_done(MW_PROG_CONNECT6, MW_VERDICT_CAPTURED, reason, cookie, &dst, port, &to, new_port, uid);
 	return 1;
 }
 
@@ -648,10 +721,22 @@ int sidecar_getsockopt(struct bpf_sockopt *ctx)
 	}
 	ctx->retval = 0;
 	mw_count(MW_STAT_ORIGDST_ANSWERED);
+	mw_trace(MW_PROG_GETSOCKOPT, MW_VERDICT_ANSWERED, MW_STAT_ORIGDST_ANSWERED, bpf_get_netns_cookie(ctx),
+		 &o->addr, o->port, &o->addr, o->port, (__u32)bpf_get_current_uid_gid());
 	return 1;
 }
 
 /* ---- tc: cross-node inbound DNAT on the pod's host-side veth ---- */
+
+/* Counts and traces a SYN decision; returns `to` (0 = leave the packet alone). */
+static __always_inline __u16 mw_syn_done(const struct mw_pkt *p, const struct local_pod *lp,
+					 __u8 verdict, __u32 reason, __u16 to)
+{
+	mw_count(reason);
+	mw_trace(MW_PROG_TC_TO_POD, verdict, reason, lp->netns_cookie, &p->daddr, p->dport,
+		 &p->daddr, to ? to : p->dport, 0);
+	return to;
+}
 
 /* A SYN towards the pod: decide, and create or find its inbound_nat entry.
  * Returns the port to rewrite to (network order), or 0 to leave it alone. */
@@ -671,33 +756,22 @@ static __always_inline __u16 mw_syn_dnat(struct __sk_buff *skb, const struct mw_
 	cfg = bpf_map_lookup_elem(&pod_config, &lp->netns_cookie);
 	if (!cfg)
 		return 0;
-	if (!mw_captures_inbound(lp->netns_cookie, cfg, lp->inbound_port, p->dport)) {
-		mw_count(MW_STAT_BYPASS_EXCLUDED);
-		return 0;
-	}
-	if (bpf_map_lookup_elem(&node_ips, &p->saddr)) {
-		mw_count(MW_STAT_BYPASS_NODE);
-		return 0;
-	}
+	if (!mw_captures_inbound(lp->netns_cookie, cfg, lp->inbound_port, p->dport))
+		return mw_syn_done(p, lp, MW_VERDICT_BYPASSED, MW_STAT_BYPASS_EXCLUDED, 0);
+	if (bpf_map_lookup_elem(&node_ips, &p->saddr))
+		return mw_syn_done(p, lp, MW_VERDICT_BYPASSED, MW_STAT_BYPASS_NODE, 0);
 	ne.orig_port = p->dport;
 	ne.inbound_port = lp->inbound_port;
 	ne.created_ns = bpf_ktime_get_ns();
-	if (!bpf_map_update_elem(&inbound_nat, nk, &ne, BPF_NOEXIST)) {
-		mw_count(MW_STAT_NAT_ADDED);
-		return ne.inbound_port;
-	}
+	if (!bpf_map_update_elem(&inbound_nat, nk, &ne, BPF_NOEXIST))
+		return mw_syn_done(p, lp, MW_VERDICT_CAPTURED, MW_STAT_NAT_ADDED, ne.inbound_port);
 	n = bpf_map_lookup_elem(&inbound_nat, nk);
-	if (!n) {
-		/* Full: the connection goes to the app port uncaptured. */
-		mw_count(MW_STAT_NAT_FAILED);
-		return 0;
-	}
+	if (!n) /* Full: the connection goes to the app port uncaptured. */
+		return mw_syn_done(p, lp, MW_VERDICT_FAILED, MW_STAT_NAT_FAILED, 0);
 	if (n->orig_port == p->dport)
 		return n->inbound_port; /* retransmitted SYN */
-	if (n->flags & MW_NAT_F_ESTABLISHED) {
-		mw_count(MW_STAT_NAT_COLLISION);
-		return 0;
-	}
+	if (n->flags & MW_NAT_F_ESTABLISHED)
+		return mw_syn_done(p, lp, MW_VERDICT_FAILED, MW_STAT_NAT_COLLISION, 0);
 	/* A handshake from the same client port that never completed. */
 	n->orig_port = ne.orig_port;
 	n->inbound_port = ne.inbound_port;

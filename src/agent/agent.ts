@@ -11,6 +11,7 @@ import type { InterceptionDriver, PodRef } from '../datapath/driver.ts';
 import { resolvePodPolicy, type PodPolicy } from '../profiles/index.ts';
 import { ApiError, type AddRequest } from './api.ts';
 import type { AgentConfig } from './config.ts';
+import type { TraceRecord } from '../datapath/sidecar/trace.ts';
 import { StateStore, type PodRecord } from './state.ts';
 
 /** Optional driver extras the agent reports when present. */
@@ -19,7 +20,13 @@ export interface DriverIntrospection {
   mapEntryCounts?(): Record<string, number>;
   /** Release handles, keep everything attached (agent shutdown). */
   close?(): Promise<void>;
+  /** Datapath trace: the run-time switch and a ring buffer reader. */
+  setTrace?(enabled: boolean): void;
+  traceReader?(onEvent: (r: TraceRecord) => void): { close(): void };
+  pods?(): { id: string; cookie: bigint }[];
 }
+
+export type TraceSubscriber = (r: TraceRecord) => void;
 export type Driver = InterceptionDriver & DriverIntrospection;
 
 export interface Counters { cniAdd: number; cniDel: number; cniErrors: number; reconciled: number; dropped: number }
@@ -144,9 +151,42 @@ export class Agent {
     };
   }
 
+  readonly #tracers = new Set<TraceSubscriber>();
+  #traceReader: { close(): void } | undefined;
+
+  /**
+   * Streams datapath decisions to `fn` until the returned function is called.
+   * Tracing is on in the kernel only while someone listens.
+   */
+  subscribeTrace(fn: TraceSubscriber): () => void {
+    const d = this.driver;
+    if (!d.setTrace || !d.traceReader) throw new ApiError(501, `mode ${this.cfg.mode} has no datapath trace`);
+    this.#tracers.add(fn);
+    if (!this.#traceReader) {
+      const names = new Map<string, string>();
+      const refresh = () => { names.clear(); for (const p of d.pods?.() ?? []) names.set(String(p.cookie), p.id); };
+      refresh();
+      this.#traceReader = d.traceReader((r) => {
+        if (!names.has(r.netnsCookie)) refresh();
+        r.pod = names.get(r.netnsCookie);
+        for (const t of this.#tracers) t(r);
+      });
+      d.setTrace(true);
+    }
+    return () => {
+      this.#tracers.delete(fn);
+      if (this.#tracers.size === 0 && this.#traceReader) {
+        d.setTrace!(false);
+        this.#traceReader.close();
+        this.#traceReader = undefined;
+      }
+    };
+  }
+
   /** Shutdown that keeps traffic flowing: handles closed, pins and links stay. */
   async shutdown(): Promise<void> {
     await this.#queue;
+    if (this.#traceReader) { this.driver.setTrace?.(false); this.#traceReader.close(); this.#traceReader = undefined; }
     await this.driver.close?.();
   }
 

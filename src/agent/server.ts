@@ -34,6 +34,7 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
       res.end(`${JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? Number(v) : v))}\n`);
     };
     (async () => {
+      if (req.method === 'GET' && req.url?.startsWith('/v1/trace')) return streamTrace(agent, req, res);
       const route = `${req.method} ${req.url}`;
       switch (route) {
         case 'POST /v1/cni/add': return send(200, await agent.add(parseAddRequest(await readBody(req))));
@@ -54,6 +55,28 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
       send(status, { error: (e as Error).message });
     });
   };
+}
+
+/**
+ * GET /v1/trace[?pod=ns/name][&verdict=captured]: one JSON line per datapath
+ * event until the client goes away. A client that cannot keep up loses
+ * events (counted in the final line it would have seen) instead of growing
+ * the agent's memory.
+ */
+function streamTrace(agent: Agent, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const q = new URL(req.url!, 'http://agent').searchParams;
+  const pod = q.get('pod');
+  const verdict = q.get('verdict');
+  let dropped = 0;
+  const unsubscribe = agent.subscribeTrace((r) => {
+    if ((pod && r.pod !== pod) || (verdict && r.verdict !== verdict)) return;
+    if (res.writableLength > 1 << 20) { dropped++; return; }
+    res.write(`${JSON.stringify(dropped ? { ...r, droppedBefore: dropped } : r)}\n`);
+    dropped = 0;
+  });
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  res.flushHeaders();
+  res.on('close', unsubscribe);
 }
 
 /** Listens on a unix socket only root can use (socket 0600 in a 0700 directory). */

@@ -99,3 +99,35 @@ kernelTest('agent SIGKILL and restart under continuous traffic: no failed reques
   assert.equal(s.pods, 1, 'the restarted agent knows the pod from its state file');
   assert.equal(s.counters.reconciled, 1);
 });
+
+kernelTest('meshwarp trace streams the datapath decisions of a request, only while someone listens', async (t) => {
+  const { client, server, agent } = await setup(t);
+  await agent.request('POST', '/v1/cni/add', addRequest(client));
+  const { BpfMap } = await import('../../src/bpf/index.ts');
+  const { traceConfig } = await import('../../src/datapath/sidecar/structs.ts');
+  const { codec } = await import('../../src/bpf/index.ts');
+  const cfg = BpfMap.openPinned(`${agent.pinRoot}/maps/trace_config`, codec.u32, traceConfig);
+  t.after(() => cfg.closeFd());
+  assert.equal(cfg.get(0).enabled, 0, 'off by default');
+
+  const { spawn } = await import('node:child_process');
+  const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+  const tr = spawn(node, ['--disable-warning=ExperimentalWarning', CLI, 'trace', '--json', '--pod', 'default/client', '--count', '3', '--socket', agent.socket]);
+  let out = '';
+  tr.stdout.on('data', (d) => (out += d));
+  const done = new Promise((r) => tr.on('exit', r));
+  for (let i = 0; i < 50 && cfg.get(0).enabled === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(cfg.get(0).enabled, 1, 'on while a client listens');
+  const r = await client.run(['curl', '-s', '-m', '3', `http://${server.ip4}:8080/`], { uid: 1000 });
+  assert.equal(r.stdout, 'ok');
+  await done;
+  const events = out.trim().split('\n').map((l) => JSON.parse(l));
+  const connect = events.find((e) => e.program === 'connect4' && e.uid === 1000);
+  assert.deepEqual(
+    { pod: connect?.pod, verdict: connect?.verdict, reason: connect?.reason, orig: connect?.orig, to: connect?.to },
+    { pod: 'default/client', verdict: 'captured', reason: 'captured_out', orig: `${server.ip4}:8080`, to: '127.0.0.1:15001' });
+  assert.ok(events.some((e) => e.program === 'getsockopt' && e.verdict === 'answered' && e.orig === `${server.ip4}:8080`), 'sidecar asked for the original destination');
+  assert.ok(events.some((e) => e.program === 'connect4' && e.uid === 1500 && e.verdict === 'bypassed' && e.reason === 'bypass_proxy'), 'sidecar connect not re-captured');
+  for (let i = 0; i < 50 && cfg.get(0).enabled === 1; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(cfg.get(0).enabled, 0, 'off again when the last client left');
+});

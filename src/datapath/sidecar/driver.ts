@@ -11,14 +11,15 @@
 // proxy's SO_ORIGINAL_DST.
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfObject, BpfMap, Link, TcFilter, BpfError, codec, type Direction, type Program } from '../../bpf/index.ts';
+import { BpfObject, BpfMap, Link, TcFilter, BpfError, RingBufferReader, codec, type Direction, type Program } from '../../bpf/index.ts';
+import { decodeTrace, type TraceRecord } from './trace.ts';
 import { netnsCookie, withNetns } from '../../sys/netns.ts';
 import type { PodPolicy } from '../../profiles/index.ts';
 import type { InterceptionDriver, Limitation, PodRef } from '../driver.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
 import {
-  STATS, cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sidecarObject, tupleKey,
-  type CidrKey, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig, type PortRuleKey, type StatName, type TupleKey,
+  STATS, cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sidecarObject, traceConfig, tupleKey,
+  type CidrKey, type TraceConfig, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig, type PortRuleKey, type StatName, type TupleKey,
 } from './structs.ts';
 
 export interface SidecarEbpfOptions {
@@ -56,6 +57,7 @@ interface Maps {
   inboundNat: BpfMap<NatKey, NatEntry>;
   nodeIps: BpfMap<IpAddr, number>;
   stats: BpfMap<number, bigint>;
+  traceConfig: BpfMap<number, TraceConfig>;
 }
 
 export class SidecarEbpfDriver implements InterceptionDriver {
@@ -89,6 +91,7 @@ export class SidecarEbpfDriver implements InterceptionDriver {
         inboundNat: obj.map('inbound_nat', natKey, natEntry),
         nodeIps: obj.map('node_ips', ipAddr, codec.u8),
         stats: obj.map('stats', codec.u32, codec.u64),
+        traceConfig: obj.map('trace_config', codec.u32, traceConfig),
       };
       for (const ip of this.opts.nodeIps) this.#maps.nodeIps.update(toIpAddr(ip), 1);
       for (const name of CGROUP_PROGRAMS) {
@@ -257,6 +260,17 @@ export class SidecarEbpfDriver implements InterceptionDriver {
       inbound_nat: maps.inboundNat.count(),
       node_ips: maps.nodeIps.count(),
     };
+  }
+
+  /** Turns datapath tracing on or off at run time (a map write; no reload). */
+  setTrace(enabled: boolean): void {
+    this.#need().maps.traceConfig.update(0, { enabled: enabled ? 1 : 0 });
+  }
+
+  /** Reads trace events from the ring buffer on the event loop until closed. */
+  traceReader(onEvent: (r: TraceRecord) => void): RingBufferReader {
+    const { obj } = this.#need();
+    return new RingBufferReader(obj.mapInfo('trace_events').fd, (b) => onEvent(decodeTrace(b)));
   }
 
   /** The meshed pods this driver knows, by id. */

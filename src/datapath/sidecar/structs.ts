@@ -72,8 +72,29 @@ export const STATS = [
   'update_failed', 'origdst_answered', 'tc_dnat', 'tc_undnat', 'bypass_self', 'tuple_added',
   'tuple_failed', 'tuple_moved', 'tuple_unclaimed', 'accept_failed', 'nat_added', 'nat_failed',
   'nat_collision', 'nat_bound', 'nat_closed', 'nat_reset', 'bypass_node', 'tc_rewrite_failed',
+  'trace_dropped',
 ] as const;
 export type StatName = (typeof STATS)[number];
 
+export interface TraceConfig { enabled: number }
+export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled', u32]]);
+
+/** trace_event.program / .verdict values (MW_PROG_* / MW_VERDICT_* in meshwarp.h). */
+export const TRACE_PROGRAMS: Record<number, string> = {
+  1: 'connect4', 2: 'connect6', 3: 'sockops', 4: 'getsockopt', 5: 'tc_to_pod', 6: 'tc_from_pod',
+};
+export const TRACE_VERDICTS: Record<number, string> = { 1: 'captured', 2: 'bypassed', 3: 'failed', 4: 'answered' };
+
+export interface TraceEvent {
+  ts_ns: bigint; netns_cookie: bigint; orig: IpAddr; to: IpAddr; orig_port: number; to_port: number;
+  uid: number; program: number; verdict: number; reason: number;
+}
+export const traceEvent: Codec<TraceEvent> = struct('trace_event', [
+  ['ts_ns', u64], ['netns_cookie', u64], ['orig', ipAddr], ['to', ipAddr], ['orig_port', be16], ['to_port', be16],
+  ['uid', u32], ['program', u8], ['verdict', u8], ['reason', u8], ['_pad', pad(5)],
+]);
+
 /** Every codec that crosses into sidecar.bpf.o, for the BTF layout test. */
-export const sidecarStructs: Codec<any>[] = [ipAddr, podConfig, localPod, portRuleKey, cidrKey, origin, tupleKey, natKey, natEntry];
+export const sidecarStructs: Codec<any>[] = [
+  ipAddr, podConfig, localPod, portRuleKey, cidrKey, origin, tupleKey, natKey, natEntry, traceConfig, traceEvent,
+];
