@@ -95,7 +95,9 @@ struct port_rule_key {
  *   netns_cookie: the cookie as 8 big-endian bytes (TS: be64 into bytes(8));
  *   addr: v4-mapped for IPv4;
  *   prefixlen: 64 + 96 + len for an IPv4 CIDR, 64 + len for IPv6
- *   (lookups use 192). ::/0 (prefixlen 64) also matches IPv4 destinations.
+ *   (lookups use 192). An IPv6 prefix covering ::ffff:0:0/96 would match IPv4
+ *   destinations too: userspace then adds ::ffff:0:0/96 with value 0 (no
+ *   rule), as IPv6 rules never apply to IPv4 traffic.
  * Only the longest match counts: userspace drops include entries that lie
  * inside an exclude entry (exclusions win) and writes exclude when the same
  * prefix is in both lists.

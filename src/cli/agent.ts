@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { Agent, log, type Driver } from '../agent/agent.ts';
 import { DEFAULTS, validateConfig, type AgentConfig } from '../agent/config.ts';
 import { listenApi, listenMetrics } from '../agent/server.ts';
-import { SidecarEbpfDriver } from '../datapath/sidecar/driver.ts';
+import { createDriver } from '../datapath/index.ts';
 import { ensureBpffs } from '../sys/bpffs.ts';
 
 const HELP = `usage: meshwarp agent --cgroup PATH [options]
@@ -41,16 +41,15 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
   });
 }
 
-export function makeDriver(cfg: AgentConfig): Driver {
-  if (cfg.mode !== 'ebpf') throw new Error(`mode ${cfg.mode} is not available in the agent yet`);
-  return new SidecarEbpfDriver({ pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc });
+export async function makeDriver(cfg: AgentConfig): Promise<Driver> {
+  return createDriver(cfg.mode, { pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc });
 }
 
 export async function run(argv: string[]): Promise<number> {
   const cfg = parseAgentArgs(argv);
   if (!cfg) { process.stdout.write(HELP); return 0; }
   if (cfg.mode === 'ebpf') ensureBpffs();
-  const agent = new Agent(cfg, makeDriver(cfg));
+  const agent = new Agent(cfg, await makeDriver(cfg));
   await agent.start();
   const stop = async (code: number) => {
     await agent.shutdown();

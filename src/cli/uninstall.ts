@@ -15,7 +15,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     if (!/no agent listening/.test((e as Error).message)) throw e;
   }
-  const agent = new Agent(cfg, makeDriver(cfg));
+  const agent = new Agent(cfg, await makeDriver(cfg));
   await agent.start(); // adopts pins and recorded pods so it knows what to remove
   await agent.uninstall();
   process.stdout.write('uninstalled (agent was not running)\n');

@@ -63,3 +63,13 @@ test('more excluded uids than the datapath holds is a clear error', () => {
   const policy = resolvePodPolicy('osm', {}, { excludeUids: [1, 2, 3, 4, 5] });
   assert.throws(() => podEntries(cookie, pod, policy), /at most 4 excluded uids/);
 });
+
+test('an IPv6 range covering the v4-mapped space does not apply to IPv4 destinations', () => {
+  const e = podEntries(cookie, pod, resolvePodPolicy('istio', { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': '::/0' }));
+  assert.deepEqual(e.cidrRules.map(([k, v]) => [k.prefixlen, hex(k.addr), v]), [
+    [64, '00000000000000000000000000000000', RULE.EXCLUDE],
+    [64 + 96, '00000000000000000000ffff00000000', 0],
+  ]);
+  const narrow = podEntries(cookie, pod, resolvePodPolicy('istio', { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': 'fd00::/8' }));
+  assert.equal(narrow.cidrRules.length, 1, 'no shield when the range does not cover it');
+});

@@ -75,6 +75,14 @@ export function podEntries(cookie: bigint, pod: { ip4?: string; ip6?: string; if
     }
   }
 
+  // An IPv6 range that covers ::ffff:0:0/96 would also match IPv4 destinations
+  // (they are v4-mapped in the trie); IPv6 rules never apply to IPv4 traffic
+  // (capturesOutbound, ip6tables), so a neutral /96 entry (value 0) shields them.
+  const v4Space: Cidr = { family: 6, addr: toIpAddr('0.0.0.0').addr, prefixLen: 96, text: '::ffff:0:0/96' };
+  if (cidrRules.some(([k]) => k.prefixlen < 64 + 96 && contains({ family: 6, addr: k.addr, prefixLen: k.prefixlen - 64, text: '' }, v4Space))) {
+    cidrRules.push([cidrKeyOf(cookie, v4Space), 0]);
+  }
+
   const uids = [...policy.excludeUids];
   const config: PodConfig = {
     outbound_port: policy.outboundPort,

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+// The iptables sidecar-mode driver (mode `iptables`): the same capture as the eBPF
+// driver, done with nat rules inside each pod's netns (rules.ts), the way mesh init
+// containers do it. Conntrack then answers SO_ORIGINAL_DST for the proxy.
+//
+// Options (kept minimal so one factory serves the conformance suite):
+//   nodeIps  node addresses; TCP from them (kubelet probes) is never captured inbound.
+//
+// Tools: `iptables-restore`/`ip6tables-restore` and the `-save` pair, whichever backend
+// Debian's alternatives select (nf_tables by default), run with `nsenter --net=` (not
+// `ip netns exec`, which remounts /sys). Every change is one restore transaction per
+// family; only our four chains and two jump lines are ever touched.
+import fs from 'node:fs';
+import { run, tryRun } from '../../sys/exec.ts';
+import type { PodPolicy } from '../../profiles/index.ts';
+import type { InterceptionDriver, Limitation, PodRef } from '../driver.ts';
+import { FAMILIES, address, meshScript, parseNatSave, unmeshScript, type Family, type NatState } from './rules.ts';
+
+export interface IptablesOptions {
+  /** Node addresses: TCP from them (kubelet probes) is never captured inbound. */
+  nodeIps: string[];
+}
+
+const TOOLS: Record<Family, { save: string; restore: string }> = {
+  4: { save: 'iptables-save', restore: 'iptables-restore' },
+  6: { save: 'ip6tables-save', restore: 'ip6tables-restore' },
+};
+
+export interface IptablesInfo {
+  /** e.g. "iptables-restore v1.8.9 (nf_tables)" */
+  version: string;
+  backend: 'nf_tables' | 'legacy';
+}
+
+/**
+ * Checks that the tools exist and the kernel has what the rules use (REDIRECT target,
+ * owner and multiport matches), loading modules if needed. Throws a clear error otherwise.
+ */
+export function checkIptables(): IptablesInfo {
+  let version = '';
+  for (const f of FAMILIES) {
+    try {
+      version = run([TOOLS[f].restore, '--version']).trim();
+    } catch (e) {
+      throw new Error(`iptables mode needs ${TOOLS[f].restore} (Debian package iptables): ${(e as Error).message}`, { cause: e });
+    }
+  }
+  const missing = () => [
+    ...['REDIRECT'].filter((t) => !procList('ip_tables_targets').includes(t) || !procList('ip6_tables_targets').includes(t)),
+    ...['owner', 'multiport', 'tcp'].filter((m) => !procList('ip_tables_matches').includes(m) || !procList('ip6_tables_matches').includes(m)),
+  ];
+  if (missing().length > 0) {
+    // Built-in on most kernels; as modules they load on first use or here.
+    for (const m of ['nf_nat', 'xt_REDIRECT', 'xt_owner', 'xt_multiport', 'xt_tcpudp', 'iptable_nat', 'ip6table_nat']) tryRun(['modprobe', '-q', m]);
+    const still = missing();
+    if (still.length > 0) throw new Error(`iptables mode: the kernel lacks ${still.join(', ')} (CONFIG_NETFILTER_XT_TARGET_REDIRECT, _MATCH_OWNER, _MATCH_MULTIPORT)`);
+  }
+  return { version, backend: version.includes('nf_tables') ? 'nf_tables' : 'legacy' };
+}
+
+function procList(name: string): string[] {
+  try {
+    return fs.readFileSync(`/proc/net/${name}`, 'utf8').split('\n').map((s) => s.trim());
+  } catch {
+    return [];
+  }
+}
+
+function inNetns(netnsPath: string, argv: string[], input?: string): string {
+  return run(['nsenter', `--net=${netnsPath}`, '--', ...argv], input === undefined ? {} : { input });
+}
+
+function natState(netnsPath: string, f: Family): NatState {
+  return parseNatSave(inNetns(netnsPath, [TOOLS[f].save, '-t', 'nat']));
+}
+
+function restore(netnsPath: string, f: Family, script: string): void {
+  inNetns(netnsPath, [TOOLS[f].restore, '--noflush', '--wait'], script);
+}
+
+export class IptablesDriver implements InterceptionDriver {
+  readonly mode = 'iptables' as const;
+  readonly opts: IptablesOptions;
+  #info: IptablesInfo | undefined;
+  readonly #pods = new Map<string, PodRef>();
+
+  constructor(opts: IptablesOptions) {
+    if (!opts || !Array.isArray(opts.nodeIps)) throw new Error('IptablesDriver: options { nodeIps: string[] } required');
+    for (const ip of opts.nodeIps) address('IptablesDriver: node IP', ip); // fail now, not at the first mesh
+    this.opts = { nodeIps: [...opts.nodeIps] };
+  }
+
+  /** The tools and backend in use (after start()). */
+  get info(): IptablesInfo | undefined { return this.#info; }
+
+  async start(): Promise<void> {
+    this.#info ??= checkIptables();
+  }
+
+  async mesh(pod: PodRef, policy: PodPolicy): Promise<void> {
+    // Everything is computed before anything changes: bad input changes nothing.
+    const ips: Record<Family, string | undefined> = { 4: pod.ip4, 6: pod.ip6 };
+    const scripts = FAMILIES.map((f) => {
+      try {
+        return { f, script: meshScript(f, policy, { podIp: ips[f], nodeIps: this.opts.nodeIps }, natState(pod.netnsPath, f)) };
+      } catch (e) {
+        throw new Error(`mesh ${pod.id} (IPv${f}): ${(e as Error).message}`, { cause: e });
+      }
+    });
+    try {
+      for (const { f, script } of scripts) restore(pod.netnsPath, f, script);
+    } catch (e) {
+      // A half-applied policy is worse than none (the eBPF driver also leaves the pod unmeshed).
+      try { this.#remove(pod.netnsPath); } catch { /* report the first error */ }
+      this.#pods.delete(pod.id);
+      throw new Error(`mesh ${pod.id}: ${(e as Error).message}`, { cause: e });
+    }
+    this.#pods.set(pod.id, { ...pod });
+  }
+
+  async unmesh(pod: PodRef): Promise<void> {
+    const netnsPath = this.#pods.get(pod.id)?.netnsPath ?? pod.netnsPath;
+    try {
+      // A pod whose netns is gone took its rules with it.
+      if (fs.existsSync(netnsPath)) this.#remove(netnsPath);
+    } catch (e) {
+      throw new Error(`unmesh ${pod.id}: ${(e as Error).message}`, { cause: e });
+    }
+    this.#pods.delete(pod.id);
+  }
+
+  /**
+   * Removes our jump lines and chains from both families of a netns (no-op if absent).
+   * With the nf_tables backend the nat base chains OUTPUT/PREROUTING stay, empty (and
+   * invisible to iptables-save): iptables cannot delete them and `nft delete chain` is
+   * recursive, so it could take a rule someone adds meanwhile. They keep conntrack on in
+   * the netns until it is deleted.
+   */
+  #remove(netnsPath: string): void {
+    const scripts = FAMILIES.map((f) => ({ f, script: unmeshScript(natState(netnsPath, f)) }));
+    for (const { f, script } of scripts) if (script !== null) restore(netnsPath, f, script);
+  }
+
+  async stop(): Promise<void> {
+    const errors: unknown[] = [];
+    for (const p of [...this.#pods.values()]) {
+      try { await this.unmesh(p); } catch (e) { errors.push(e); }
+    }
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new AggregateError(errors, `iptables driver: ${errors.length} pods could not be unmeshed`);
+  }
+
+  limitations(): Limitation[] {
+    return [
+      { feature: 'map-entry-counts', reason: 'iptables mode has no eBPF maps; per-connection state is conntrack, which the kernel expires' },
+      { feature: 'datapath-stats', reason: 'iptables mode has no per-verdict counters (stats() is eBPF only)' },
+      { feature: 'trace', reason: 'no per-decision trace events (meshwarp trace reads the eBPF ring buffer); iptables has only rule counters' },
+      { feature: 'sockmap', reason: 'sockmap/sk_msg acceleration needs eBPF; iptables traffic always crosses the TCP/IP stack' },
+      {
+        feature: 'getsockopt-passthrough',
+        reason: 'NAT turns on conntrack in the pod netns, and conntrack answers SO_ORIGINAL_DST for every tracked connection '
+          + '(with its real destination), not only captured ones; eBPF leaves uncaptured sockets to the kernel (ENOENT)',
+      },
+      { feature: 'cgroup-scope', reason: 'iptables rules apply to every process in the pod netns; eBPF connect hooks only to processes in the node cgroup' },
+    ];
+  }
+
+  /** The pods this driver meshed, by id. */
+  pods(): { id: string; netnsPath: string }[] {
+    return [...this.#pods.values()].map((p) => ({ id: p.id, netnsPath: p.netnsPath }));
+  }
+}
