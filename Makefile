@@ -10,7 +10,7 @@ TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 
 vpath %.bpf.c $(sort $(dir $(BPF_SRCS)))
 
-.PHONY: setup bpf typecheck test unit conformance demo doctor clean
+.PHONY: setup bpf typecheck test unit conformance conformance-all demo doctor clean
 setup:
 	@scripts/setup.sh
 
@@ -23,15 +23,22 @@ build/bpf/%.bpf.o: %.bpf.c $(BPF_HEADERS)
 typecheck:
 	@node_modules/.bin/tsc --noEmit -p .
 
-# Whole suite: setup (idempotent), eBPF build, type check, unit + kernel tests.
+# Whole suite: setup (idempotent), eBPF build, type check, unit + kernel tests,
+# then the conformance suite against every interception mode.
 test: setup typecheck
 	$(NODE) --test --test-reporter=spec $(TESTS)
+	$(MAKE) -s conformance-all
 
 unit: setup
 	$(NODE) --test test/unit/*.test.ts
 
+# One mode (MESHWARP_MODE, default ebpf), or every mode with conformance-all.
 conformance: setup
-	$(NODE) --test --test-reporter=spec test/conformance/*.test.ts
+	$(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
+
+conformance-all:
+	MESHWARP_MODE=ebpf $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
+	MESHWARP_MODE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
 
 demo: setup
 	bin/meshwarp doctor
