@@ -6,13 +6,15 @@ import { DEFAULTS, validateConfig, type AgentConfig } from '../agent/config.ts';
 import { listenApi, listenMetrics } from '../agent/server.ts';
 import { createDriver } from '../datapath/index.ts';
 import { ensureBpffs } from '../sys/bpffs.ts';
+import { run } from '../sys/exec.ts';
 
 const HELP = `usage: meshwarp agent --cgroup PATH [options]
 
   --mode ebpf|iptables   interception mode (default ${DEFAULTS.mode})
   --profile NAME         default mesh profile: istio, linkerd, kuma, osm, fsm (default ${DEFAULTS.profile})
   --cgroup PATH          cgroup2 directory whose pods are meshed (required)
-  --node-ip IP           node address whose traffic (probes) is never captured; repeatable
+  --node-ip IP           extra node address whose traffic (probes) is never captured; repeatable
+                         (every address of the agent's netns is included already)
   --pin-root DIR         bpffs directory for pins (default ${DEFAULTS.pinRoot})
   --socket PATH          root-only API socket (default ${DEFAULTS.socket})
   --state-dir DIR        record of meshed pods (default ${DEFAULTS.stateDir})
@@ -41,6 +43,16 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
   });
 }
 
+/**
+ * Every address of the agent's netns (the node's): kubelet probes and other
+ * node-local traffic to pods come from one of them, whichever interface
+ * (bridge gateway, uplink) the route picks.
+ */
+function nodeAddresses(): string[] {
+  const links = JSON.parse(run(['ip', '-j', 'addr', 'show'])) as { addr_info?: { local: string; scope: string }[] }[];
+  return links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.scope !== 'host' && a.scope !== 'link').map((a) => a.local));
+}
+
 export async function makeDriver(cfg: AgentConfig): Promise<Driver> {
   return createDriver(cfg.mode, { pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc });
 }
@@ -49,6 +61,7 @@ export async function run(argv: string[]): Promise<number> {
   const cfg = parseAgentArgs(argv);
   if (!cfg) { process.stdout.write(HELP); return 0; }
   if (cfg.mode === 'ebpf') ensureBpffs();
+  cfg.nodeIps = [...new Set([...cfg.nodeIps, ...nodeAddresses()])];
   const agent = new Agent(cfg, await makeDriver(cfg));
   await agent.start();
   const stop = async (code: number) => {
