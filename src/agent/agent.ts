@@ -109,11 +109,12 @@ export class Agent {
     });
   }
 
-  check(containerId: string): { meshed: boolean } {
+  /** CNI CHECK: is the container meshed as the agent wants it? */
+  check(containerId: string): { ok: boolean; reason?: string } {
     const rec = this.#pods.get(containerId);
-    if (!rec) throw new ApiError(404, `container ${containerId} is not meshed by this agent`);
-    if (!existsSync(rec.netns)) throw new ApiError(409, `container ${containerId}: netns ${rec.netns} is gone`);
-    return { meshed: true };
+    if (!rec) return { ok: false, reason: `container ${containerId} is not meshed by this agent` };
+    if (!existsSync(rec.netns)) return { ok: false, reason: `container ${containerId}: netns ${rec.netns} is gone` };
+    return { ok: true };
   }
 
   /** CNI GC: unmeshes every pod whose attachment the runtime no longer knows. */
@@ -223,8 +224,9 @@ export class Agent {
   }
 }
 
-export function podId(r: Pick<PodRecord, 'podNamespace' | 'podName'>): string {
-  return `${r.podNamespace}/${r.podName}`;
+/** namespace/name, or the container id when the runtime did not say (not Kubernetes). */
+export function podId(r: Pick<PodRecord, 'podNamespace' | 'podName' | 'containerId'>): string {
+  return r.podName ? `${r.podNamespace || 'default'}/${r.podName}` : r.containerId;
 }
 
 /** The host-side peer of the pod's interface, in the agent's netns (the node's). */

@@ -5,8 +5,10 @@
 //
 //   POST /v1/cni/add    AddRequest            -> 200 { meshed, reason? }
 //   POST /v1/cni/del    { containerId }       -> 200 { removed }
-//   POST /v1/cni/check  { containerId }       -> 200 { meshed } | 404
+//   POST /v1/cni/check  { containerId }       -> 200 { ok, reason? }
+//   POST /v1/cni/status {}                    -> 200 { ready, reason? }
 //   POST /v1/cni/gc     { validAttachments: [{ containerId }] } -> 200 { removed: [...] }
+// (the CNI plugin's side of this contract: docs/cni.md)
 //   GET  /v1/status                           -> 200 Status
 //   GET  /v1/pods                             -> 200 { pods: [...] }
 //   POST /v1/uninstall                        -> 200 {} (removes everything, then exits)
@@ -23,6 +25,7 @@ export interface AddRequest {
   containerId: string;
   netns: string;
   ifName: string;
+  /** Kubernetes namespace and name from CNI_ARGS; '' when the runtime is not Kubernetes. */
   podNamespace: string;
   podName: string;
   /** The previous plugins' result (IPs, interfaces), as CNI passed it. */
@@ -45,7 +48,7 @@ function str(o: Record<string, unknown>, k: string, re: RegExp, what: string, op
 }
 
 const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
-const DNS_LABEL = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+const DNS_LABEL_OR_EMPTY = /^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)?$/;
 const IFNAME = /^[^/\s:]{1,15}$/;
 const ABS_PATH = /^\/[^\0]*$/;
 
@@ -61,8 +64,8 @@ export function parseAddRequest(body: unknown): AddRequest {
     containerId: str(o, 'containerId', CONTAINER_ID, 'a container id'),
     netns: str(o, 'netns', ABS_PATH, 'an absolute netns path'),
     ifName: str(o, 'ifName', IFNAME, 'an interface name'),
-    podNamespace: str(o, 'podNamespace', DNS_LABEL, 'a Kubernetes namespace name'),
-    podName: str(o, 'podName', DNS_LABEL, 'a Kubernetes pod name'),
+    podNamespace: str(o, 'podNamespace', DNS_LABEL_OR_EMPTY, 'a Kubernetes namespace name', true),
+    podName: str(o, 'podName', DNS_LABEL_OR_EMPTY, 'a Kubernetes pod name', true),
     prevResult: {},
   };
   const pr = o.prevResult;

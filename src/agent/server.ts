@@ -40,6 +40,7 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
         case 'POST /v1/cni/add': return send(200, await agent.add(parseAddRequest(await readBody(req))));
         case 'POST /v1/cni/del': return send(200, await agent.del(parseContainerRef(await readBody(req)).containerId));
         case 'POST /v1/cni/check': return send(200, agent.check(parseContainerRef(await readBody(req)).containerId));
+        case 'POST /v1/cni/status': return send(200, { ready: true });
         case 'POST /v1/cni/gc': return send(200, await agent.gc(parseGcRequest(await readBody(req)).valid));
         case 'GET /v1/status': return send(200, agent.status());
         case 'GET /v1/pods': return send(200, { pods: agent.pods() });

@@ -6,6 +6,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
   agent: { summary: 'run the node agent (datapath owner, CNI and CLI API)', load: () => import('./agent.ts') },
   status: { summary: 'mode, attachments, map usage and counters of the running agent', load: () => import('./status.ts') },
   pods: { summary: 'pods meshed by the running agent', load: () => import('./pods.ts') },
+  cni: { summary: 'install or remove the meshwarp CNI plugin in the node\'s CNI config', load: () => import('./cni.ts') },
   trace: { summary: 'stream the datapath\'s decisions (pod, verdict, original -> new address)', load: () => import('./trace.ts') },
   uninstall: { summary: 'remove everything meshwarp made on this node', load: () => import('./uninstall.ts') },
 };

@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: Apache-2.0
+// Installs meshwarp-cni into the node's CNI configuration and takes it out again.
+// The runtime uses the lexically first config file of the conf dir; we append our entry
+// to it (converting a lone .conf into a .conflist), keep the bytes we replaced in a state
+// file, and on uninstall put those exact bytes back when the file is still what we wrote.
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync,
+  unlinkSync, watch, writeSync, type FSWatcher,
+} from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_SOCKET, PLUGIN_TYPE, parseMeshwarpSettings, type MeshwarpSettings } from './config.ts';
+import {
+  candidateNames, confToConflist, conflistNameFor, extOf, isOurEntry, jsonEqual, ourEntry, parseConfFile, pluginEntry,
+  serialize, unsupportedVersion, withEntry, withoutEntry, type JsonObject,
+} from './conflist.ts';
+import { CniError } from './errors.ts';
+
+export const DEFAULT_BIN_DIR = '/opt/cni/bin';
+export const DEFAULT_CONF_DIR = '/etc/cni/net.d';
+export const DEFAULT_STATE_DIR = '/var/lib/meshwarp';
+/** The binary name must equal the conflist entry's "type". */
+export const PLUGIN_BINARY = PLUGIN_TYPE;
+const STATE_FILE = 'cni-install.json';
+/** Node's compile cache for the plugin's TypeScript: halves the plugin's start-up (~100 → ~45 ms). */
+const COMPILE_CACHE_DIR = 'cni-compile-cache';
+const WRAPPER_MARK = '# meshwarp-cni: installed by `meshwarp cni install`';
+
+export interface CniInstallOptions {
+  binDir?: string;
+  confDir?: string;
+  stateDir?: string;
+  /** Written into the conflist entry's "meshwarp" section (only the fields given). */
+  settings?: Partial<MeshwarpSettings>;
+  /** Node.js (>= 24) the wrapper execs; default: the project's .tools/node, else this process's node. */
+  nodePath?: string;
+}
+
+export type InstallAction = 'inserted' | 'converted' | 'updated' | 'unchanged' | 'no-config' | 'unsupported' | 'conflict';
+
+export interface InstallReport {
+  plugin: string;
+  action: InstallAction;
+  /** The config file that carries (or would carry) our entry. */
+  conflist?: string;
+  message?: string;
+  /** Files skipped because a runtime could not load them either. */
+  skipped: { path: string; reason: string }[];
+}
+
+export interface UninstallReport {
+  restored: string[];
+  edited: string[];
+  removed: string[];
+}
+
+/** One config file we changed: what it was before, so uninstall can put it back. */
+interface FileRecord {
+  path: string;
+  originalPath: string;
+  originalBase64: string;
+  originalMode: number;
+  writtenSha256: string;
+}
+
+interface InstallState {
+  version: 1;
+  binDir: string;
+  confDir: string;
+  plugin: string;
+  entry: JsonObject;
+  files: FileRecord[];
+}
+
+interface Resolved {
+  binDir: string;
+  confDir: string;
+  stateDir: string;
+  entry: JsonObject;
+  nodePath: string;
+}
+
+const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+
+export function statePath(stateDir: string): string {
+  return join(stateDir, STATE_FILE);
+}
+
+function readState(stateDir: string): InstallState | undefined {
+  let text: string;
+  try {
+    text = readFileSync(statePath(stateDir), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  const s = JSON.parse(text) as InstallState;
+  if (s.version !== 1 || !Array.isArray(s.files)) throw new Error(`${statePath(stateDir)}: unknown state format`);
+  return s;
+}
+
+function writeState(stateDir: string, s: InstallState): void {
+  const text = `${JSON.stringify(s, null, 2)}\n`;
+  if (readMaybe(statePath(stateDir))?.toString('utf8') === text) return;
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(statePath(stateDir), text, 0o600);
+}
+
+/** temp file in the same directory + fsync + rename: readers see the old or the new file, never half. */
+export function writeFileAtomic(path: string, data: string | Buffer, mode: number): void {
+  // The ".tmp" suffix keeps runtimes from ever loading the temp file as a network config.
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', mode);
+  try {
+    try {
+      const buf = typeof data === 'string' ? Buffer.from(data) : data;
+      let off = 0;
+      while (off < buf.length) off += writeSync(fd, buf, off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    chmodSync(tmp, mode); // openSync's mode is filtered by the umask
+    renameSync(tmp, path);
+  } catch (e) {
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw e;
+  }
+}
+
+function projectRoot(): string {
+  return fileURLToPath(new URL('../../', import.meta.url));
+}
+
+export function resolveNode(explicit?: string): string {
+  if (explicit) return explicit;
+  const tools = join(projectRoot(), '.tools/node/bin/node');
+  if (existsSync(tools)) return tools;
+  if (Number(process.versions.node.split('.')[0]) >= 24) return process.execPath;
+  throw new Error('no Node.js >= 24 found for the plugin wrapper: run `make setup` or pass --node');
+}
+
+const shq = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
+
+/** The executable placed in the CNI bin dir. A single-file build replaces it later. */
+export function wrapperScript(nodePath: string, compileCacheDir: string): string {
+  const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+  return [
+    '#!/bin/sh',
+    `${WRAPPER_MARK} (do not edit; \`meshwarp cni uninstall\` removes it).`,
+    '# Runs the chained CNI plugin with Node.js >= 24 (TypeScript type stripping).',
+    '# The plugin needs neither TLS nor runtime-provided Node options; the compile cache',
+    '# spares it from stripping types again on every pod start.',
+    'unset NODE_OPTIONS NODE_EXTRA_CA_CERTS',
+    `NODE_COMPILE_CACHE=${shq(compileCacheDir)}`,
+    'export NODE_COMPILE_CACHE',
+    `exec ${shq(nodePath)} --disable-warning=ExperimentalWarning ${shq(main)} "$@"`,
+    '',
+  ].join('\n');
+}
+
+function resolve(opts: CniInstallOptions): Resolved {
+  // Socket and policy are always spelled out so the file says what the plugin will do.
+  const settings: Partial<MeshwarpSettings> = { socket: DEFAULT_SOCKET, failurePolicy: 'closed', ...opts.settings };
+  // Same validation as the plugin applies at ADD: an entry the plugin would refuse never reaches the file.
+  try {
+    parseMeshwarpSettings(pluginEntry(settings).meshwarp);
+  } catch (e) {
+    throw new Error(e instanceof CniError ? e.message : String(e));
+  }
+  return {
+    binDir: opts.binDir ?? DEFAULT_BIN_DIR,
+    confDir: opts.confDir ?? DEFAULT_CONF_DIR,
+    stateDir: opts.stateDir ?? DEFAULT_STATE_DIR,
+    entry: pluginEntry(settings),
+    nodePath: resolveNode(opts.nodePath),
+  };
+}
+
+function ensurePlugin(r: Resolved): string {
+  mkdirSync(r.binDir, { recursive: true, mode: 0o755 });
+  const path = join(r.binDir, PLUGIN_BINARY);
+  const want = wrapperScript(r.nodePath, join(r.stateDir, COMPILE_CACHE_DIR));
+  let have: string | undefined;
+  try {
+    have = readFileSync(path, 'utf8');
+  } catch { /* missing */ }
+  if (have !== want || (statSync(path).mode & 0o777) !== 0o755) writeFileAtomic(path, want, 0o755);
+  return path;
+}
+
+interface Target {
+  name: string;
+  path: string;
+  bytes: Buffer;
+  mode: number;
+  parsed: Exclude<ReturnType<typeof parseConfFile>, { kind: 'invalid' }>;
+}
+
+/** The config file a runtime would load: the lexically first one it can parse. */
+function findTarget(confDir: string, skipped: InstallReport['skipped']): Target | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(confDir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  for (const name of candidateNames(names)) {
+    const path = join(confDir, name);
+    let bytes: Buffer;
+    let mode: number;
+    try {
+      const st = statSync(path);
+      if (!st.isFile()) continue;
+      mode = st.mode & 0o7777;
+      bytes = readFileSync(path);
+    } catch {
+      continue; // vanished between readdir and read
+    }
+    const parsed = parseConfFile(name, bytes.toString('utf8'));
+    if (parsed.kind === 'invalid') {
+      skipped.push({ path, reason: parsed.reason });
+      continue;
+    }
+    return { name, path, bytes, mode, parsed };
+  }
+  return undefined;
+}
+
+function emptyState(r: Resolved, plugin: string): InstallState {
+  return { version: 1, binDir: r.binDir, confDir: r.confDir, plugin, entry: r.entry, files: [] };
+}
+
+/** Re-reads the file just before replacing it so a concurrent rewrite by the primary CNI is not lost. */
+function unchangedSince(t: Target): boolean {
+  try {
+    return readFileSync(t.path).equals(t.bytes);
+  } catch {
+    return false;
+  }
+}
+
+/** One pass: make sure the plugin exists and the runtime's config file carries our entry. */
+function reconcile(r: Resolved, attempt = 0): InstallReport {
+  const plugin = ensurePlugin(r);
+  const skipped: InstallReport['skipped'] = [];
+  const state = readState(r.stateDir) ?? emptyState(r, plugin);
+  state.binDir = r.binDir;
+  state.confDir = r.confDir;
+  state.plugin = plugin;
+  state.entry = r.entry;
+  state.files = state.files.filter((f) => existsSync(f.path) || existsSync(f.originalPath));
+  const t = findTarget(r.confDir, skipped);
+  if (!t) {
+    writeState(r.stateDir, state);
+    return { plugin, action: 'no-config', skipped, message: `no CNI network config in ${r.confDir} yet` };
+  }
+  const list = t.parsed.kind === 'conflist' ? t.parsed.obj : confToConflist(t.parsed.obj);
+  const why = unsupportedVersion(list);
+  if (why) {
+    writeState(r.stateDir, state);
+    return { plugin, action: 'unsupported', conflist: t.path, skipped, message: `not inserting into ${t.path}: ${why}` };
+  }
+  const existing = t.parsed.kind === 'conflist' ? ourEntry(list) : undefined;
+  if (existing && jsonEqual(existing, r.entry) && (list.plugins as unknown[]).filter(isOurEntry).length === 1) {
+    writeState(r.stateDir, state);
+    return { plugin, action: 'unchanged', conflist: t.path, skipped };
+  }
+  const outPath = t.parsed.kind === 'conflist' ? t.path : join(r.confDir, conflistNameFor(t.name));
+  const ours = state.files.find((f) => f.path === outPath);
+  if (outPath !== t.path && existsSync(outPath) && !ours) {
+    writeState(r.stateDir, state);
+    return { plugin, action: 'conflict', conflist: t.path, skipped, message: `cannot convert ${t.path}: ${outPath} exists and is not ours` };
+  }
+  const text = serialize(withEntry(list, r.entry));
+  let rec: FileRecord;
+  if (existing && ours) {
+    rec = { ...ours, writtenSha256: sha256(text) }; // only our settings changed: keep the original we saved
+  } else if (existing) {
+    // Our entry is there but we never recorded the file (state lost): nothing to restore later but the entry.
+    rec = { path: outPath, originalPath: t.path, originalBase64: Buffer.from(serialize(withoutEntry(list))).toString('base64'), originalMode: t.mode, writtenSha256: sha256(text) };
+  } else {
+    rec = { path: outPath, originalPath: t.path, originalBase64: t.bytes.toString('base64'), originalMode: t.mode, writtenSha256: sha256(text) };
+  }
+  // Save the original bytes before touching the file: a crash in between must not lose them.
+  state.files = [...state.files.filter((f) => f.path !== outPath), rec];
+  writeState(r.stateDir, state);
+  if (!unchangedSince(t)) {
+    // The primary CNI is writing right now: start over on its new content.
+    if (attempt < 5) return reconcile(r, attempt + 1);
+    return { plugin, action: 'conflict', conflist: t.path, skipped, message: `${t.path} keeps changing; will retry` };
+  }
+  writeFileAtomic(outPath, text, t.mode);
+  if (outPath !== t.path) unlinkSync(t.path);
+  const action: InstallAction = existing ? 'updated' : outPath !== t.path ? 'converted' : 'inserted';
+  return { plugin, action, conflist: outPath, skipped };
+}
+
+/** `meshwarp cni install`: writes the plugin wrapper and inserts the entry (idempotent). */
+export function installCni(opts: CniInstallOptions = {}): InstallReport {
+  return reconcile(resolve(opts));
+}
+
+function readMaybe(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `meshwarp cni uninstall`: for every file we changed, puts the original bytes back when it is
+ * still exactly what we wrote, else only drops our entry; removes our entry from any other
+ * config file, the plugin wrapper and the state file.
+ */
+export function uninstallCni(opts: { binDir?: string; confDir?: string; stateDir?: string } = {}): UninstallReport {
+  const stateDir = opts.stateDir ?? DEFAULT_STATE_DIR;
+  const state = readState(stateDir);
+  const confDir = opts.confDir ?? state?.confDir ?? DEFAULT_CONF_DIR;
+  const binDir = opts.binDir ?? state?.binDir ?? DEFAULT_BIN_DIR;
+  const report: UninstallReport = { restored: [], edited: [], removed: [] };
+  const done = new Set<string>();
+  for (const f of state?.files ?? []) {
+    const cur = readMaybe(f.path);
+    if (!cur) continue;
+    done.add(f.path);
+    if (sha256(cur) === f.writtenSha256) {
+      const converted = f.originalPath !== f.path;
+      // A converted .conf the primary has since written again is newer than our copy: keep it.
+      if (!converted || !existsSync(f.originalPath)) {
+        writeFileAtomic(f.originalPath, Buffer.from(f.originalBase64, 'base64'), f.originalMode);
+        report.restored.push(f.originalPath);
+      }
+      if (converted) {
+        unlinkSync(f.path);
+        report.removed.push(f.path);
+      }
+    } else if (dropEntry(f.path, cur)) {
+      report.edited.push(f.path);
+    }
+  }
+  let names: string[] = [];
+  try {
+    names = readdirSync(confDir);
+  } catch { /* no conf dir: nothing to clean */ }
+  for (const name of candidateNames(names)) {
+    const path = join(confDir, name);
+    if (done.has(path)) continue;
+    const cur = readMaybe(path);
+    if (cur && dropEntry(path, cur)) report.edited.push(path);
+  }
+  const plugin = join(binDir, PLUGIN_BINARY);
+  const wrapper = readMaybe(plugin);
+  if (wrapper && wrapper.toString('utf8').includes(WRAPPER_MARK)) {
+    unlinkSync(plugin);
+    report.removed.push(plugin);
+  }
+  rmSync(join(stateDir, COMPILE_CACHE_DIR), { recursive: true, force: true });
+  if (state) unlinkSync(statePath(stateDir));
+  return report;
+}
+
+/** Removes our entry from a conflist the primary CNI rewrote; false when it carries none. */
+function dropEntry(path: string, cur: Buffer): boolean {
+  if (extOf(path) !== '.conflist') return false;
+  const p = parseConfFile(basename(path), cur.toString('utf8'));
+  if (p.kind !== 'conflist' || !(p.obj.plugins as unknown[]).some(isOurEntry)) return false;
+  writeFileAtomic(path, serialize(withoutEntry(p.obj)), statSync(path).mode & 0o7777);
+  return true;
+}
+
+export interface WatchOptions extends CniInstallOptions {
+  /** Quiet time after the last change before acting (the primary may write in several steps). */
+  debounceMs?: number;
+  /** Full re-check period, in case an fs event was missed. */
+  resyncMs?: number;
+  onEvent?: (e: InstallReport | { action: 'error'; message: string }) => void;
+}
+
+/**
+ * Keeps our entry in the runtime's config file until `signal` aborts: re-inserts it when the
+ * primary CNI rewrites the file, follows a new file that sorts first. Leaves everything
+ * installed on exit (an agent restart must not change pod networking); uninstall is explicit.
+ */
+export async function watchConflist(opts: WatchOptions, signal: AbortSignal): Promise<void> {
+  const r = resolve(opts);
+  const debounceMs = opts.debounceMs ?? 100;
+  const resyncMs = opts.resyncMs ?? 10_000;
+  const emit = opts.onEvent ?? (() => {});
+  mkdirSync(r.confDir, { recursive: true, mode: 0o755 });
+  const pass = (): void => {
+    try {
+      const rep = reconcile(r);
+      if (rep.action !== 'unchanged') emit(rep);
+    } catch (e) {
+      emit({ action: 'error', message: e instanceof Error ? e.message : String(e) });
+    }
+  };
+  let timer: NodeJS.Timeout | undefined;
+  const kick = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(pass, debounceMs);
+  };
+  let watcher: FSWatcher | undefined;
+  const startWatcher = (): void => {
+    try {
+      watcher = watch(r.confDir, { persistent: true }, kick);
+      watcher.on('error', () => {
+        watcher?.close();
+        watcher = undefined; // the resync tick restarts it (e.g. conf dir removed and recreated)
+      });
+    } catch {
+      watcher = undefined;
+    }
+  };
+  // Watch first, then look: a change made between the two is seen by the watcher.
+  startWatcher();
+  pass();
+  const resync = setInterval(() => {
+    if (!watcher) {
+      try { mkdirSync(r.confDir, { recursive: true, mode: 0o755 }); } catch { /* reported by pass */ }
+      startWatcher();
+    }
+    pass();
+  }, resyncMs);
+  await new Promise<void>((done) => {
+    const stop = (): void => {
+      clearTimeout(timer);
+      clearInterval(resync);
+      watcher?.close();
+      done();
+    };
+    if (signal.aborted) stop();
+    else signal.addEventListener('abort', stop, { once: true });
+  });
+}
