@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // CLI for the test/lab sidecar: node src/proxy/main.ts --outbound 15001 --inbound 15003 [--host ::] [--log] [--tag NAME]
+//   [--service VIP:PORT=IP:PORT,IP:PORT ...]
 // Prints "ready" once both listeners are up; exits 0 on SIGTERM/SIGINT.
 import { parseArgs } from 'node:util';
-import { startProxy } from './proxy.ts';
+import { parseService, startProxy } from './proxy.ts';
 
 const { values } = parseArgs({
   options: {
@@ -11,6 +12,7 @@ const { values } = parseArgs({
     host: { type: 'string' },
     log: { type: 'boolean', default: false },
     tag: { type: 'string' },
+    service: { type: 'string', multiple: true },
   },
 });
 const port = (s: string) => {
@@ -21,6 +23,7 @@ const port = (s: string) => {
 
 const proxy = await startProxy({
   outbound: port(values.outbound), inbound: port(values.inbound), host: values.host, log: values.log, tag: values.tag,
+  services: new Map((values.service ?? []).map(parseService)),
 });
 process.stdout.write('ready\n');
 for (const sig of ['SIGTERM', 'SIGINT'] as const) {

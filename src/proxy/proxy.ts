@@ -18,6 +18,25 @@ export interface ProxyOptions {
   log?: boolean;
   /** A label added to log lines only: bytes are never modified, so HTTP stays transparent. */
   tag?: string;
+  /**
+   * Services the mesh's control plane told this sidecar about: an outbound
+   * connection to a service address ("10.96.0.10:8080") goes to its endpoints
+   * in turn (round robin), as a mesh sidecar balances a Kubernetes Service.
+   */
+  services?: Map<string, OrigDst[]>;
+}
+
+/** Parses "VIP:PORT=IP:PORT,IP:PORT" (IPv6 in brackets) into a services entry. */
+export function parseService(spec: string): [string, OrigDst[]] {
+  const m = /^(.+?)=(.+)$/.exec(spec);
+  if (!m) throw new Error(`--service: expected VIP:PORT=ENDPOINT[,ENDPOINT...], got ${JSON.stringify(spec)}`);
+  const ep = (t: string): OrigDst => {
+    const x = /^\[?([0-9a-fA-F:.]+?)\]?:(\d{1,5})$/.exec(t.trim());
+    if (!x || !net.isIP(x[1]) || Number(x[2]) > 65535) throw new Error(`--service: ${JSON.stringify(t)} is not IP:PORT`);
+    return { address: x[1], port: Number(x[2]), family: net.isIP(x[1]) as 4 | 6 };
+  };
+  const vip = ep(m[1]);
+  return [hostPort(vip.address, vip.port), m[2].split(',').map(ep)];
 }
 
 export interface ProxyStats {
@@ -65,6 +84,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const stats: ProxyStats = { connections: 0, active: 0, bytesIn: 0, bytesOut: 0, errors: 0, noOrigDst: 0, selfLoop: 0 };
   const sockets = new Set<net.Socket>();
   const ownPorts = new Set<number>();
+  const rr = new Map<OrigDst[], number>();
 
   function handle(dir: Direction, client: net.Socket): void {
     const t0 = performance.now();
@@ -99,7 +119,15 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       return;
     }
     // Inbound: the original destination is the pod's own IP:port, where the app listens.
-    const upstream = net.connect({ host: dst.address, port: dst.port, allowHalfOpen: true });
+    // Outbound to a known service: its next endpoint.
+    let target: OrigDst = dst;
+    const endpoints = dir === 'outbound' ? opts.services?.get(hostPort(dst.address, dst.port)) : undefined;
+    if (endpoints?.length) {
+      const i = (rr.get(endpoints) ?? 0) % endpoints.length;
+      rr.set(endpoints, i + 1);
+      target = endpoints[i];
+    }
+    const upstream = net.connect({ host: target.address, port: target.port, allowHalfOpen: true });
     upstream.once('connect', () => { upstreamAt = hostPort(upstream.remoteAddress, upstream.remotePort); });
     sockets.add(upstream);
     stats.active++;

@@ -185,3 +185,36 @@ test('main.ts: prints ready, closes un-redirected connections, logs JSON, exits 
   assert.ok(line.error === 'noOrigDst' || line.error === 'selfLoop');
   for (const k of ['client', 'origDst', 'upstream', 'bytesIn', 'bytesOut', 'ms']) assert.ok(k in line, k);
 });
+
+test('services: parseService, and outbound connections to a service address go to its endpoints in turn', async () => {
+  const { parseService } = await import('../../src/proxy/proxy.ts');
+  assert.deepEqual(parseService('10.96.0.10:8080=10.244.1.5:8080,[fd00::5]:8081'), ['10.96.0.10:8080', [
+    { address: '10.244.1.5', port: 8080, family: 4 }, { address: 'fd00::5', port: 8081, family: 6 }]]);
+  assert.throws(() => parseService('10.96.0.10:8080'), /expected VIP:PORT=ENDPOINT/);
+  assert.throws(() => parseService('10.96.0.10:8080=nohost:1'), /is not IP:PORT/);
+  const seen: string[] = [];
+  const servers = await Promise.all(['a', 'b'].map(async (name) => {
+    const s = net.createServer((c) => { seen.push(name); c.end(name); });
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    return s;
+  }));
+  const eps = servers.map((s) => ({ address: '127.0.0.1', port: (s.address() as net.AddressInfo).port, family: 4 as const }));
+  const { startProxy } = await import('../../src/proxy/proxy.ts');
+  const proxy = await startProxy({
+    outbound: 0, inbound: 0, host: '127.0.0.1',
+    services: new Map([['10.96.0.10:80', eps]]),
+    resolveOrigDst: () => ({ address: '10.96.0.10', port: 80, family: 4 }),
+  });
+  try {
+    for (let i = 0; i < 4; i++) {
+      await new Promise<void>((resolve) => {
+        const c = net.connect(proxy.outboundPort, '127.0.0.1');
+        c.resume().on('end', () => resolve());
+      });
+    }
+    assert.deepEqual(seen, ['a', 'b', 'a', 'b']);
+  } finally {
+    await proxy.close();
+    for (const s of servers) s.close();
+  }
+});
