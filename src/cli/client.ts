@@ -25,3 +25,29 @@ export function agentRequest<T>(method: 'GET' | 'POST', path: string, body?: unk
     req.end(body === undefined ? undefined : JSON.stringify(body));
   });
 }
+
+/** Streams JSON lines from the agent (GET /v1/trace) until close() or the agent ends it. */
+export function agentStream(path: string, onLine: (value: unknown) => void, socket = DEFAULTS.socket as string): Promise<{ close(): void; ended: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ socketPath: socket, path }, (res) => {
+      if (res.statusCode !== 200) { res.resume(); return reject(new Error(`agent answered ${res.statusCode} for ${path}`)); }
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (line) onLine(JSON.parse(line));
+        }
+      });
+      const ended = new Promise<void>((r) => { res.on('close', () => r()); });
+      resolve({ close: () => req.destroy(), ended });
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') reject(new Error(`no agent listening at ${socket}`));
+      else reject(e);
+    });
+  });
+}

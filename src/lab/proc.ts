@@ -17,6 +17,11 @@ export interface SpawnOptions {
   env?: NodeJS.ProcessEnv;
   cwd?: string;
   stdio?: StdioOptions;
+  /**
+   * A file to see as /etc/hosts (bind-mounted in a private mount namespace
+   * of this process only), as kubelet gives each pod its own hosts file.
+   */
+  hostsFile?: string;
 }
 
 export interface RunOptions extends SpawnOptions {
@@ -39,6 +44,9 @@ const WRAPPER = 'echo $$ > "$1/cgroup.procs" || exit 126; shift; exec "$@"';
 export function wrapArgv(ctx: ExecContext, argv: string[], opts: SpawnOptions = {}): string[] {
   if (argv.length === 0) throw new Error('empty command');
   const out = ['sh', '-c', WRAPPER, 'mw-lab', ctx.cgroupPath, 'nsenter', `--net=${ctx.netnsPath}`, '--'];
+  if (opts.hostsFile) {
+    out.push('unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', opts.hostsFile);
+  }
   if (opts.uid !== undefined && opts.uid !== 0) {
     const gid = opts.gid ?? opts.uid;
     out.push('setpriv', `--reuid=${opts.uid}`, `--regid=${gid}`, '--clear-groups', '--');
