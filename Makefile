@@ -41,7 +41,7 @@ conformance-all:
 	MESHWARP_MODE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
 
 demo: setup
-	bin/meshwarp doctor
+	bin/meshwarp demo
 
 doctor: setup
 	bin/meshwarp doctor

@@ -2,6 +2,8 @@
 // meshwarp command line: one module per command under src/cli/, loaded on demand
 // so `meshwarp doctor` does not pay for the lab or the agent.
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> }> = {
+  demo: { summary: 'the two-node demo in a lab: curl -> pipy-ok v1/v2 through sidecars, with the trace', load: () => import('./demo.ts') },
+  lab: { summary: 'run a command in a lab pod, or destroy a lab left behind', load: () => import('./lab.ts') },
   doctor: { summary: 'check this machine for every feature meshwarp needs', load: () => import('./doctor.ts') },
   agent: { summary: 'run the node agent (datapath owner, CNI and CLI API)', load: () => import('./agent.ts') },
   status: { summary: 'mode, attachments, map usage and counters of the running agent', load: () => import('./status.ts') },

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: Apache-2.0
+// `meshwarp demo`: the seed's two-node demo in the lab, for real.
+//
+//   node1: curl, pipy-ok-v1          node2: pipy-ok-v2
+//   every pod created through the CNI chain (bridge + host-local + meshwarp-cni),
+//   one meshwarp agent per node (in the node's netns, like a DaemonSet),
+//   a sidecar in every pod (our transparent proxy, as the profile's uid).
+//
+// The name pipy-ok resolves (pod hosts file, as kubelet writes it) to a
+// service address that exists nowhere on the wire: the client's connect() to
+// it is captured to its sidecar, which balances between the two endpoints
+// (round robin, as a mesh sidecar balances a Service). v1 is on the same node:
+// the sidecar's connect goes straight to v1's inbound port. v2 is on the other
+// node: tc on node2 DNATs the SYN to v2's inbound port.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Lab, LabAgent, uniquePrefix, waitForLine, labRunDir, type LabNode, type LabPod } from '../lab/index.ts';
+import { getProfile } from '../profiles/index.ts';
+import { agentStream } from '../cli/client.ts';
+import type { TraceRecord } from '../datapath/sidecar/trace.ts';
+import type { Mode } from '../datapath/driver.ts';
+
+const PROXY = fileURLToPath(new URL('../proxy/main.ts', import.meta.url));
+const NODE = process.execPath;
+export const SERVICE_IP = '10.96.0.10';
+export const SERVICE = 'pipy-ok';
+export const NAMESPACE = 'ebpf';
+const APP_UID = 1000;
+
+export interface DemoOptions {
+  mode: Mode;
+  profile: string;
+  requests: number;
+  /** Leave the lab up until SIGINT/SIGTERM (after onResult), for exploring. */
+  keep: boolean;
+  /** Progress and results for people; silent with --json. */
+  say: (line: string) => void;
+  /** Called with the result as soon as it is known (before waiting with keep). */
+  onResult?: (r: DemoResult) => void;
+}
+
+export interface DemoRequest { n: number; ok: boolean; answer: string; endpoint?: string }
+export interface DemoResult {
+  mode: Mode;
+  profile: string;
+  prefix: string;
+  pods: { name: string; node: string; ip4: string; ip6: string }[];
+  requests: DemoRequest[];
+  /** Requests the client's sidecar saw (i.e. captured). */
+  captured: number;
+  /** What the datapath did for the first request (eBPF mode). */
+  trace: (TraceRecord & { node: string })[];
+  /** What the sidecars logged for the first request. */
+  sidecars: { pod: string; dir: string; origDst: string; upstream: string }[];
+  kept?: { prefix: string; hints: string[] };
+  ok: boolean;
+}
+
+interface SidecarLog { tag: string; dir: string; origDst: string; upstream: string; client: string }
+
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  const profile = getProfile(o.profile);
+  const lab = await Lab.create({ prefix: uniquePrefix('dm') });
+  try {
+    o.say(`lab ${lab.prefix}: 2 nodes, mode ${o.mode}, profile ${profile.name} (sidecar uid ${profile.proxyUid}, outbound ${profile.outboundPort}, inbound ${profile.inboundPort})`);
+    const nodes = [lab.addNode('node1'), lab.addNode('node2')];
+    const agents = new Map<LabNode, LabAgent>();
+    for (const node of nodes) {
+      const agent = new LabAgent(node, { mode: o.mode, profile: profile.name });
+      await agent.start();
+      agents.set(node, agent);
+      lab.enableCni(node, { agentSocket: agent.socket });
+    }
+    o.say('agents up on node1 and node2; CNI chain: bridge + host-local + meshwarp-cni');
+
+    const [n1, n2] = nodes;
+    const curl = await lab.addPodCni(n1, 'curl', { namespace: NAMESPACE });
+    const v1 = await lab.addPodCni(n1, 'pipy-ok-v1', { namespace: NAMESPACE });
+    const v2 = await lab.addPodCni(n2, 'pipy-ok-v2', { namespace: NAMESPACE });
+    const pods = [curl, v1, v2];
+    for (const p of pods) o.say(`  pod ${NAMESPACE}/${p.name.padEnd(10)} on ${p.node.name}  ${p.ip4}  ${p.ip6}`);
+
+    // Sidecars (profile uid) and apps (ordinary uid).
+    const logs: SidecarLog[] = [];
+    // v2 first: request 1 (the traced one) crosses nodes and shows tc at work.
+    const service = `${SERVICE_IP}:8080=${v2.ip4}:8080,${v1.ip4}:8080`;
+    for (const p of pods) {
+      const args = [NODE, '--disable-warning=ExperimentalWarning', PROXY, '--outbound', String(profile.outboundPort),
+        '--inbound', String(profile.inboundPort), '--log', '--tag', p.name, ...(p === curl ? ['--service', service] : [])];
+      const sc = p.spawn(args, { uid: profile.proxyUid });
+      sc.stderr!.setEncoding('utf8');
+      sc.stderr!.on('data', (d: string) => {
+        for (const l of d.split('\n')) if (l.startsWith('{')) logs.push(JSON.parse(l));
+      });
+      await waitForLine(sc, /^ready$/);
+    }
+    for (const [p, v] of [[v1, 'v1'], [v2, 'v2']] as const) {
+      const app = p.spawn([NODE, '-e', `require('http').createServer((q,r)=>r.end('Hi, I am pipy ok ${v} !\\n')).listen(8080,'::')`], { uid: APP_UID });
+      await waitForListening(p, 8080);
+      void app;
+    }
+    const hosts = `${labRunDir(lab.prefix)}/curl.hosts`;
+    mkdirSync(labRunDir(lab.prefix), { recursive: true });
+    writeFileSync(hosts, `127.0.0.1 localhost\n${curl.ip4} curl\n${SERVICE_IP} ${SERVICE} ${SERVICE}.${NAMESPACE}.svc.cluster.local\n`);
+    o.say(`service ${SERVICE}:8080 -> ${SERVICE_IP}:8080 (endpoints ${v1.ip4}:8080 on node1, ${v2.ip4}:8080 on node2)`);
+
+    // Trace the first request on both nodes.
+    const trace: (TraceRecord & { node: string })[] = [];
+    const streams = o.mode === 'ebpf'
+      ? await Promise.all(nodes.map((n) => agentStream('/v1/trace', (r) => trace.push({ ...(r as TraceRecord), node: n.name }), agents.get(n)!.socket)))
+      : [];
+    await new Promise((r) => setTimeout(r, 100));
+
+    o.say('');
+    const requests: DemoRequest[] = [];
+    let firstLogs = 0;
+    for (let n = 1; n <= o.requests; n++) {
+      const before = logs.length;
+      const r = await curl.run(['curl', '-s', '-m', '5', `${SERVICE}:8080`], { uid: APP_UID, hostsFile: hosts, timeoutMs: 10_000 });
+      const answer = r.stdout.trim();
+      await new Promise((res) => setTimeout(res, 50)); // sidecar log lines follow the close
+      const mine = logs.slice(before).find((l) => l.tag === 'curl' && l.dir === 'outbound');
+      requests.push({ n, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, endpoint: mine?.upstream });
+      o.say(`$ curl -s ${SERVICE}:8080   # request ${n}\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
+      if (n === 1) {
+        for (const s of streams) s.close();
+        firstLogs = logs.length;
+      }
+    }
+    const sidecars = logs.slice(0, firstLogs).map((l) => ({ pod: l.tag, dir: l.dir, origDst: l.origDst, upstream: l.upstream }));
+    const captured = logs.filter((l) => l.tag === 'curl' && l.dir === 'outbound').length;
+    const firstTrace = trace.filter((t) => t.pod?.startsWith(`${NAMESPACE}/`));
+
+    o.say('');
+    if (o.mode === 'ebpf') {
+      o.say('what the datapath did for request 1 (meshwarp trace):');
+      for (const t of firstTrace) {
+        const arrow = t.orig === t.to ? t.orig : `${t.orig} -> ${t.to}`;
+        o.say(`  ${t.node}  ${t.program.padEnd(10)} ${(t.pod ?? '').padEnd(18)} ${`${t.verdict} (${t.reason})`.padEnd(30)} ${arrow}${t.uid ? `  uid ${t.uid}` : ''}`);
+      }
+    }
+    o.say('what the sidecars did for request 1:');
+    for (const s of sidecars) o.say(`  ${s.pod.padEnd(11)} ${s.dir.padEnd(8)} original destination ${s.origDst} -> connected to ${s.upstream}`);
+
+    const failed = requests.filter((r) => !r.ok).length;
+    const versions = new Set(requests.filter((r) => r.ok).map((r) => r.answer));
+    const ok = failed === 0 && captured > 0;
+    o.say('');
+    o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered (${[...versions].join(' / ')}), ${captured} captured by the client's sidecar`);
+
+    const result: DemoResult = {
+      mode: o.mode, profile: profile.name, prefix: lab.prefix,
+      pods: pods.map((p) => ({ name: p.name, node: p.node.name, ip4: p.ip4, ip6: p.ip6 })),
+      requests, captured, trace: firstTrace, sidecars, ok,
+    };
+    if (o.keep) result.kept = { prefix: lab.prefix, hints: keepHints(lab, hosts, agents.get(n1)!) };
+    o.onResult?.(result);
+    if (o.keep) {
+      o.say('');
+      for (const h of result.kept!.hints) o.say(h);
+      await new Promise<void>((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve); });
+      o.say('tearing the lab down');
+    }
+    return result;
+  } finally {
+    await lab.destroy();
+  }
+}
+
+async function waitForListening(p: LabPod, port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const r = await p.run(['sh', '-c', `ss -Htln 'sport = :${port}' | grep -q .`]);
+    if (r.code === 0) return;
+    await new Promise((res) => setTimeout(res, 30));
+  }
+  throw new Error(`${p.name}: nothing listening on :${port}`);
+}
+
+function keepHints(lab: Lab, hosts: string, agent: LabAgent): string[] {
+  const mw = fileURLToPath(new URL('../../bin/meshwarp', import.meta.url));
+  return [
+    `The lab ${lab.prefix} is still up.`,
+    `  run a command in the curl pod:  ${mw} lab exec ${lab.prefix} node1/curl --uid ${APP_UID} --hosts ${hosts} -- curl -s ${SERVICE}:8080`,
+    `  watch the datapath (node1):      ${mw} trace --socket ${agent.socket}`,
+    `  agent status (node1):            ${mw} status --socket ${agent.socket}`,
+    '  tear it down:                    Ctrl-C here',
+    `  (if this process was killed:     ${mw} lab destroy ${lab.prefix})`,
+  ];
+}

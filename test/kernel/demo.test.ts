@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// `meshwarp demo` as a user runs it, in both modes, and what its trace shows.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { kernelTest } from '../helpers/kernel.ts';
+import type { DemoResult } from '../../src/demo/demo.ts';
+
+const MW = fileURLToPath(new URL('../../bin/meshwarp', import.meta.url));
+
+function demo(args: string[]): Promise<{ code: number | null; result: DemoResult; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(MW, ['demo', '--json', ...args]);
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (err += d));
+    c.on('exit', (code) => {
+      try { resolve({ code, result: JSON.parse(out), stderr: err }); } catch { reject(new Error(`demo printed no JSON (exit ${code}): ${err.slice(-2000)}`)); }
+    });
+  });
+}
+
+for (const mode of ['ebpf', 'iptables'] as const) {
+  kernelTest(`meshwarp demo --mode ${mode}: every request answered by v1 or v2, captured by the sidecar`, async () => {
+    const { code, result, stderr } = await demo(['--mode', mode, '--requests', '4']);
+    assert.equal(code, 0, stderr);
+    assert.equal(result.ok, true);
+    assert.equal(result.requests.length, 4);
+    const answers = new Set(result.requests.map((r) => r.answer));
+    assert.deepEqual([...answers].sort(), ['Hi, I am pipy ok v1 !', 'Hi, I am pipy ok v2 !'], 'both versions answered (round robin)');
+    assert.equal(result.captured, 4, 'every request went through the client sidecar');
+    const inbound = result.sidecars.filter((s) => s.dir === 'inbound');
+    assert.equal(inbound.length, 1, 'the first request also went through the server pod\'s sidecar');
+    assert.match(inbound[0].origDst, /:8080$/);
+  }, { timeout: 120_000 });
+}
+
+kernelTest('the demo trace shows what the datapath did for one request', async () => {
+  const { code, result } = await demo(['--mode', 'ebpf', '--requests', '1']);
+  assert.equal(code, 0);
+  const t = result.trace;
+  const has = (f: (e: DemoResult['trace'][number]) => boolean, what: string) => assert.ok(t.some(f), `${what}\n${JSON.stringify(t, null, 1)}`);
+  has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'connect4' && e.verdict === 'captured'
+    && e.orig === '10.96.0.10:8080' && e.to === '127.0.0.1:15001' && e.uid === 1000, 'curl connect captured to its sidecar');
+  has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'getsockopt' && e.verdict === 'answered' && e.orig === '10.96.0.10:8080',
+    'the sidecar read the original destination');
+  const v2 = result.pods.find((p) => p.name === 'pipy-ok-v2')!;
+  assert.equal(result.requests[0].answer, 'Hi, I am pipy ok v2 !', 'request 1 goes to v2 on node2');
+  assert.ok(!t.some((e) => e.pod === 'ebpf/pipy-ok-v1'), 'v1 took no part in request 1');
+  has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'connect4' && e.uid === 1500 && e.verdict === 'bypassed'
+    && e.reason === 'bypass_proxy' && e.orig === `${v2.ip4}:8080`, 'the sidecar\'s own connect to v2 is not re-captured');
+  has((e) => e.node === 'node2' && e.program === 'tc_to_pod' && e.pod === 'ebpf/pipy-ok-v2' && e.verdict === 'captured'
+    && e.orig === `${v2.ip4}:8080` && e.to === `${v2.ip4}:15003`, 'node2 tc DNATs the SYN to v2\'s inbound port');
+  has((e) => e.node === 'node2' && e.program === 'getsockopt' && e.pod === 'ebpf/pipy-ok-v2' && e.orig === `${v2.ip4}:8080`,
+    'the server sidecar read the original port 8080');
+}, { timeout: 120_000 });
