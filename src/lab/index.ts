@@ -1,6 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // The lab: nodes and pods in network namespaces and cgroups (tests, demo, benchmarks).
-export { Lab, LabNode, LabPod, Sandbox, uniquePrefix, type AddPodOptions, type LabOptions } from './lab.ts';
+export {
+  Lab, LabNode, LabPod, Sandbox, uniquePrefix, type AddPodOptions, type AddPodCniOptions, type CniLogFn, type EnableCniOptions,
+  type LabOptions, type NodeCni,
+} from './lab.ts';
+export {
+  CniChainError, CNI_FIRST_HOST, DEBIAN_CNI_DIR, LAB_CNI_VERSION, LAB_NETWORK, LOOPBACK_CONFLIST, execPlugin, findPlugin, labNodeConflist,
+  loadConflist, runChain, type ChainContext, type CniCommand, type CniResult, type Conflist, type PluginRun, type PodCniAttachment,
+} from './cni.ts';
 export { cleanupPrefix, labNetns, prefixIsClean } from './cleanup.ts';
 export { waitForLine, wrapArgv, type RunOptions, type RunResult, type SpawnOptions } from './proc.ts';
 export { nodeAddrs, podAddrs, TRANSIT_CIDR4, TRANSIT_CIDR6, type NodeAddrs } from './addr.ts';

@@ -5,14 +5,18 @@
 //   netns  ${prefix}-${node}-${pod}  eth0 with the pod's IPv4 + IPv6
 //   cgroup ${cgroup2}/${prefix}/${node}/${pod}   (the lab root is where BPF programs attach)
 import type { ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { CommandError } from '../sys/exec.ts';
 import { cgroup2Mount, createCgroup, removeCgroupTree } from '../sys/cgroup.ts';
-import { deleteNetns, netnsPath } from '../sys/netns.ts';
+import { deleteNetns, linkIndex, netnsPath } from '../sys/netns.ts';
 import {
   FIRST_POD_HOST, LAST_POD_HOST, MAX_NODES, NAME_RE, hostVethName, nodeAddrs, podAddrs, type NodeAddrs,
 } from './addr.ts';
-import { checkPrefix, cleanupPrefix, labNetns, removeLabDirs, trackLab, untrackLab } from './cleanup.ts';
+import { checkPrefix, cleanupPrefix, labNetns, labRunDir, removeLabDirs, trackLab, untrackLab } from './cleanup.ts';
+import {
+  CNI_FIRST_HOST, DEBIAN_CNI_DIR, LOOPBACK_CONFLIST, installNodeCni, loadConflist, nodeCniDirs, podNetworkFromResult, runChain,
+  type ChainContext, type CniCommand, type CniResult, type NodeCniDirs, type PodCniAttachment,
+} from './cni.ts';
 import { collect, spawnIn, type RunOptions, type RunResult, type SpawnOptions } from './proc.ts';
 import {
   NODE_BRIDGE, addPeerRoutes, createFabric, createNodeNetwork, createSandboxNetns, wirePodDirect, type PodNetwork,
@@ -66,6 +70,8 @@ export class LabNode extends Sandbox {
   readonly addrs: NodeAddrs;
   readonly bridge = NODE_BRIDGE;
   readonly pods = new Map<string, LabPod>();
+  /** Set by lab.enableCni(): pods can then be created through the node's CNI chain. */
+  cni: NodeCni | undefined;
   private readonly usedHosts = new Set<number>();
 
   constructor(lab: Lab, name: string, index: number) {
@@ -78,9 +84,10 @@ export class LabNode extends Sandbox {
   get ip4(): string { return this.addrs.ip4; }
   get ip6(): string { return this.addrs.ip6; }
 
-  /** Lowest free pod host number of this node's CIDR. */
+  /** Lowest free pod host number of this node's CIDR (below host-local's range once CNI is on). */
   allocHost(): number {
-    for (let h = FIRST_POD_HOST; h <= LAST_POD_HOST; h++) {
+    const last = this.cni ? CNI_FIRST_HOST - 1 : LAST_POD_HOST;
+    for (let h = FIRST_POD_HOST; h <= last; h++) {
       if (!this.usedHosts.has(h)) {
         this.usedHosts.add(h);
         return h;
@@ -92,7 +99,22 @@ export class LabNode extends Sandbox {
   releaseHost(h: number): void {
     this.usedHosts.delete(h);
   }
+
+  /** Highest host number taken by direct wiring (0 when none). */
+  get highestHost(): number {
+    return Math.max(0, ...this.usedHosts);
+  }
 }
+
+/** A node's CNI setup (lab.enableCni). */
+export interface NodeCni extends NodeCniDirs {
+  /** CNI_PATH the runtime passes: our bin dir, then Debian's plugins. */
+  cniPath: string[];
+  onLog?: CniLogFn;
+}
+
+/** Receives each plugin's stderr lines (meshwarp-cni writes JSON lines there). */
+export type CniLogFn = (line: string, plugin: string, command: CniCommand) => void;
 
 export class LabPod extends Sandbox {
   readonly node: LabNode;
@@ -101,6 +123,8 @@ export class LabPod extends Sandbox {
   private net: PodNetwork | undefined;
   /** Host number allocated by direct wiring (released on removal). */
   host: number | undefined;
+  /** Set for pods created by lab.addPodCni(): what DEL needs. */
+  cni: PodCniAttachment | undefined;
 
   constructor(lab: Lab, node: LabNode, name: string, seq: number) {
     super(lab, name, `${lab.prefix}-${node.name}-${name}`, `${node.cgroupPath}/${name}`);
@@ -134,6 +158,21 @@ export interface LabOptions {
 export interface AddPodOptions {
   /** false: only netns (DAD off, lo up) and cgroup, for a CNI plugin to wire later. Default true. */
   wire?: boolean;
+}
+
+export interface EnableCniOptions {
+  /** The node agent's socket (LabAgent.socket); nothing needs to listen there yet. */
+  agentSocket: string;
+  failurePolicy?: 'closed' | 'open';
+  /** Default: the plugin's (kube-system). */
+  excludeNamespaces?: string[];
+  timeoutMs?: number;
+  onLog?: CniLogFn;
+}
+
+export interface AddPodCniOptions {
+  /** Kubernetes namespace (K8S_POD_NAMESPACE). Default "default". */
+  namespace?: string;
 }
 
 export class Lab {
@@ -250,6 +289,92 @@ export class Lab {
     const net = wirePodDirect(pod.node.netns, pod.node.index, pod.netns,
       hostVethName(this.prefix, pod.seq), podAddrs(pod.node.index, host));
     pod.setNetwork(net);
+  }
+
+  /**
+   * Makes `node` create pods through the real CNI chain: writes the node's conflist
+   * (bridge on the node's pod bridge + host-local for its v4 and v6 pod CIDRs, from .100 / ::100
+   * so directly wired pods never collide) and runs installCni on it, which appends
+   * meshwarp-cni. Everything lives in `${labRunDir}/${node}/cni`. Call again to change settings.
+   */
+  enableCni(node: LabNode, opts: EnableCniOptions): void {
+    this.alive();
+    this.ownNode(node);
+    if (node.highestHost >= CNI_FIRST_HOST) throw new Error(`node ${node.name}: directly wired pods use host-local's range (.${CNI_FIRST_HOST}+)`);
+    const dirs = nodeCniDirs(labRunDir(this.prefix), node.name);
+    installNodeCni(dirs, node.addrs, node.bridge, opts);
+    node.cni = { ...dirs, cniPath: [dirs.binDir, DEBIAN_CNI_DIR], onLog: opts.onLog };
+  }
+
+  private chainContext(node: LabNode, cni: NodeCni): ChainContext {
+    return {
+      netnsPath: node.netnsPath,
+      cniPath: cni.cniPath,
+      track: (c) => { this.track(c); },
+      onStderr: cni.onLog && ((plugin, cmd, text) => {
+        for (const l of text.split('\n')) if (l) cni.onLog!(l, plugin, cmd);
+      }),
+    };
+  }
+
+  /**
+   * Creates a pod as kubelet + containerd would: sandbox netns + cgroup, then from inside the
+   * node netns the loopback plugin for `lo` and the node's conflist (bridge, host-local,
+   * meshwarp-cni) for eth0. The pod's addresses and host veth come from the final result.
+   * On failure the network is torn down with DEL (as a runtime does), the sandbox removed,
+   * and the CniChainError of the failing plugin thrown.
+   */
+  async addPodCni(node: LabNode | string, name: string, opts: AddPodCniOptions = {}): Promise<LabPod> {
+    const n = typeof node === 'string' ? this.node(node) : node;
+    const cni = n.cni;
+    if (!cni) throw new Error(`node ${n.name}: CNI is not enabled (lab.enableCni)`);
+    const namespace = opts.namespace ?? 'default';
+    if (!NAME_RE.test(namespace)) throw new Error(`namespace ${JSON.stringify(namespace)} must match ${NAME_RE}`);
+    const conflist = loadConflist(cni.confDir); // read at every ADD, as runtimes pick up config changes
+    const pod = this.addPod(n, name, { wire: false });
+    const containerId = `${this.prefix}${pod.seq}${randomBytes(8).toString('hex')}`;
+    const env = {
+      CNI_CONTAINERID: containerId, CNI_NETNS: pod.netnsPath, CNI_IFNAME: 'eth0',
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${randomUUID()}`,
+    };
+    const ctx = this.chainContext(n, cni);
+    let result: CniResult | undefined;
+    try {
+      await runChain(ctx, LOOPBACK_CONFLIST, 'ADD', { ...env, CNI_IFNAME: 'lo' });
+      result = await runChain(ctx, conflist, 'ADD', env);
+      pod.setNetwork(podNetworkFromResult(result!, n.bridge, n.addrs, (ifname) => linkIndex(n.netns, ifname)));
+      pod.cni = { containerId, namespace, env, conflist, result: result! };
+    } catch (e) {
+      if (!this.dead) {
+        await runChain(ctx, conflist, 'DEL', env, { prevResult: result, keepGoing: true }).catch(() => {});
+        await runChain(ctx, LOOPBACK_CONFLIST, 'DEL', { ...env, CNI_IFNAME: 'lo' }).catch(() => {});
+        this.removePod(pod);
+      }
+      throw e;
+    }
+    return pod;
+  }
+
+  /**
+   * DEL through the chain (reverse order) with the ADD-time config and result, then removes
+   * the pod's netns and cgroup. Idempotent. If a plugin fails, the pod is kept (a runtime
+   * retries) and the CniChainError is thrown.
+   */
+  async removePodCni(pod: LabPod): Promise<void> {
+    if (pod.lab !== this) throw new Error(`pod ${pod.name} is not part of lab ${this.prefix}`);
+    if (this.dead || pod.node.pods.get(pod.name) !== pod) return;
+    const a = pod.cni;
+    const cni = pod.node.cni;
+    if (a && cni) {
+      const ctx = this.chainContext(pod.node, cni);
+      await runChain(ctx, a.conflist, 'DEL', a.env, { prevResult: a.result, keepGoing: true });
+      await runChain(ctx, LOOPBACK_CONFLIST, 'DEL', { ...a.env, CNI_IFNAME: 'lo' });
+    }
+    if (pod.node.pods.get(pod.name) === pod) this.removePod(pod);
+  }
+
+  private ownNode(n: LabNode): void {
+    if (n.lab !== this || this.nodes.get(n.name) !== n) throw new Error(`node ${n.name} is not part of lab ${this.prefix}`);
   }
 
   /** Deletes one pod: kills its processes, deletes its netns (and so its veth) and cgroup. */
