@@ -131,3 +131,28 @@ kernelTest('meshwarp trace streams the datapath decisions of a request, only whi
   for (let i = 0; i < 50 && cfg.get(0).enabled === 1; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(cfg.get(0).enabled, 0, 'off again when the last client left');
 });
+
+kernelTest('meshwarp uninstall removes everything the agent made and nothing else', async (t) => {
+  const { n1, client, agent } = await setup(t);
+  await agent.request('POST', '/v1/cni/add', addRequest(client));
+  // A foreign program on the same cgroup hook, and a foreign pin beside ours.
+  const { BpfObject, Link } = await import('../../src/bpf/index.ts');
+  const { selftestObject } = await import('../../src/bpf/selftest.ts');
+  const foreign = BpfObject.load(selftestObject, { config: { st_from_port: 1, st_to_port: 2 } });
+  const flink = Link.attachCgroup(foreign.program('st_connect4'), n1.cgroupPath);
+  t.after(() => { flink.destroy(); foreign.close(); });
+  const { existsSync } = await import('node:fs');
+  const { run } = await import('../../src/sys/exec.ts');
+  const cgroupProgs = () => (JSON.parse(run(['bpftool', '-j', 'cgroup', 'show', n1.cgroupPath])) as { name: string }[]).map((p) => p.name).sort();
+  assert.deepEqual(cgroupProgs(), ['sidecar_connect4', 'sidecar_connect6', 'sidecar_getsockopt', 'sidecar_sockops', 'st_connect4'].sort());
+
+  const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+  const r = await n1.run([node, '--disable-warning=ExperimentalWarning', CLI, 'uninstall', ...agent.flags()]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /uninstalled through the running agent/);
+  await new Promise((res) => agent.process?.once('exit', res) ?? res(undefined));
+  assert.deepEqual(cgroupProgs(), ['st_connect4'], 'only the foreign program is left');
+  assert.equal(existsSync(agent.pinRoot), false, 'pins gone');
+  const tcx = withNetns(client.node.netnsPath, () => [...tcxPrograms(client.hostIfindex, 'ingress'), ...tcxPrograms(client.hostIfindex, 'egress')]);
+  assert.equal(tcx.length, 0, 'tc programs gone');
+});
