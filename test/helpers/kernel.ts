@@ -2,7 +2,6 @@
 // Kernel tests need root and a BPF-capable kernel. Outside CI they skip with
 // a reason when those are missing; with CI=true a missing feature fails.
 import { test, type TestContext } from 'node:test';
-import { randomBytes } from 'node:crypto';
 import { ensureBpffs } from '../../src/sys/bpffs.ts';
 
 export const inCI = process.env.CI === 'true';
@@ -31,7 +30,5 @@ export function kernelTest(name: string, fn: (t: TestContext) => Promise<void> |
   });
 }
 
-/** Short unique prefix for names of netns, cgroups, pins (fits 15-char interface names). */
-export function testPrefix(tag = 'mw'): string {
-  return `${tag}${randomBytes(2).toString('hex')}`;
-}
+/** Short unique prefix for names of netns, cgroups, pins (the lab's rule: fits 15-char interface names). */
+export { uniquePrefix as testPrefix } from '../../src/lab/lab.ts';
