@@ -10,3 +10,4 @@ export { checkLayout } from './layout.ts';
 export * as codec from './codec.ts';
 export { probeAttachType, probeHelper, probeLoad, probeProgType, probeMapType, type Answer, type LoadResult } from './probe.ts';
 export { tcxQuery } from './sys.ts';
+export { testRun, returnProgram, RawProgram, PROG_TYPE, type TestRunInput, type TestRunResult } from './testrun.ts';

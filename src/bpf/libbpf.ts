@@ -45,6 +45,25 @@ export const TcOpts = koffi.struct('bpf_tc_opts', {
   priority: 'uint32_t',
 });
 
+/** struct bpf_test_run_opts (libbpf 1.1, BPF_PROG_TEST_RUN): `sz` must hold sizeof. */
+export const TestRunOpts = koffi.struct('bpf_test_run_opts', {
+  sz: 'size_t',
+  data_in: 'void *',
+  data_out: 'void *',
+  data_size_in: 'uint32_t',
+  data_size_out: 'uint32_t',
+  ctx_in: 'void *',
+  ctx_out: 'void *',
+  ctx_size_in: 'uint32_t',
+  ctx_size_out: 'uint32_t',
+  retval: 'uint32_t',
+  repeat: 'int',
+  duration: 'uint32_t',
+  flags: 'uint32_t',
+  cpu: 'uint32_t',
+  batch_size: 'uint32_t',
+});
+
 export const RingBufferSampleFn = koffi.proto('int ring_buffer_sample_fn(void *ctx, void *data, size_t size)');
 const PrintFn = koffi.proto('int libbpf_print_fn(int level, const char *fmt, void *ap)');
 
@@ -99,6 +118,7 @@ export const fn = {
   linkDetachFd: lib.func('int bpf_link_detach(int link_fd)'),
   programExpectedAttachType: lib.func('int bpf_program__expected_attach_type(const bpf_program *prog)'),
   progGetFdById: lib.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
+  progTestRun: lib.func('int bpf_prog_test_run_opts(int prog_fd, _Inout_ bpf_test_run_opts *opts)'),
   // tc (legacy cls_bpf on clsact)
   tcHookCreate: lib.func('int bpf_tc_hook_create(bpf_tc_hook *hook)'),
   tcHookDestroy: lib.func('int bpf_tc_hook_destroy(bpf_tc_hook *hook)'),

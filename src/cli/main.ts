@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
   cni: { summary: 'install or remove the meshwarp CNI plugin in the node\'s CNI config', load: () => import('./cni.ts') },
   trace: { summary: 'stream the datapath\'s decisions (pod, verdict, original -> new address)', load: () => import('./trace.ts') },
   uninstall: { summary: 'remove everything meshwarp made on this node', load: () => import('./uninstall.ts') },
+  bench: { summary: 'A/B benchmark on a lab: direct, direct+sidecar, iptables, ebpf (ratios, table, SVG chart)', load: () => import('./bench.ts') },
 };
 
 function usage(): string {

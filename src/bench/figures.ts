@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: Apache-2.0
+// From raw samples to figures: one figure per (placement, test, statistic),
+// each mode's median and min–max over rounds, the ratios the issue asks for
+// (ebpf/iptables and each mode / direct) and the mission's goals.
+import { ratio, summarize, type Summary } from './stats.ts';
+import { BENCH_MODES, PLACEMENTS, type BenchMode, type Placement } from './topology.ts';
+import type { IperfResult, WrkResult } from './tools.ts';
+import { TC_GOAL_NS, worstTcPath, type TcProgResult } from './tcprog.ts';
+
+/** One measurement kind of a block. */
+export interface TestSpec {
+  /** rr1, rr10, rr100 (keep-alive request/response), conn (one request per connection), bulk. */
+  id: string;
+  kind: 'rr' | 'conn' | 'bulk';
+  /** Concurrent connections (wrk -c); 1 for bulk (one iperf3 stream). */
+  connections: number;
+}
+
+export function testSpecs(conns: readonly number[], connConcurrency: number): TestSpec[] {
+  return [
+    ...conns.map((c): TestSpec => ({ id: `rr${c}`, kind: 'rr', connections: c })),
+    { id: 'conn', kind: 'conn', connections: connConcurrency },
+    { id: 'bulk', kind: 'bulk', connections: 1 },
+  ];
+}
+
+/** CPU time (µs) used during one measurement. */
+export interface CpuUse {
+  /** Every lab process (softirq work done in their context included: no IRQ time accounting here). */
+  labUs: number;
+  /** The load generator, the client's sidecar, the server's sidecar, the app server (0 where absent). */
+  roles: { load: number; clientSidecar: number; serverSidecar: number; app: number };
+  /** /proc/stat, all CPUs (includes whatever else runs on the machine). */
+  machineBusyUs: number;
+  machineTotalUs: number;
+  /** Time the hypervisor gave to others: high values mean a noisy neighbour, not the mode. */
+  machineStealUs: number;
+}
+
+/** One measurement as taken. */
+export interface Sample {
+  round: number;
+  mode: BenchMode;
+  placement: Placement;
+  test: string;
+  wrk?: WrkResult;
+  iperf?: IperfResult;
+  cpu?: CpuUse;
+  /** Wall time of the measurement, tool start to exit. */
+  ms?: number;
+  error?: string;
+}
+
+export type Stat = 'rps' | 'cps' | 'p50_us' | 'p99_us' | 'gbps' | 'cpu_us';
+
+const STAT_INFO: Record<Stat, { unit: string; better: 'higher' | 'lower'; label: string }> = {
+  rps: { unit: 'req/s', better: 'higher', label: 'requests/s' },
+  cps: { unit: 'conn/s', better: 'higher', label: 'new connections/s' },
+  p50_us: { unit: 'µs', better: 'lower', label: 'p50 latency' },
+  p99_us: { unit: 'µs', better: 'lower', label: 'p99 latency' },
+  gbps: { unit: 'Gbit/s', better: 'higher', label: 'bulk throughput' },
+  cpu_us: { unit: 'µs', better: 'lower', label: 'CPU time per request (all lab processes)' },
+};
+
+export const RATIO_KEYS = ['ebpf/iptables', 'direct+sidecar/direct', 'iptables/direct', 'ebpf/direct'] as const;
+export type RatioKey = (typeof RATIO_KEYS)[number];
+
+export interface Figure {
+  /** e.g. "same-node.rr100.rps" */
+  id: string;
+  placement: Placement;
+  test: string;
+  stat: Stat;
+  label: string;
+  unit: string;
+  better: 'higher' | 'lower';
+  connections: number;
+  /** Per mode: median and min–max over rounds (NaN, i.e. null in JSON, when not measured). */
+  modes: Record<BenchMode, Summary>;
+  /** Ratios of medians. */
+  ratios: Record<RatioKey, number>;
+  /** Per mode: failed requests over all rounds (wrk socket errors and non-2xx), failed measurements. */
+  errors: Record<BenchMode, number>;
+}
+
+function statsOf(t: TestSpec): Stat[] {
+  if (t.kind === 'rr') return ['rps', 'p50_us', 'p99_us', 'cpu_us'];
+  if (t.kind === 'conn') return ['cps', 'p50_us', 'p99_us', 'cpu_us'];
+  return ['gbps'];
+}
+
+function value(s: Sample, stat: Stat): number {
+  if (s.error) return NaN;
+  if (stat === 'gbps') return s.iperf ? s.iperf.bps / 1e9 : NaN;
+  const w = s.wrk;
+  if (!w) return NaN;
+  if (stat === 'rps' || stat === 'cps') return w.rps;
+  if (stat === 'cpu_us') return s.cpu && w.requests > 0 ? s.cpu.labUs / w.requests : NaN;
+  return stat === 'p50_us' ? w.p50Us : w.p99Us;
+}
+
+function failures(s: Sample): number {
+  if (s.error) return 1;
+  if (!s.wrk) return 0;
+  const e = s.wrk.errors;
+  return e.connect + e.read + e.write + e.status + e.timeout;
+}
+
+export function buildFigures(samples: readonly Sample[], tests: readonly TestSpec[], placements: readonly Placement[]): Figure[] {
+  const out: Figure[] = [];
+  for (const placement of PLACEMENTS.filter((p) => placements.includes(p))) {
+    for (const t of tests) {
+      for (const stat of statsOf(t)) {
+        const info = STAT_INFO[stat];
+        const modes = {} as Record<BenchMode, Summary>;
+        const errors = {} as Record<BenchMode, number>;
+        for (const m of BENCH_MODES) {
+          const mine = samples.filter((s) => s.mode === m && s.placement === placement && s.test === t.id);
+          modes[m] = summarize(mine.map((s) => value(s, stat)));
+          errors[m] = mine.reduce((a, s) => a + failures(s), 0);
+        }
+        const med = (m: BenchMode) => modes[m].median;
+        const label = t.kind === 'bulk' ? `${info.label}, 1 stream`
+          : t.kind === 'conn' ? `${info.label}, ${t.connections} concurrent, 1 request per connection`
+          : `${info.label}, ${t.connections} keep-alive connection${t.connections === 1 ? '' : 's'}`;
+        out.push({
+          id: `${placement}.${t.id}.${stat}`, placement, test: t.id, stat, label, unit: info.unit, better: info.better,
+          connections: t.connections, modes, errors,
+          ratios: {
+            'ebpf/iptables': ratio(med('ebpf'), med('iptables')),
+            'direct+sidecar/direct': ratio(med('direct+sidecar'), med('direct')),
+            'iptables/direct': ratio(med('iptables'), med('direct')),
+            'ebpf/direct': ratio(med('ebpf'), med('direct')),
+          },
+        });
+      }
+    }
+  }
+  return out;
+}
+
+export interface Goal {
+  id: string;
+  text: string;
+  /** The measured value (a ratio, or ns for the tc goal); NaN when not measured. */
+  value: number;
+  op: '>=' | '<=';
+  target: number;
+  met: boolean;
+  /** The figure it was read from, when it comes from one. */
+  figure?: string;
+}
+
+/**
+ * The mission's performance goals, judged on this run (reported, never asserted):
+ * at the largest keep-alive connection count (100 by default) eBPF >= 1.25x the
+ * requests/s of iptables and <= 0.8x its p99; connection setup >= 1.3x; each tc
+ * program <= 100 ns per packet.
+ */
+export function evaluateGoals(figures: readonly Figure[], conns: readonly number[], tc?: TcProgResult): Goal[] {
+  const goals: Goal[] = [];
+  const top = Math.max(...conns);
+  const g = (id: string, text: string, figId: string, op: Goal['op'], target: number) => {
+    const f = figures.find((x) => x.id === figId);
+    const v = f ? f.ratios['ebpf/iptables'] : NaN;
+    goals.push({ id, text, value: v, op, target, met: Number.isFinite(v) && (op === '>=' ? v >= target : v <= target), figure: figId });
+  };
+  for (const pl of PLACEMENTS) {
+    if (!figures.some((f) => f.placement === pl)) continue;
+    g(`${pl}.rps`, `${pl}: eBPF requests/s at ${top} connections ≥ 1.25× iptables`, `${pl}.rr${top}.rps`, '>=', 1.25);
+    g(`${pl}.p99`, `${pl}: eBPF p99 latency at ${top} connections ≤ 0.8× iptables`, `${pl}.rr${top}.p99_us`, '<=', 0.8);
+    g(`${pl}.cps`, `${pl}: eBPF connection setup rate ≥ 1.3× iptables`, `${pl}.conn.cps`, '>=', 1.3);
+  }
+  if (tc) {
+    const w = worstTcPath(tc);
+    const v = w ? w.netNs : NaN;
+    goals.push({ id: 'tc.ns', text: `each tc program ≤ ${TC_GOAL_NS} ns per packet (worst path, net of the empty program: ${w ? w.id : '—'})`,
+      value: v, op: '<=', target: TC_GOAL_NS, met: Number.isFinite(v) && v <= TC_GOAL_NS });
+  }
+  return goals;
+}

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: Apache-2.0
+// The benchmark's table for people: per placement the modes' medians with
+// their min–max over rounds, then the ratio table, the goals, the tc programs.
+import type { BenchReport } from './run.ts';
+import { RATIO_KEYS, type Figure, type Sample } from './figures.ts';
+import { duration, median, spread, times } from './stats.ts';
+import type { BenchMode } from './topology.ts';
+import type { TcProgResult } from './tcprog.ts';
+
+function table(rows: string[][], align: ('l' | 'r')[]): string[] {
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => [...(r[i] ?? '')].length)));
+  return rows.map((r) => r.map((c, i) => {
+    const pad = ' '.repeat(w[i] - [...c].length);
+    return align[i] === 'r' ? pad + c : c + pad;
+  }).join('  ').trimEnd());
+}
+
+/** Short row label: "req/s · 100 conns". */
+export function rowLabel(f: Figure): string {
+  const what = { rps: 'req/s', cps: 'conn/s', gbps: 'Gbit/s', p50_us: 'p50 µs', p99_us: 'p99 µs', cpu_us: 'cpu µs' }[f.stat];
+  const load = f.test === 'bulk' ? '1 stream' : f.test === 'conn' ? `${f.connections} conc., close` : `${f.connections} conn${f.connections === 1 ? '' : 's'}`;
+  return `${what.padEnd(7)}${load}`;
+}
+
+const PLACEMENT_TITLE: Record<string, string> = {
+  'same-node': 'same node (client pod on node1 → server pod on node1)',
+  'cross-node': 'cross node (client pod on node1 → server pod on node2)',
+};
+
+export function formatReport(r: BenchReport, chartPath?: string): string {
+  const out: string[] = [];
+  const o = r.options;
+  out.push(`meshwarp bench — ${o.rounds} round${o.rounds === 1 ? '' : 's'} × ${o.durationS} s per measurement, modes interleaved; median [min–max] over rounds`);
+  out.push(`kernel ${r.machine.kernel}, ${r.machine.cpus} CPUs (${r.machine.cpuModel}); ${r.tools.haproxy ?? 'haproxy'}; ${r.tools.wrk ?? 'wrk'}; ${r.tools.iperf3 ?? 'iperf3'}`);
+  out.push(`sidecar: ${r.setup.sidecar}`);
+  out.push(`took ${duration(r.wallS)}`);
+  const modes = r.modes;
+  for (const pl of r.placements) {
+    out.push('', PLACEMENT_TITLE[pl] ?? pl);
+    const rows: string[][] = [['', ...modes]];
+    for (const f of r.figures.filter((x) => x.placement === pl)) {
+      rows.push([rowLabel(f), ...modes.map((m) => spread(f.modes[m]) + errMark(f, m))]);
+    }
+    out.push(...table(rows, ['l', ...modes.map(() => 'r' as const)]).map((l) => `  ${l}`));
+  }
+
+  const keys = RATIO_KEYS.filter((k) => k.split('/').every((m) => modes.includes(m as BenchMode)));
+  if (keys.length > 0) {
+    out.push('', 'ratios of medians (higher is better for /s and Gbit/s, lower for µs)');
+    const rows: string[][] = [['', ...keys]];
+    for (const pl of r.placements) {
+      rows.push([pl, ...keys.map(() => '')]);
+      for (const f of r.figures.filter((x) => x.placement === pl)) rows.push([`  ${rowLabel(f)}`, ...keys.map((k) => times(f.ratios[k]))]);
+    }
+    out.push(...table(rows, ['l', ...keys.map(() => 'r' as const)]).map((l) => `  ${l}`));
+  }
+
+  out.push(...cpuSection(r));
+
+  // Counters that mean "a connection was not handled as designed" in the ebpf blocks.
+  const bad = ['update_failed', 'tuple_failed', 'tuple_unclaimed', 'accept_failed', 'nat_failed', 'nat_collision', 'tc_rewrite_failed'];
+  const sums: Record<string, number> = {};
+  for (const d of r.datapath ?? []) for (const k of bad) if (d.counters[k]) sums[k] = (sums[k] ?? 0) + d.counters[k];
+  if (r.datapath?.length) {
+    const captured = (r.datapath ?? []).reduce((a, d) => a + (d.counters.captured_out ?? 0), 0);
+    const list = Object.entries(sums).map(([k, v]) => `${k} ${v}`).join(', ');
+    out.push('', `ebpf datapath: ${captured} connections captured outbound; ${list ? `anomalies: ${list}` : 'no anomaly counter moved'}`);
+  }
+
+  if (r.goals.length > 0) {
+    out.push('', 'mission goals (measured, not asserted)');
+    for (const g of r.goals) {
+      const v = g.id === 'tc.ns' ? `${Number.isFinite(g.value) ? g.value.toFixed(0) : '—'} ns` : times(g.value);
+      out.push(`  ${g.met ? 'met    ' : 'not met'}  ${v.padStart(7)} (goal ${g.op} ${g.target}${g.id === 'tc.ns' ? ' ns' : '×'})  ${g.text}`);
+    }
+  }
+
+  if (r.tc) out.push('', formatTcTable(r.tc).trimEnd());
+
+  const nErr = r.figures.reduce((a, f) => a + modes.reduce((b, m) => b + f.errors[m], 0), 0);
+  if (nErr > 0) out.push('', '* some requests failed in that cell (wrk socket errors or non-2xx): see "errors" and "samples" in --json');
+  if (r.errors.length > 0) {
+    out.push('', `errors (${r.errors.length}):`);
+    for (const e of r.errors.slice(0, 10)) out.push(`  ${e}`);
+    if (r.errors.length > 10) out.push(`  … ${r.errors.length - 10} more in --json`);
+  }
+  if (chartPath) out.push('', `chart: ${chartPath}`);
+  return `${out.join('\n')}\n`;
+}
+
+/**
+ * Where the CPU goes: per request, the CPU time of each role (median over
+ * rounds) for the busiest keep-alive test and the connection test.
+ */
+function cpuSection(r: BenchReport): string[] {
+  const rr = r.tests.filter((t) => t.kind === 'rr').at(-1);
+  const tests = [rr, r.tests.find((t) => t.kind === 'conn')].filter((t) => t !== undefined);
+  if (tests.length === 0 || !r.samples.some((s) => s.cpu)) return [];
+  const out = ['', 'where the CPU goes: µs of CPU per request, median over rounds (lab: the lab\'s processes, with the softirq work done',
+    '  in their context; outside lab: softirq in other contexts, kernel threads and anything else running on the machine;',
+    '  steal: CPU the hypervisor gave to other guests)'];
+  const cols = ['load gen', 'client sidecar', 'server sidecar', 'app', 'lab total', 'outside lab', 'machine busy', 'steal'];
+  const rows: string[][] = [['', ...cols]];
+  for (const pl of r.placements) {
+    for (const t of tests) {
+      rows.push([`${pl}, ${t.kind === 'rr' ? `${t.connections} keep-alive conns` : `conn test (${t.connections} conc.)`}`, ...cols.map(() => '')]);
+      for (const m of r.modes) {
+        const ss = r.samples.filter((s) => s.mode === m && s.placement === pl && s.test === t.id && s.cpu && s.wrk && s.wrk.requests > 0);
+        if (ss.length === 0) continue;
+        const per = (f: (s: Sample) => number) => median(ss.map((s) => f(s) / s.wrk!.requests));
+        const v = [
+          per((s) => s.cpu!.roles.load), per((s) => s.cpu!.roles.clientSidecar), per((s) => s.cpu!.roles.serverSidecar),
+          per((s) => s.cpu!.roles.app), per((s) => s.cpu!.labUs),
+          per((s) => Math.max(0, s.cpu!.machineBusyUs - s.cpu!.labUs)), per((s) => s.cpu!.machineBusyUs), per((s) => s.cpu!.machineStealUs ?? 0),
+        ];
+        rows.push([`  ${m}`, ...v.map((x) => (Number.isFinite(x) ? x.toFixed(1) : '—'))]);
+      }
+    }
+  }
+  out.push(...table(rows, ['l', ...cols.map(() => 'r' as const)]).map((l) => `  ${l}`));
+  return out;
+}
+
+/** The tc program table (also printed alone by bench/tc-prog.ts). */
+export function formatTcTable(tc: TcProgResult): string {
+  const out = [`tc programs (BPF_PROG_TEST_RUN; repeat: ${tc.repeat.toLocaleString('en')} runs per call; single: one run per call, ` +
+    `${tc.singleRuns.toLocaleString('en')} calls; ${tc.trials} trials; net = minus the empty program, same method)`];
+  const rows: string[][] = [['program', 'packet', 'method', 'trace', 'ns/packet', 'net ns']];
+  for (const x of tc.rows) {
+    rows.push([x.program.replace('sidecar_', ''), x.packet, x.method, x.trace, spread(x.ns), x.program.startsWith('empty') ? '' : x.netNs.toFixed(0)]);
+  }
+  out.push(...table(rows, ['l', 'l', 'l', 'l', 'r', 'r']).map((l) => `  ${l}`));
+  return `${out.join('\n')}\n`;
+}
+
+function errMark(f: Figure, m: BenchMode): string {
+  return f.errors[m] > 0 ? '*' : '';
+}

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: Apache-2.0
+// The A/B benchmark (B1): every round creates each mode's pods afresh and
+// measures every test in both placements; the modes are interleaved within a
+// round (and their order rotates from round to round), so slow drifts of the
+// machine hit every mode alike. Then the tc programs' per-packet cost.
+import os from 'node:os';
+import fs from 'node:fs';
+import { benchTcPrograms, type TcProgResult } from './tcprog.ts';
+import { buildFigures, evaluateGoals, testSpecs, type CpuUse, type Figure, type Goal, type Sample, type TestSpec } from './figures.ts';
+import { APP_UID, BenchLab, PROFILE, type BenchMode, type Block, type CpuSnapshot, type Placement } from './topology.ts';
+import { runIperf, runWrk, toolVersion } from './tools.ts';
+import { withNetns } from '../sys/netns.ts';
+
+export interface BenchOptions {
+  rounds: number;
+  /** Seconds per measurement (whole seconds: wrk and iperf3 take no fractions). */
+  durationS: number;
+  /** Keep-alive connection counts. */
+  conns: number[];
+  /** Concurrent connections of the connection-rate test. */
+  connConcurrency: number;
+  modes: BenchMode[];
+  placements: Placement[];
+  /** Run the tc program section. */
+  tc: boolean;
+  tcRepeat: number;
+  tcSingleRuns: number;
+  /** Lab prefix (default: random). */
+  prefix?: string;
+  /** Another build of sidecar.bpf.o to measure (ebpf mode and tc section). */
+  objectPath?: string;
+  onProgress?: (p: Progress) => void;
+}
+
+export const QUICK: Omit<BenchOptions, 'modes' | 'placements'> = {
+  rounds: 3, durationS: 1, conns: [1, 10, 100], connConcurrency: 10, tc: true, tcRepeat: 1_000_000, tcSingleRuns: 20_000,
+};
+export const FULL: Omit<BenchOptions, 'modes' | 'placements'> = {
+  ...QUICK, rounds: 5, durationS: 3, tcSingleRuns: 100_000,
+};
+
+export interface Progress {
+  /** Measurements done and planned (the tc section counts as one). */
+  done: number;
+  total: number;
+  round: number;
+  rounds: number;
+  what: string;
+  elapsedS: number;
+  /** Estimated seconds left. */
+  etaS: number;
+}
+
+export interface BenchReport {
+  tool: 'meshwarp bench';
+  version: 1;
+  startedAt: string;
+  wallS: number;
+  machine: { kernel: string; cpus: number; cpuModel: string; memMB: number };
+  tools: Record<string, string>;
+  options: Omit<BenchOptions, 'onProgress'>;
+  setup: {
+    labPrefix: string;
+    profile: string;
+    proxyUid: number;
+    appUid: number;
+    sidecar: string;
+    server: string;
+    topology: string;
+    notes: string[];
+  };
+  modes: BenchMode[];
+  placements: Placement[];
+  tests: TestSpec[];
+  figures: Figure[];
+  goals: Goal[];
+  tc: TcProgResult | null;
+  /** eBPF datapath counters (both nodes) accumulated during each round's ebpf block. */
+  datapath: { round: number; counters: Record<string, number> }[];
+  samples: Sample[];
+  errors: string[];
+}
+
+/** Runs the benchmark; the lab is always torn down, also when a step fails. */
+export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const t0 = performance.now();
+  const startedAt = new Date().toISOString();
+  const tests = testSpecs(o.conns, o.connConcurrency);
+  const errors: string[] = [];
+  const samples: Sample[] = [];
+  const datapath: BenchReport['datapath'] = [];
+  const total = o.rounds * o.modes.length * o.placements.length * tests.length + (o.tc ? 1 : 0);
+  let done = 0;
+  // Seconds a measurement takes, learned as we go (for the estimate).
+  let perMeasurement = o.durationS + 0.3;
+  const progress = (round: number, what: string) => {
+    const elapsedS = (performance.now() - t0) / 1000;
+    const left = total - done;
+    o.onProgress?.({ done, total, round, rounds: o.rounds, what, elapsedS, etaS: left * perMeasurement });
+  };
+
+  const bl = await BenchLab.create(o.modes, o.prefix, o.objectPath);
+  let tools: Record<string, string> = {};
+  let tc: TcProgResult | null = null;
+  let measureStart = 0;
+  let measured = 0;
+  try {
+    const node1 = bl.lab.node('node1');
+    tools = {
+      haproxy: (await toolVersion(node1, ['haproxy', '-v'])).replace(/ version/, '').replace(/ \d{4}\/\d\d\/\d\d.*/, ''),
+      wrk: (await toolVersion(node1, ['wrk', '-v'])).replace(/ Copyright.*/, ''),
+      iperf3: (await toolVersion(node1, ['iperf3', '-v'])).replace(/ \(.*/, ''),
+    };
+    if (o.tc) {
+      progress(0, 'tc programs');
+      try {
+        // Test runs never send anything, but their skb sits on the loopback
+        // of the caller's netns: make that a lab netns all the same.
+        tc = withNetns(node1.netnsPath, () =>
+          benchTcPrograms({ repeat: o.tcRepeat, singleRuns: o.tcSingleRuns, objectPath: o.objectPath, onProgress: (w) => progress(0, w) }));
+      } catch (e) {
+        errors.push(`tc programs: ${(e as Error).message}`);
+      }
+      done++;
+    }
+    measureStart = performance.now();
+    for (let round = 1; round <= o.rounds; round++) {
+      const order = modeOrder(round - 1, o.modes.length).map((i) => o.modes[i]);
+      for (const mode of order) {
+        progress(round, `${mode}: setting up pods and sidecars`);
+        let block: Block;
+        try {
+          block = await bl.block(mode, round);
+          // Let the kernel finish tearing down the previous block's netns
+          // (conntrack, sockets) before measuring, so it is not billed to this one.
+          await new Promise((r) => setTimeout(r, SETTLE_MS));
+        } catch (e) {
+          // One broken block does not void a long run: its cells stay empty.
+          const error = `setup failed: ${(e as Error).message}`;
+          errors.push(`round ${round}, ${mode}: ${error}`);
+          for (const placement of o.placements) for (const t of tests) samples.push({ round, mode, placement, test: t.id, error });
+          done += o.placements.length * tests.length;
+          continue;
+        }
+        const statsBefore = mode === 'ebpf' ? bl.datapathStats() : {};
+        try {
+          for (const placement of o.placements) {
+            const target = block.targets[placement];
+            for (const t of tests) {
+              progress(round, `${mode} · ${placement} · ${describe(t)} (${o.durationS} s)`);
+              const s: Sample = { round, mode, placement, test: t.id };
+              const before = block.cpu(placement);
+              const t1 = performance.now();
+              try {
+                if (t.kind === 'bulk') {
+                  s.iperf = await runIperf(block.client, { ...target.bulk, durationS: o.durationS, uid: APP_UID });
+                } else {
+                  s.wrk = await runWrk(block.client, {
+                    url: target.url, connections: t.connections, durationS: o.durationS, script: bl.wrkScript,
+                    close: t.kind === 'conn', uid: APP_UID,
+                  });
+                }
+                const after = block.cpu(placement);
+                s.cpu = cpuUse(before, after);
+              } catch (e) {
+                s.error = (e as Error).message;
+                errors.push(`round ${round}, ${mode}, ${placement}, ${t.id}: ${s.error}`);
+              }
+              s.ms = Math.round(performance.now() - t1);
+              samples.push(s);
+              done++;
+              measured++;
+              perMeasurement = (performance.now() - measureStart) / 1000 / measured;
+            }
+          }
+          if (mode === 'ebpf') {
+            const after = bl.datapathStats();
+            const delta: Record<string, number> = {};
+            for (const [k, v] of Object.entries(after)) if (v - (statsBefore[k] ?? 0) !== 0) delta[k] = v - (statsBefore[k] ?? 0);
+            datapath.push({ round, counters: delta });
+          }
+        } finally {
+          await block.teardown();
+        }
+      }
+    }
+  } finally {
+    await bl.destroy();
+  }
+
+  const figures = buildFigures(samples, tests, o.placements);
+  const cpus = os.cpus();
+  const { onProgress: _drop, ...options } = o;
+  return {
+    tool: 'meshwarp bench',
+    version: 1,
+    startedAt,
+    wallS: (performance.now() - t0) / 1000,
+    machine: {
+      kernel: os.release(),
+      cpus: cpus.length,
+      cpuModel: cpus[0]?.model ?? 'unknown',
+      memMB: Math.round(os.totalmem() / 2 ** 20),
+    },
+    tools,
+    options,
+    setup: {
+      labPrefix: bl.prefix,
+      profile: PROFILE,
+      proxyUid: bl.policy.proxyUid,
+      appUid: APP_UID,
+      sidecar: `haproxy, mode tcp, 1 thread, uid ${bl.policy.proxyUid}; transparent (server 0.0.0.0:0, SO_ORIGINAL_DST) ` +
+        `on ${bl.policy.outboundPort}/${bl.policy.inboundPort} in iptables and ebpf modes, explicit relays in direct+sidecar`,
+      server: `haproxy, mode http, 1 thread, fixed 200 "ok" on :8080; iperf3 -s on :5201 (uid ${APP_UID})`,
+      topology: 'lab with node1 and node2; client pod on node1; server pods on node1 (same-node) and node2 (cross-node); fresh pods per mode and round',
+      notes: [
+        'direct and direct+sidecar and iptables pods run in a cgroup outside the nodes\' cgroups: no eBPF program sees them',
+        'the eBPF drivers are started once for the run; iptables rules live in each pod\'s netns and go with it',
+        'wrk -t1; latency percentiles from wrk\'s histogram (done() hook); conn test sends Connection: close (one request per connection)',
+      ],
+    },
+    modes: o.modes,
+    placements: o.placements,
+    tests,
+    figures,
+    goals: evaluateGoals(figures, o.conns, tc ?? undefined),
+    tc,
+    datapath,
+    samples,
+    errors,
+  };
+}
+
+const SETTLE_MS = 250;
+
+/**
+ * The order of the modes in a round: rows of a Williams square, so over n
+ * rounds (2n for an odd n) every mode runs first once and follows every other
+ * mode equally often: what one mode leaves behind (e.g. a netns still being
+ * torn down) does not always weigh on the same next mode.
+ */
+export function modeOrder(round: number, n: number): number[] {
+  const base: number[] = [];
+  for (let i = 0, lo = 0, hi = n - 1; i < n; i++) base.push(i % 2 === 0 ? lo++ : hi--);
+  // base = 0, n-1, 1, n-2, ...: consecutive differences are all distinct mod n.
+  const row = base.map((x) => (x + round) % n);
+  return n % 2 === 1 && Math.floor(round / n) % 2 === 1 ? row.reverse() : row;
+}
+
+function cpuUse(a: CpuSnapshot, b: CpuSnapshot): CpuUse {
+  const d = (k: keyof CpuSnapshot['roles']) => Math.max(0, b.roles[k] - a.roles[k]);
+  return {
+    labUs: b.labUs - a.labUs,
+    roles: { load: d('load'), clientSidecar: d('clientSidecar'), serverSidecar: d('serverSidecar'), app: d('app') },
+    machineBusyUs: b.machine.busyUs - a.machine.busyUs,
+    machineTotalUs: b.machine.totalUs - a.machine.totalUs,
+    machineStealUs: b.machine.stealUs - a.machine.stealUs,
+  };
+}
+
+function describe(t: TestSpec): string {
+  if (t.kind === 'rr') return `wrk ${t.connections} keep-alive conn${t.connections === 1 ? '' : 's'}`;
+  if (t.kind === 'conn') return `wrk ${t.connections} conns, 1 request each`;
+  return 'iperf3 bulk';
+}
+
+/** Writes a file atomically enough for a report (temp + rename). */
+export function writeFileAtomic(path: string, data: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, data);
+  fs.renameSync(tmp, path);
+}

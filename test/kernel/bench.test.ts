@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: Apache-2.0
+// `meshwarp bench` end to end on the real kernel, tiny: one round, 1 s per
+// measurement, one connection count. Checks the shape of what it reports
+// (every figure, finite ratios, a well-formed SVG with bars) and that it
+// leaves nothing behind, also when interrupted. No timing threshold is
+// asserted: the goals are for the benchmark to measure, not for tests.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { kernelTest, inCI, testPrefix } from '../helpers/kernel.ts';
+import { Lab, prefixIsClean } from '../../src/lab/index.ts';
+import { BENCH_MODES, PLACEMENTS } from '../../src/bench/topology.ts';
+import { RATIO_KEYS } from '../../src/bench/figures.ts';
+
+const CLI = fileURLToPath(new URL('../../bin/meshwarp', import.meta.url));
+const TOOLS = ['haproxy', 'wrk', 'iperf3', 'curl'];
+
+function missingTools(): string[] {
+  const dirs = (process.env.PATH ?? '').split(':');
+  return TOOLS.filter((t) => !dirs.some((d) => fs.existsSync(path.join(d, t))));
+}
+
+/** Minimal XML well-formedness check: balanced tags, quoted attributes, escaped text. */
+function checkXml(doc: string): string[] {
+  const names: string[] = [];
+  const stack: string[] = [];
+  const body = doc.replace(/^<\?xml[^?]*\?>\s*/, '');
+  const textOk = (t: string) => !/[<>]/.test(t) && !/&(?!(amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);)/i.test(t);
+  let i = 0;
+  while (i < body.length) {
+    const lt = body.indexOf('<', i);
+    const text = body.slice(i, lt < 0 ? body.length : lt);
+    if (!textOk(text)) throw new Error(`bad text near ${JSON.stringify(text.slice(0, 60))}`);
+    if (lt < 0) break;
+    if (body.startsWith('<!--', lt)) {
+      const end = body.indexOf('-->', lt);
+      if (end < 0) throw new Error('unterminated comment');
+      i = end + 3;
+      continue;
+    }
+    const gt = body.indexOf('>', lt);
+    if (gt < 0) throw new Error('unterminated tag');
+    const tag = body.slice(lt + 1, gt);
+    if (tag.startsWith('/')) {
+      const name = tag.slice(1).trim();
+      const open = stack.pop();
+      if (open !== name) throw new Error(`</${name}> closes <${open}>`);
+    } else {
+      const self = tag.endsWith('/');
+      const m = /^([A-Za-z_][\w:.-]*)((?:\s+[A-Za-z_][\w:.-]*="[^"<]*")*)\s*\/?$/.exec(tag);
+      if (!m) throw new Error(`malformed tag <${tag.slice(0, 80)}>`);
+      if (!textOk(m[2].replace(/"[^"]*"/g, (q) => q.replace(/"/g, '')).replace(/=/g, ''))) throw new Error(`bad attribute in <${m[1]}>`);
+      names.push(m[1]);
+      if (!self) stack.push(m[1]);
+    }
+    i = gt + 1;
+  }
+  if (stack.length > 0) throw new Error(`unclosed <${stack.join('>, <')}>`);
+  return names;
+}
+
+function runCli(args: string[], onStderr?: (s: string, child: ReturnType<typeof spawn>) => void) {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS; // ~40 ms per Node start, and not needed
+  const child = spawn(CLI, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (b: Buffer) => { out += b.toString('utf8'); });
+  child.stderr!.on('data', (b: Buffer) => { err += b.toString('utf8'); onStderr?.(err, child); });
+  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string; err: string }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, out, err })));
+}
+
+function leftoverDirs(prefix: string): string[] {
+  return fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith(`meshwarp-bench-${prefix}-`));
+}
+
+const missing = missingTools();
+if (missing.length > 0 && !inCI) {
+  test('meshwarp bench', { skip: `needs ${missing.join(', ')} (make setup)` }, () => {});
+} else {
+  kernelTest('meshwarp bench: a tiny run reports every figure, finite ratios and an SVG chart, and leaves nothing', async (t) => {
+    if (missing.length > 0) throw new Error(`meshwarp bench needs ${missing.join(', ')} (CI=true makes this a failure)`);
+    const prefix = testPrefix('mb');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mw-bench-test-'));
+    t.after(() => {
+      Lab.cleanupPrefix(prefix);
+      for (const d of leftoverDirs(prefix)) fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+    const chart = path.join(dir, 'chart.svg');
+    const r = await runCli(['bench', '--json', '--rounds', '1', '--duration', '1', '--conns', '10', '--chart', chart,
+      '--tc-repeat', '100000', '--tc-runs', '2000', '--prefix', prefix]);
+    assert.equal(r.code, 0, `bench exited ${r.code ?? r.signal}: ${r.err.slice(-2000)}`);
+    const rep = JSON.parse(r.out);
+
+    assert.deepEqual(rep.modes, [...BENCH_MODES]);
+    assert.deepEqual(rep.placements, [...PLACEMENTS]);
+    assert.deepEqual(rep.errors, []);
+    assert.equal(rep.chart, chart);
+    assert.equal(rep.setup.labPrefix, prefix);
+    assert.equal(rep.samples.length, BENCH_MODES.length * PLACEMENTS.length * 3, 'rr10, conn and bulk per mode and placement');
+
+    const want = PLACEMENTS.flatMap((pl) => [
+      ...['rps', 'p50_us', 'p99_us', 'cpu_us'].map((s) => `${pl}.rr10.${s}`),
+      ...['cps', 'p50_us', 'p99_us', 'cpu_us'].map((s) => `${pl}.conn.${s}`),
+      `${pl}.bulk.gbps`,
+    ]);
+    assert.deepEqual(rep.figures.map((f: { id: string }) => f.id).sort(), want.sort());
+    for (const f of rep.figures) {
+      for (const m of BENCH_MODES) {
+        const s = f.modes[m];
+        for (const k of ['median', 'min', 'max']) assert.ok(Number.isFinite(s[k]), `${f.id} ${m}.${k} = ${s[k]}`);
+        assert.equal(s.samples.length, 1);
+      }
+      for (const k of RATIO_KEYS) assert.ok(typeof f.ratios[k] === 'number' && Number.isFinite(f.ratios[k]), `${f.id} ratio ${k} = ${f.ratios[k]}`);
+    }
+    for (const g of rep.goals) assert.ok(Number.isFinite(g.value), `goal ${g.id}: ${g.value}`);
+    assert.ok(rep.goals.some((g: { id: string }) => g.id === 'tc.ns'));
+    assert.ok(rep.tc.rows.length >= 10);
+    for (const row of rep.tc.rows) assert.ok(Number.isFinite(row.ns.median) && row.ns.median > 0, `tc ${row.id}: ${row.ns.median}`);
+    assert.ok(rep.tc.stats.nat_added > 0 && rep.tc.stats.trace_dropped > 0, 'the DNAT and trace paths ran');
+    assert.ok(rep.datapath.length === 1 && rep.datapath[0].counters.captured_out > 0, 'the ebpf block was captured by the datapath');
+
+    const svg = fs.readFileSync(chart, 'utf8');
+    assert.match(svg, /<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    const tags = checkXml(svg);
+    assert.equal(tags[0], 'svg');
+    const bars = (svg.match(/<rect class="bar"/g) ?? []).length;
+    // 4 panels (rr10 req/s, rr10 p99, conn/s, bulk) × 2 placements × 4 modes, plus the tc rows.
+    assert.ok(bars >= 4 * 2 * 4 + rep.tc.rows.length, `only ${bars} bars`);
+    for (const m of BENCH_MODES) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
+
+    assert.ok(prefixIsClean(prefix), `lab ${prefix} left something behind`);
+    assert.deepEqual(leftoverDirs(prefix), []);
+  }, { timeout: 120_000 });
+
+  kernelTest('meshwarp bench: Ctrl-C in the middle removes everything it made', async (t) => {
+    if (missing.length > 0) throw new Error(`meshwarp bench needs ${missing.join(', ')} (CI=true makes this a failure)`);
+    const prefix = testPrefix('mb');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mw-bench-test-'));
+    t.after(() => {
+      Lab.cleanupPrefix(prefix);
+      for (const d of leftoverDirs(prefix)) fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+    let sent = false;
+    const r = await runCli(['bench', '--rounds', '1', '--duration', '1', '--conns', '10', '--no-tc', '--modes', 'ebpf,iptables',
+      '--chart', path.join(dir, 'c.svg'), '--prefix', prefix], (err, child) => {
+      // Interrupt while the ebpf or iptables pods are up and a measurement runs.
+      if (!sent && /round 1\/1 .*· (same|cross)-node ·/.test(err)) {
+        sent = true;
+        setTimeout(() => child.kill('SIGINT'), 300);
+      }
+    });
+    assert.ok(sent, `never saw a measurement start: ${r.err.slice(-1000)}`);
+    assert.equal(r.code, 130, `exit ${r.code ?? r.signal}: ${r.err.slice(-1000)}`);
+    assert.match(r.err, /SIGINT, cleaning up/);
+    assert.ok(prefixIsClean(prefix), `lab ${prefix} left something behind after SIGINT`);
+    assert.deepEqual(leftoverDirs(prefix), []);
+    assert.ok(!fs.existsSync(path.join(dir, 'c.svg')), 'no chart from an interrupted run');
+  }, { timeout: 60_000 });
+}
