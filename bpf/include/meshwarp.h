@@ -150,19 +150,24 @@ struct nat_key {
 
 /* nat_entry.flags */
 #define MW_NAT_F_ESTABLISHED	(1u << 0) /* the proxy accepted it; deleted when that socket closes */
+#define MW_NAT_F_TIME_WAIT	(1u << 1) /* the proxy's socket went to TIME_WAIT: kept for its last ACKs */
 
 /*
- * Created by the SYN (BPF_NOEXIST), deleted at TCP_CLOSE of the proxy's
- * accepted socket, or by tc when the pod answers a not-yet-established entry
- * with RST. An entry whose handshake never completes stays without
- * MW_NAT_F_ESTABLISHED: userspace deletes those older than its SYN timeout
- * (created_ns is bpf_ktime_get_ns(), CLOCK_MONOTONIC).
+ * Created by the SYN (BPF_NOEXIST), deleted when the proxy's accepted socket
+ * closes, or by tc when the pod answers a not-yet-established entry with RST.
+ * Two cases end in userspace, by the kernel's own timers (since_ns is
+ * bpf_ktime_get_ns(), CLOCK_MONOTONIC; the driver's expiry sweep):
+ *  - the proxy closed first: its socket goes to TIME_WAIT, whose last ACKs
+ *    still need the translation; the entry gets MW_NAT_F_TIME_WAIT and lives
+ *    until TIME_WAIT (60 s) is over;
+ *  - a handshake that never completes (no MW_NAT_F_ESTABLISHED): removed
+ *    after the SYN retry time.
  */
 struct nat_entry {
 	__u16 orig_port;		/* 0  network order */
 	__u16 inbound_port;		/* 2  network order: what orig_port became */
 	__u32 flags;			/* 4  MW_NAT_F_* */
-	__u64 created_ns;		/* 8 */
+	__u64 since_ns;			/* 8  created, or entered TIME_WAIT */
 };					/* 16 */
 
 /* stats (PERCPU_ARRAY of __u64, MW_STAT_SLOTS slots): index = enum mw_stat.
@@ -192,7 +197,8 @@ enum mw_stat {
 	MW_STAT_BYPASS_NODE = 21,	/* tc SYN from a node IP (probes) */
 	MW_STAT_TC_REWRITE_FAILED = 22,	/* skb store/csum helper failed */
 	MW_STAT_TRACE_DROPPED = 23,	/* trace on, ring buffer full: event dropped */
-	MW_STAT__MAX = 24,
+	MW_STAT_NAT_TIME_WAIT = 24,	/* inbound_nat entries kept for a socket in TIME_WAIT */
+	MW_STAT__MAX = 25,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");

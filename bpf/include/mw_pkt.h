@@ -66,30 +66,36 @@ struct mw_pkt {
 	__u8 tcp_flags;
 };
 
-#define MW_MAX_HDR_LEN	(ETH_HLEN + 60 + MW_TCP_HEAD_LEN) /* IPv4 with full options */
+/* Makes the first len bytes linear if they are not: pulls exactly what is
+ * read, so plain segments whose headers are already linear (nearly all) are
+ * never unshared or copied. Reloads data/end. */
+static __always_inline int mw_need(struct __sk_buff *skb, __u32 len, void **data, void **end)
+{
+	if (*data + len <= *end)
+		return 0;
+	if (len > skb->len || bpf_skb_pull_data(skb, len))
+		return -1;
+	*data = (void *)(long)skb->data;
+	*end = (void *)(long)skb->data_end;
+	return 0;
+}
 
 /* Fills p for an Ethernet/IPv4|IPv6/TCP packet that carries a TCP header
  * (non-first IPv4 fragments do not). Returns 0, or -1 for anything else.
- * Reads the headers in place (no helper calls on the hot path); headers
- * outside the linear area are pulled in first. */
+ * Reads the headers in place (no helper calls on the hot path). */
 static __always_inline int mw_parse_tcp(struct __sk_buff *skb, struct mw_pkt *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct mw_tcp_head *th;
-	__u32 linear = end - data;
-
-	if (linear < MW_MAX_HDR_LEN && skb->len > linear) {
-		if (bpf_skb_pull_data(skb, skb->len < MW_MAX_HDR_LEN ? skb->len : MW_MAX_HDR_LEN))
-			return -1;
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-	}
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct mw_ip4_hdr *ip = data + ETH_HLEN;
+		struct mw_ip4_hdr *ip;
 		__u32 ihl;
 
+		if (mw_need(skb, ETH_HLEN + sizeof(*ip), &data, &end))
+			return -1;
+		ip = data + ETH_HLEN;
 		if ((void *)(ip + 1) > end)
 			return -1;
 		ihl = (__u32)(ip->ver_ihl & 0x0f) * 4;
@@ -99,10 +105,13 @@ static __always_inline int mw_parse_tcp(struct __sk_buff *skb, struct mw_pkt *p)
 			return -1;
 		mw_addr_set_v4(&p->saddr, ip->saddr);
 		mw_addr_set_v4(&p->daddr, ip->daddr);
-		p->l4_off = ETH_HLEN + ihl;
+		p->l4_off = ETH_HLEN + ihl; /* IP options are skipped, whatever their length */
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		struct mw_ip6_hdr *ip6 = data + ETH_HLEN;
+		struct mw_ip6_hdr *ip6;
 
+		if (mw_need(skb, ETH_HLEN + sizeof(*ip6), &data, &end))
+			return -1;
+		ip6 = data + ETH_HLEN;
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		/* Extension headers are not walked: only plain TCP is ours. */
@@ -115,6 +124,8 @@ static __always_inline int mw_parse_tcp(struct __sk_buff *skb, struct mw_pkt *p)
 	} else {
 		return -1;
 	}
+	if (mw_need(skb, p->l4_off + MW_TCP_HEAD_LEN, &data, &end))
+		return -1;
 	th = data + p->l4_off;
 	if ((void *)th + MW_TCP_HEAD_LEN > end)
 		return -1;

@@ -597,13 +597,21 @@ static __always_inline void mw_on_passive(struct bpf_sock_ops *ctx)
 	mw_watch_close(ctx);
 }
 
+/* A full socket closing from these states becomes a TIME_WAIT socket. */
+static __always_inline int mw_to_time_wait(__u32 old_state)
+{
+	return old_state == BPF_TCP_FIN_WAIT1 || old_state == BPF_TCP_FIN_WAIT2 ||
+	       old_state == BPF_TCP_CLOSING;
+}
+
 /* TCP_CLOSE: delete whatever this socket left in shared maps. */
-static __always_inline void mw_on_close(struct bpf_sock_ops *ctx)
+static __always_inline void mw_on_close(struct bpf_sock_ops *ctx, __u32 old_state)
 {
 	struct tuple_key k = {};
 	struct nat_key nk = {};
 	struct mw_ends e = {};
 	struct bpf_sock *sk = ctx->sk;
+	struct nat_entry *n;
 	struct origin *o;
 
 	if (!sk)
@@ -621,8 +629,19 @@ static __always_inline void mw_on_close(struct bpf_sock_ops *ctx)
 	}
 	if (o->flags & MW_ORIGIN_F_NAT) {
 		mw_nat_key(&nk, &e.remote, &e.local, e.rport);
-		if (!bpf_map_delete_elem(&inbound_nat, &nk))
+		if (mw_to_time_wait(old_state)) {
+			/* The TIME_WAIT socket still ACKs the peer's FIN (and its
+			 * retransmits) from the inbound port: keep the translation
+			 * until userspace expires it after TIME_WAIT. */
+			n = bpf_map_lookup_elem(&inbound_nat, &nk);
+			if (n) {
+				n->flags |= MW_NAT_F_TIME_WAIT;
+				n->since_ns = bpf_ktime_get_ns();
+				mw_count(MW_STAT_NAT_TIME_WAIT);
+			}
+		} else if (!bpf_map_delete_elem(&inbound_nat, &nk)) {
 			mw_count(MW_STAT_NAT_CLOSED);
+		}
 	}
 	o->flags &= ~(MW_ORIGIN_F_TUPLE | MW_ORIGIN_F_NAT);
 }
@@ -639,7 +658,7 @@ int sidecar_sockops(struct bpf_sock_ops *ctx)
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (ctx->args[1] == BPF_TCP_CLOSE)
-			mw_on_close(ctx);
+			mw_on_close(ctx, ctx->args[0]);
 		break;
 	}
 	return 1;
@@ -762,21 +781,25 @@ static __always_inline __u16 mw_syn_dnat(struct __sk_buff *skb, const struct mw_
 		return mw_syn_done(p, lp, MW_VERDICT_BYPASSED, MW_STAT_BYPASS_NODE, 0);
 	ne.orig_port = p->dport;
 	ne.inbound_port = lp->inbound_port;
-	ne.created_ns = bpf_ktime_get_ns();
+	ne.since_ns = bpf_ktime_get_ns();
 	if (!bpf_map_update_elem(&inbound_nat, nk, &ne, BPF_NOEXIST))
 		return mw_syn_done(p, lp, MW_VERDICT_CAPTURED, MW_STAT_NAT_ADDED, ne.inbound_port);
 	n = bpf_map_lookup_elem(&inbound_nat, nk);
 	if (!n) /* Full: the connection goes to the app port uncaptured. */
 		return mw_syn_done(p, lp, MW_VERDICT_FAILED, MW_STAT_NAT_FAILED, 0);
-	if (n->orig_port == p->dport)
-		return n->inbound_port; /* retransmitted SYN */
-	if (n->flags & MW_NAT_F_ESTABLISHED)
-		return mw_syn_done(p, lp, MW_VERDICT_FAILED, MW_STAT_NAT_COLLISION, 0);
-	/* A handshake from the same client port that never completed. */
+	if (!(n->flags & MW_NAT_F_TIME_WAIT)) {
+		if (n->orig_port == p->dport)
+			return n->inbound_port; /* retransmitted SYN, or a SYN within the live connection */
+		if (n->flags & MW_NAT_F_ESTABLISHED)
+			return mw_syn_done(p, lp, MW_VERDICT_FAILED, MW_STAT_NAT_COLLISION, 0);
+	}
+	/* A new connection reusing the client port of one in TIME_WAIT, or of a
+	 * handshake that never completed. */
 	n->orig_port = ne.orig_port;
 	n->inbound_port = ne.inbound_port;
-	n->created_ns = ne.created_ns;
-	return ne.inbound_port;
+	n->flags = 0;
+	n->since_ns = ne.since_ns;
+	return mw_syn_done(p, lp, MW_VERDICT_CAPTURED, MW_STAT_NAT_ADDED, ne.inbound_port);
 }
 
 /*

@@ -128,6 +128,24 @@ describe(`capture (${MODE})`, { skip: suiteSkip() }, () => {
       assert.equal(norm(reply.remote), d.ip(fam));
     });
 
+    it(`S3: cross-node connections the server side closes first end cleanly, without resets (${famName(fam)})`, async () => {
+      // The inbound sidecar closes first here (the app answers and closes), so its socket ends in
+      // TIME_WAIT and its last ACK must still be translated back to port 8080: untranslated, the
+      // client's kernel would answer it with a RST.
+      const b = env.pod('b');
+      const d = env.pod('d');
+      const snmp = async () => {
+        const [head, vals] = (await b.sb.check(['cat', '/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Tcp:'));
+        const h = head.split(' ');
+        const v = vals.split(' ');
+        return Number(v[h.indexOf('OutRsts')]);
+      };
+      const before = await snmp();
+      for (let i = 0; i < 20; i++) assertProxied(await b.connectTo(d, fam), 'd', `b -> d:8080 #${i}`);
+      await new Promise((r) => setTimeout(r, 300)); // the last ACKs and any answer to them
+      assert.equal(await snmp() - before, 0, 'the client sent no RST');
+    });
+
     it(`S3: an unmeshed client on the same node is captured inbound by tc too (${famName(fam)})`, async () => {
       const b = env.pod('b');
       const a = env.pod('a');

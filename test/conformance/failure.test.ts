@@ -131,7 +131,7 @@ describe(`map update failures (${MODE})`, { skip: suiteSkip() }, () => {
       const d2 = env.driver('node2');
       const nat = pinned<NatKey, NatEntry>('inbound_nat', natKey, natEntry, 'node2');
       const fake = fill(nat, (i) => ({ remote: fakeAddr(i), local: NO_ADDR, remote_port: 1 }),
-        { orig_port: 1, inbound_port: 2, flags: 1, created_ns: 0n });
+        { orig_port: 1, inbound_port: 2, flags: 1, since_ns: 0n });
       t.diagnostic(`inbound_nat filled with ${fake.length} fake entries`);
       try {
         const failedBefore = stat(d2, 'nat_failed')!;

@@ -31,6 +31,7 @@ export type Family = (typeof FAMILIES)[number];
 export interface ConformanceDriver extends InterceptionDriver {
   stats?(): Record<string, bigint>;
   mapEntryCounts?(): Record<string, number>;
+  expireNat?(nowNs?: bigint): number;
 }
 
 /** What every mode's driver is constructed with, per node. */

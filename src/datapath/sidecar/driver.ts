@@ -18,7 +18,7 @@ import type { PodPolicy } from '../../profiles/index.ts';
 import type { InterceptionDriver, Limitation, PodRef } from '../driver.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
 import {
-  STATS, cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sidecarObject, traceConfig, tupleKey,
+  NAT_F, STATS, cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sidecarObject, traceConfig, tupleKey,
   type CidrKey, type TraceConfig, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig, type PortRuleKey, type StatName, type TupleKey,
 } from './structs.ts';
 
@@ -37,6 +37,12 @@ export interface SidecarEbpfOptions {
   legacyTcPriority?: number;
   objectPath?: string;
 }
+
+/** Linux keeps a TIME_WAIT socket this long (TCP_TIMEWAIT_LEN), plus a margin. */
+export const NAT_TIME_WAIT_NS = 65n * 1_000_000_000n;
+/** A SYN is retried for about 127 s (tcp_syn_retries = 6), plus a margin. */
+export const NAT_HANDSHAKE_NS = 150n * 1_000_000_000n;
+const NAT_SWEEP_MS = 10_000;
 
 const CGROUP_PROGRAMS = ['sidecar_connect4', 'sidecar_connect6', 'sidecar_sockops', 'sidecar_getsockopt'] as const;
 const TC_PROGRAMS: Record<Direction, string> = {
@@ -67,6 +73,7 @@ export class SidecarEbpfDriver implements InterceptionDriver {
   #maps: Maps | undefined;
   #links: Link[] = [];
   readonly #pods = new Map<string, MeshedPod>();
+  #sweep: NodeJS.Timeout | undefined;
 
   constructor(opts: SidecarEbpfOptions) {
     this.opts = opts;
@@ -108,6 +115,7 @@ export class SidecarEbpfDriver implements InterceptionDriver {
         this.#links.push(link);
       }
       this.#obj = obj;
+      this.#sweep = setInterval(() => this.expireNat(), NAT_SWEEP_MS).unref();
     } catch (e) {
       for (const l of fresh) l.destroy();
       for (const l of this.#links) l.close();
@@ -216,6 +224,7 @@ export class SidecarEbpfDriver implements InterceptionDriver {
    * pinned: what an agent does on shutdown or upgrade (traffic keeps flowing).
    */
   async close(): Promise<void> {
+    clearInterval(this.#sweep);
     for (const p of this.#pods.values()) for (const t of p.tc) if (t.kind === 'tcx') t.link.close();
     this.#pods.clear();
     for (const l of this.#links) l.close();
@@ -227,6 +236,7 @@ export class SidecarEbpfDriver implements InterceptionDriver {
 
   /** Removes everything this driver made on the node: entries, tc, links, pins. */
   async stop(): Promise<void> {
+    clearInterval(this.#sweep);
     for (const p of [...this.#pods.values()]) await this.unmesh(p.ref);
     for (const l of this.#links) l.destroy();
     this.#links = [];
@@ -260,6 +270,24 @@ export class SidecarEbpfDriver implements InterceptionDriver {
       inbound_nat: maps.inboundNat.count(),
       node_ips: maps.nodeIps.count(),
     };
+  }
+
+  /**
+   * Deletes the inbound_nat entries the kernel no longer needs, by its own
+   * timers (see struct nat_entry): TIME_WAIT over, or a handshake that never
+   * completed. `nowNs` is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
+   * Returns how many were deleted.
+   */
+  expireNat(nowNs: bigint = process.hrtime.bigint()): number {
+    if (!this.#maps) return 0;
+    const nat = this.#maps.inboundNat;
+    let n = 0;
+    for (const [k, v] of nat.entries()) {
+      const age = nowNs - v.since_ns;
+      const done = v.flags & NAT_F.TIME_WAIT ? age > NAT_TIME_WAIT_NS : !(v.flags & NAT_F.ESTABLISHED) && age > NAT_HANDSHAKE_NS;
+      if (done && nat.delete(k)) n++;
+    }
+    return n;
   }
 
   /** Turns datapath tracing on or off at run time (a map write; no reload). */

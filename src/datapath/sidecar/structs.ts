@@ -60,10 +60,10 @@ export const natKey: Codec<NatKey> = struct('nat_key', [
   ['remote', ipAddr], ['local', ipAddr], ['remote_port', be16], ['_pad', pad(6)],
 ]);
 
-export const NAT_F = { ESTABLISHED: 1 } as const;
-export interface NatEntry { orig_port: number; inbound_port: number; flags: number; created_ns: bigint }
+export const NAT_F = { ESTABLISHED: 1, TIME_WAIT: 2 } as const;
+export interface NatEntry { orig_port: number; inbound_port: number; flags: number; since_ns: bigint }
 export const natEntry: Codec<NatEntry> = struct('nat_entry', [
-  ['orig_port', be16], ['inbound_port', be16], ['flags', u32], ['created_ns', u64],
+  ['orig_port', be16], ['inbound_port', be16], ['flags', u32], ['since_ns', u64],
 ]);
 
 /** enum mw_stat in meshwarp.h, same order and values (append only). */
@@ -72,7 +72,7 @@ export const STATS = [
   'update_failed', 'origdst_answered', 'tc_dnat', 'tc_undnat', 'bypass_self', 'tuple_added',
   'tuple_failed', 'tuple_moved', 'tuple_unclaimed', 'accept_failed', 'nat_added', 'nat_failed',
   'nat_collision', 'nat_bound', 'nat_closed', 'nat_reset', 'bypass_node', 'tc_rewrite_failed',
-  'trace_dropped',
+  'trace_dropped', 'nat_time_wait',
 ] as const;
 export type StatName = (typeof STATS)[number];
 
