@@ -7,45 +7,21 @@
 //   "supported" (bpf_redirect from cgroup_sock_addr comes out as supported on
 //   6.18). Reading the verifier log ourselves gets it right on every kernel.
 // Programs are loaded and closed at once; nothing is attached.
-import koffi from 'koffi';
-import { syscall3, errno, close, strerror } from '../sys/libc.ts';
+import { close, strerror } from '../sys/libc.ts';
+import { CALL, EXIT, MOV_R0, progLoadRaw } from './sys.ts';
 import { fn } from './libbpf.ts';
 
-const SYS_bpf = 321; // x86_64
-const BPF_PROG_LOAD = 5;
-const ATTR_SIZE = 72; // union bpf_attr up to expected_attach_type
 const EPERM = 1;
 
 export interface LoadResult { ok: boolean; errno: number; log: string }
 
-function insn(code: number, imm: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt8(code, 0);
-  b.writeInt32LE(imm, 4);
-  return b;
-}
-const MOV_R0_1 = insn(0xb7, 1); // BPF_ALU64 | BPF_MOV | BPF_K: r0 = 1
-const EXIT = insn(0x95, 0);
-const CALL = (helper: number) => insn(0x85, helper);
-const LICENSE = Buffer.from('GPL\0'); // helpers may be GPL-only
+const MOV_R0_1 = MOV_R0(1);
 
 /** BPF_PROG_LOAD of `insns`; the fd is closed at once. */
 export function probeLoad(progType: number, expectedAttachType: number, insns: Buffer): LoadResult {
-  const log = Buffer.alloc(4096);
-  const attr = Buffer.alloc(ATTR_SIZE);
-  attr.writeUInt32LE(progType, 0);
-  attr.writeUInt32LE(insns.length / 8, 4);
-  attr.writeBigUInt64LE(koffi.address(insns), 8);
-  attr.writeBigUInt64LE(koffi.address(LICENSE), 16);
-  attr.writeUInt32LE(1, 24); // log_level
-  attr.writeUInt32LE(log.length, 28);
-  attr.writeBigUInt64LE(koffi.address(log), 32);
-  attr.writeUInt32LE(expectedAttachType, 68);
-  const fd = Number(syscall3(SYS_bpf, BPF_PROG_LOAD, attr, ATTR_SIZE));
-  const err = fd < 0 ? errno() : 0;
-  if (fd >= 0) close(fd);
-  const end = log.indexOf(0);
-  return { ok: fd >= 0, errno: err, log: log.toString('utf8', 0, end < 0 ? log.length : end) };
+  const r = progLoadRaw(progType, insns, { expectedAttachType });
+  if (r.fd >= 0) close(r.fd);
+  return { ok: r.fd >= 0, errno: r.errno, log: r.log };
 }
 
 /** Tri-state answer with the reason. */

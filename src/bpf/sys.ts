@@ -7,6 +7,7 @@ import { syscall3, errno } from '../sys/libc.ts';
 import { BpfError } from './libbpf.ts';
 
 const SYS_bpf = 321; // x86_64
+const BPF_PROG_LOAD = 5;
 const BPF_PROG_QUERY = 16;
 const BPF_LINK_CREATE = 28;
 
@@ -80,3 +81,37 @@ export function tcxQuery(ifindex: number, attachType: number, max = 64): { progI
 }
 
 function addressOf(buf: Buffer): bigint { return koffi.address(buf); }
+
+/** One BPF instruction with an immediate (no registers but r0 / none). */
+export function insn(code: number, imm: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt8(code, 0);
+  b.writeInt32LE(imm, 4);
+  return b;
+}
+export const MOV_R0 = (imm: number) => insn(0xb7, imm); // BPF_ALU64 | BPF_MOV | BPF_K: r0 = imm
+export const EXIT = insn(0x95, 0);
+export const CALL = (helper: number) => insn(0x85, helper);
+const GPL = Buffer.from('GPL\0'); // helpers may be GPL-only
+
+/**
+ * Raw BPF_PROG_LOAD of hand-assembled instructions (probes, the empty floor
+ * program of a benchmark): returns the fd (or -1), errno and the verifier log.
+ */
+export function progLoadRaw(progType: number, insns: Buffer, opts: { expectedAttachType?: number; name?: string } = {}): { fd: number; errno: number; log: string } {
+  const log = Buffer.alloc(4096);
+  const attr = Buffer.alloc(72); // union bpf_attr up to expected_attach_type
+  attr.writeUInt32LE(progType, 0);
+  attr.writeUInt32LE(insns.length / 8, 4);
+  attr.writeBigUInt64LE(koffi.address(insns), 8);
+  attr.writeBigUInt64LE(koffi.address(GPL), 16);
+  attr.writeUInt32LE(1, 24); // log_level
+  attr.writeUInt32LE(log.length, 28);
+  attr.writeBigUInt64LE(koffi.address(log), 32);
+  if (opts.name) attr.write(opts.name.slice(0, 15), 48, 'latin1'); // prog_name[16]
+  attr.writeUInt32LE(opts.expectedAttachType ?? 0, 68);
+  const fd = Number(syscall3(SYS_bpf, BPF_PROG_LOAD, attr, attr.length));
+  const err = fd < 0 ? errno() : 0;
+  const end = log.indexOf(0);
+  return { fd, errno: err, log: log.toString('utf8', 0, end < 0 ? log.length : end) };
+}

@@ -11,7 +11,8 @@
 // rewrite from the second repetition on.
 import koffi from 'koffi';
 import { fn, check, BpfError, TestRunOpts } from './libbpf.ts';
-import { syscall3, errno, close } from '../sys/libc.ts';
+import { close } from '../sys/libc.ts';
+import { EXIT, MOV_R0, progLoadRaw } from './sys.ts';
 
 export interface TestRunInput {
   /** The input packet (tc: from the Ethernet header; at least 14 bytes). */
@@ -64,9 +65,6 @@ export function testRun(progFd: number, input: TestRunInput = {}): TestRunResult
 /** BPF_PROG_TYPE_* values the benchmarks use. */
 export const PROG_TYPE = { SCHED_CLS: 3 } as const;
 
-const SYS_bpf = 321; // x86_64
-const BPF_PROG_LOAD = 5;
-const LICENSE = Buffer.from('GPL\0');
 
 /** A program loaded from raw instructions; close() releases it. */
 export class RawProgram {
@@ -87,24 +85,7 @@ export class RawProgram {
  * per-packet measurement (what the test-run loop costs with no work in it).
  */
 export function returnProgram(progType: number, retval: number, name = 'mw_empty'): RawProgram {
-  const insns = Buffer.alloc(16);
-  insns.writeUInt8(0xb7, 0); // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
-  insns.writeInt32LE(retval, 4);
-  insns.writeUInt8(0x95, 8); // BPF_JMP | BPF_EXIT
-  const log = Buffer.alloc(4096);
-  const attr = Buffer.alloc(72); // union bpf_attr up to expected_attach_type
-  attr.writeUInt32LE(progType, 0);
-  attr.writeUInt32LE(insns.length / 8, 4);
-  attr.writeBigUInt64LE(koffi.address(insns), 8);
-  attr.writeBigUInt64LE(koffi.address(LICENSE), 16);
-  attr.writeUInt32LE(1, 24); // log_level
-  attr.writeUInt32LE(log.length, 28);
-  attr.writeBigUInt64LE(koffi.address(log), 32);
-  attr.write(name.slice(0, 15), 48, 'latin1'); // prog_name[16]
-  const fd = Number(syscall3(SYS_bpf, BPF_PROG_LOAD, attr, attr.length));
-  if (fd < 0) {
-    const end = log.indexOf(0);
-    throw new BpfError(`load ${name} (program type ${progType})`, errno(), log.toString('utf8', 0, end < 0 ? log.length : end));
-  }
-  return new RawProgram(fd);
+  const r = progLoadRaw(progType, Buffer.concat([MOV_R0(retval), EXIT]), { name });
+  if (r.fd < 0) throw new BpfError(`load ${name} (program type ${progType})`, r.errno, r.log);
+  return new RawProgram(r.fd);
 }
