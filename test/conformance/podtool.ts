@@ -8,6 +8,7 @@
 // Every result is one JSON line on stdout, so tests compare values, not log text.
 import net from 'node:net';
 import { parseArgs } from 'node:util';
+import type { ServerReply } from './harness.ts'; // type only: erased, podtool stays standalone
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -23,15 +24,6 @@ const { positionals, values } = parseArgs({
   },
 });
 
-/** What the server saw (mirrored by ServerReply in harness.ts). */
-interface ServerReply {
-  name: string;
-  uid: number;
-  remote: string;
-  remotePort: number;
-  local: string;
-  localPort: number;
-}
 
 const REQUEST = 'GET / HTTP/1.0\r\nHost: conformance\r\n\r\n';
 
