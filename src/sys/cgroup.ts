@@ -131,8 +131,11 @@ function rmdirTree(absPath: string, deadline: number): void {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return;
-      // EBUSY can linger for a moment after the last task exits.
+      // EBUSY: a task is still exiting, or one joined after the kill (a
+      // process spawned just before removal writes itself into cgroup.procs
+      // as its first step): kill again and retry.
       if (code !== 'EBUSY' || Date.now() > deadline) throw e;
+      killTree(absPath);
       sleepSync(1);
     }
   }
