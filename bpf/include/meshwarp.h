@@ -211,6 +211,10 @@ _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
  * slows the datapath.
  */
 #define MW_TRACE_RINGBUF_BYTES	(256 * 1024)
+/* Events are submitted without waking the reader (a wakeup per event costs
+ * microseconds) until this much is pending; the reader also drains on a
+ * short timer, so a quiet trace is still shown at once. */
+#define MW_TRACE_WAKEUP_BYTES	(8 * 1024)
 
 /* trace_event.program */
 #define MW_PROG_CONNECT4	1

@@ -174,7 +174,8 @@ static __always_inline void mw_trace(__u8 program, __u8 verdict, __u32 reason, _
 	ev->verdict = verdict;
 	ev->reason = (__u8)reason;
 	__builtin_memset(ev->_pad, 0, sizeof(ev->_pad));
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&trace_events, BPF_RB_AVAIL_DATA) >= MW_TRACE_WAKEUP_BYTES ?
+			       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* ---- policy ---- */

@@ -123,6 +123,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       requests.push({ n, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, endpoint: mine?.upstream });
       o.say(`$ curl -s ${SERVICE}:8080   # request ${n}\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
       if (n === 1) {
+        if (streams.length) await new Promise((res) => setTimeout(res, 200)); // the agents drain the trace every 50 ms
         for (const s of streams) s.close();
         firstLogs = logs.length;
       }

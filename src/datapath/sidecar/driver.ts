@@ -43,6 +43,8 @@ export const NAT_TIME_WAIT_NS = 65n * 1_000_000_000n;
 /** A SYN is retried for about 127 s (tcp_syn_retries = 6), plus a margin. */
 export const NAT_HANDSHAKE_NS = 150n * 1_000_000_000n;
 const NAT_SWEEP_MS = 10_000;
+/** How soon a quiet trace is shown (the datapath batches reader wakeups). */
+const TRACE_DRAIN_MS = 50;
 
 const CGROUP_PROGRAMS = ['sidecar_connect4', 'sidecar_connect6', 'sidecar_sockops', 'sidecar_getsockopt'] as const;
 const TC_PROGRAMS: Record<Direction, string> = {
@@ -298,7 +300,8 @@ export class SidecarEbpfDriver implements InterceptionDriver {
   /** Reads trace events from the ring buffer on the event loop until closed. */
   traceReader(onEvent: (r: TraceRecord) => void): RingBufferReader {
     const { obj } = this.#need();
-    return new RingBufferReader(obj.mapInfo('trace_events').fd, (b) => onEvent(decodeTrace(b)));
+    // The datapath wakes the reader only once MW_TRACE_WAKEUP_BYTES are pending.
+    return new RingBufferReader(obj.mapInfo('trace_events').fd, (b) => onEvent(decodeTrace(b)), { drainMs: TRACE_DRAIN_MS });
   }
 
   /** The meshed pods this driver knows, by id. */
