@@ -5,6 +5,7 @@ import { isAbsolute } from 'node:path';
 import { isIP } from 'node:net';
 import { parseMode, type Mode } from '../datapath/driver.ts';
 import { getProfile } from '../profiles/index.ts';
+import { cgroup2Mount } from '../sys/cgroup.ts';
 
 export interface AgentConfig {
   mode: Mode;
@@ -12,7 +13,7 @@ export interface AgentConfig {
   profile: string;
   /** bpffs directory for pins (maps/, links/). */
   pinRoot: string;
-  /** cgroup2 directory the cgroup programs attach to (the node's pods live below it). */
+  /** cgroup2 directory the cgroup programs attach to (the node's pods live below it); default the cgroup2 root. */
   cgroupPath: string;
   /** Root-only unix socket serving the CNI plugin and the CLI. */
   socket: string;
@@ -45,7 +46,6 @@ export function validateConfig(c: Partial<AgentConfig>): AgentConfig {
   for (const [k, v] of [['pin-root', c.pinRoot], ['socket', c.socket], ['state-dir', c.stateDir], ['cgroup', c.cgroupPath]] as const) {
     if (v !== undefined && !isAbsolute(v)) bad(k, `must be an absolute path, got ${JSON.stringify(v)}`);
   }
-  if (!c.cgroupPath) bad('cgroup', 'required: the cgroup2 directory whose pods are meshed');
   for (const ip of c.nodeIps ?? []) if (!isIP(ip)) bad('node-ip', `${JSON.stringify(ip)} is not an IP address`);
   const metrics = c.metrics ?? DEFAULTS.metrics;
   if (metrics && !/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):\d{1,5}$/.test(metrics)) bad('metrics', `expected host:port, got ${JSON.stringify(metrics)}`);
@@ -54,7 +54,8 @@ export function validateConfig(c: Partial<AgentConfig>): AgentConfig {
   return {
     mode, profile, metrics, tc,
     pinRoot: c.pinRoot ?? DEFAULTS.pinRoot,
-    cgroupPath: c.cgroupPath!,
+    // On a Kubernetes node every pod sits below the cgroup2 root (discovered, not assumed).
+    cgroupPath: c.cgroupPath ?? cgroup2Mount(),
     socket: c.socket ?? DEFAULTS.socket,
     stateDir: c.stateDir ?? DEFAULTS.stateDir,
     nodeIps: c.nodeIps ?? [],

@@ -8,11 +8,12 @@ import { createDriver } from '../datapath/index.ts';
 import { ensureBpffs } from '../sys/bpffs.ts';
 import { run as exec } from '../sys/exec.ts';
 
-const HELP = `usage: meshwarp agent --cgroup PATH [options]
+const HELP = `usage: meshwarp agent [options]
 
   --mode ebpf|iptables   interception mode (default ${DEFAULTS.mode})
   --profile NAME         default mesh profile: istio, linkerd, kuma, osm, fsm (default ${DEFAULTS.profile})
-  --cgroup PATH          cgroup2 directory whose pods are meshed (required)
+  --cgroup PATH          cgroup2 directory whose pods are meshed (default: the cgroup2 root,
+                         discovered from /proc/self/mountinfo)
   --node-ip IP           extra node address whose traffic (probes) is never captured; repeatable
                          (every address of the agent's netns is included already)
   --pin-root DIR         bpffs directory for pins (default ${DEFAULTS.pinRoot})

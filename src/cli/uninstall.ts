@@ -7,7 +7,7 @@ import { Agent } from '../agent/agent.ts';
 
 export async function run(argv: string[]): Promise<number> {
   const cfg = parseAgentArgs(argv);
-  if (!cfg) { process.stdout.write('usage: meshwarp uninstall --cgroup PATH [agent options]\n'); return 0; }
+  if (!cfg) { process.stdout.write('usage: meshwarp uninstall [agent options]\n'); return 0; }
   try {
     await agentRequest('POST', '/v1/uninstall', {}, cfg.socket);
     process.stdout.write('uninstalled through the running agent\n');
