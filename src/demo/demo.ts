@@ -102,7 +102,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const hosts = `${labRunDir(lab.prefix)}/curl.hosts`;
     mkdirSync(labRunDir(lab.prefix), { recursive: true });
     writeFileSync(hosts, `127.0.0.1 localhost\n${curl.ip4} curl\n${SERVICE_IP} ${SERVICE} ${SERVICE}.${NAMESPACE}.svc.cluster.local\n`);
-    o.say(`service ${SERVICE}:8080 -> ${SERVICE_IP}:8080 (endpoints ${v1.ip4}:8080 on node1, ${v2.ip4}:8080 on node2)`);
+    o.say(`service ${SERVICE}:8080 -> ${SERVICE_IP}:8080 (endpoints ${v2.ip4}:8080 on node2, ${v1.ip4}:8080 on node1)`);
+    o.say(`  the name: the curl pod's /etc/hosts (as kubelet writes one per pod) maps ${SERVICE} to ${SERVICE_IP};`);
+    o.say(`  no such address exists on the wire: curl's connect() is captured to its sidecar, which balances`);
+    o.say('  between the endpoints in turn, as a mesh sidecar balances a Service');
 
     // Trace the first request on both nodes.
     const trace: (TraceRecord & { node: string })[] = [];
