@@ -9,5 +9,5 @@ export { BpfError } from './libbpf.ts';
 export { checkLayout } from './layout.ts';
 export * as codec from './codec.ts';
 export { probeAttachType, probeHelper, probeLoad, probeProgType, probeMapType, type Answer, type LoadResult } from './probe.ts';
-export { tcxQuery } from './sys.ts';
+export { tcxQuery, ATTACH } from './sys.ts';
 export { testRun, returnProgram, RawProgram, PROG_TYPE, type TestRunInput, type TestRunResult } from './testrun.ts';

@@ -11,11 +11,8 @@ const BPF_PROG_LOAD = 5;
 const BPF_PROG_QUERY = 16;
 const BPF_LINK_CREATE = 28;
 
+/** bpf_attach_type values used by link.ts (cgroup attach types come from each program's expected_attach_type). */
 export const ATTACH = {
-  CGROUP_INET4_CONNECT: 10,
-  CGROUP_INET6_CONNECT: 11,
-  CGROUP_SOCK_OPS: 3,
-  CGROUP_GETSOCKOPT: 21,
   SK_MSG_VERDICT: 7,
   SK_SKB_VERDICT: 38,
   /** Not in Debian 12's 6.1 uapi headers. */

@@ -46,8 +46,7 @@ export const ATTACH_TYPES: AttachInfo[] = [
  */
 export const PROBE_ATTACH: Record<string, number> = { cgroup_sock_addr: 10, cgroup_sockopt: 21, sk_lookup: 36 };
 
-/** tcx hooks (kernel >= 6.6); not in Debian 12's 6.1 uapi headers. */
-export const TCX_INGRESS = 46;
+/** tcx hooks (attach type: ATTACH.TCX_INGRESS in src/bpf/sys.ts) arrived in this kernel. */
 export const TCX_SINCE = '6.6';
 
 export const HELPERS: HelperInfo[] = [

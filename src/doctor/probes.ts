@@ -7,13 +7,13 @@ import { existsSync, readFileSync, readdirSync, statSync, statfsSync } from 'nod
 import { machine, release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BpfObject, probeAttachType, probeHelper, probeProgType, probeMapType, tcxQuery, type Answer } from '../bpf/index.ts';
+import { ATTACH, BpfObject, probeAttachType, probeHelper, probeProgType, probeMapType, tcxQuery, type Answer } from '../bpf/index.ts';
 import { strerror } from '../sys/libc.ts';
 import { cgroup2Mount } from '../sys/cgroup.ts';
 import { BPFFS_DEFAULT, ensureBpffs, onBpffs } from '../sys/bpffs.ts';
 import {
   PROG_TYPES, MAP_TYPES, ATTACH_TYPES, HELPERS, PROBE_ATTACH, OBJECTS, TOOLS, CNI_PLUGIN_DIR, CNI_PLUGINS,
-  TCX_INGRESS, TCX_SINCE, progId, mapId, attachId, helperId, objectId, toolId,
+  TCX_SINCE, progId, mapId, attachId, helperId, objectId, toolId,
 } from './catalog.ts';
 
 /** One check: a stable id, whether it passed, and what was found (one line). */
@@ -205,7 +205,7 @@ function ipv6(): { ok: boolean; detail: string } {
 /** tcx answers BPF_PROG_QUERY on its attach types; older kernels say EINVAL. Read-only. */
 function tcx(): { ok: boolean; detail: string } {
   try {
-    const q = tcxQuery(1, TCX_INGRESS);
+    const q = tcxQuery(1, ATTACH.TCX_INGRESS);
     return { ok: true, detail: `supported (lo ingress: ${q.progIds.length} program(s))` };
   } catch (e) {
     const errno = (e as { errno?: number }).errno;
