@@ -147,16 +147,23 @@ static __always_inline void mw_count(__u32 idx)
 		*v += 1;
 }
 
+/* Whether tracing is on: one inlined array load. */
+static __always_inline int mw_tracing(void)
+{
+	__u32 zero = 0;
+	struct trace_config *tc = bpf_map_lookup_elem(&trace_config, &zero);
+
+	return tc && tc->enabled;
+}
+
 /* Emits a trace event when tracing is on (one inlined array load when off). */
 static __always_inline void mw_trace(__u8 program, __u8 verdict, __u32 reason, __u64 cookie,
 				     const struct ip_addr *orig, __u16 orig_port,
 				     const struct ip_addr *to, __u16 to_port, __u32 uid)
 {
-	__u32 zero = 0;
-	struct trace_config *tc = bpf_map_lookup_elem(&trace_config, &zero);
 	struct trace_event *ev;
 
-	if (!tc || !tc->enabled)
+	if (!mw_tracing())
 		return;
 	ev = bpf_ringbuf_reserve(&trace_events, sizeof(*ev), 0);
 	if (!ev) {
@@ -741,7 +748,8 @@ int sidecar_getsockopt(struct bpf_sockopt *ctx)
 	}
 	ctx->retval = 0;
 	mw_count(MW_STAT_ORIGDST_ANSWERED);
-	mw_trace(MW_PROG_GETSOCKOPT, MW_VERDICT_ANSWERED, MW_STAT_ORIGDST_ANSWERED, bpf_get_netns_cookie(ctx),
+	if (mw_tracing()) /* the helper calls below are for the event only */
+		mw_trace(MW_PROG_GETSOCKOPT, MW_VERDICT_ANSWERED, MW_STAT_ORIGDST_ANSWERED, bpf_get_netns_cookie(ctx),
 		 &o->addr, o->port, &o->addr, o->port, (__u32)bpf_get_current_uid_gid());
 	return 1;
 }
