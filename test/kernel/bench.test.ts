@@ -75,6 +75,19 @@ function runCli(args: string[], onStderr?: (s: string, child: ReturnType<typeof 
     child.on('close', (code, signal) => resolve({ code, signal, out, err })));
 }
 
+/** A unique lab prefix and a temp dir for one bench run, both removed after the test. */
+function benchRun(t: { after(fn: () => void): void }): { prefix: string; dir: string } {
+  if (missing.length > 0) throw new Error(`meshwarp bench needs ${missing.join(', ')} (CI=true makes this a failure)`);
+  const prefix = testPrefix('mb');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mw-bench-test-'));
+  t.after(() => {
+    Lab.cleanupPrefix(prefix);
+    for (const d of leftoverDirs(prefix)) fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return { prefix, dir };
+}
+
 function leftoverDirs(prefix: string): string[] {
   return fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith(`meshwarp-bench-${prefix}-`));
 }
@@ -84,14 +97,7 @@ if (missing.length > 0 && !inCI) {
   test('meshwarp bench', { skip: `needs ${missing.join(', ')} (make setup)` }, () => {});
 } else {
   kernelTest('meshwarp bench: a tiny run reports every figure, finite ratios and an SVG chart, and leaves nothing', async (t) => {
-    if (missing.length > 0) throw new Error(`meshwarp bench needs ${missing.join(', ')} (CI=true makes this a failure)`);
-    const prefix = testPrefix('mb');
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mw-bench-test-'));
-    t.after(() => {
-      Lab.cleanupPrefix(prefix);
-      for (const d of leftoverDirs(prefix)) fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
-      fs.rmSync(dir, { recursive: true, force: true });
-    });
+    const { prefix, dir } = benchRun(t);
     const chart = path.join(dir, 'chart.svg');
     const r = await runCli(['bench', '--json', '--rounds', '1', '--duration', '1', '--conns', '10', '--chart', chart,
       '--tc-repeat', '100000', '--tc-runs', '2000', '--prefix', prefix]);
@@ -140,14 +146,7 @@ if (missing.length > 0 && !inCI) {
   }, { timeout: 120_000 });
 
   kernelTest('meshwarp bench: Ctrl-C in the middle removes everything it made', async (t) => {
-    if (missing.length > 0) throw new Error(`meshwarp bench needs ${missing.join(', ')} (CI=true makes this a failure)`);
-    const prefix = testPrefix('mb');
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mw-bench-test-'));
-    t.after(() => {
-      Lab.cleanupPrefix(prefix);
-      for (const d of leftoverDirs(prefix)) fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
-      fs.rmSync(dir, { recursive: true, force: true });
-    });
+    const { prefix, dir } = benchRun(t);
     let sent = false;
     const r = await runCli(['bench', '--rounds', '1', '--duration', '1', '--conns', '10', '--no-tc', '--modes', 'ebpf,iptables',
       '--chart', path.join(dir, 'c.svg'), '--prefix', prefix], (err, child) => {
