@@ -1,246 +1,187 @@
 // SPDX-License-Identifier: Apache-2.0
-// The node's redirection control plane: holds the desired set of meshed pods
-// (from CNI events now, from the Kubernetes watch later), reconciles it with
-// the datapath driver, and survives being killed at any moment (the driver's
-// pins keep traffic flowing; the state file says which pods are ours).
-import { existsSync } from 'node:fs';
-import { isIP } from 'node:net';
-import { ifNameToIndex } from '../sys/libc.ts';
-import { run } from '../sys/exec.ts';
-import type { InterceptionDriver, PodRef } from '../datapath/driver.ts';
-import { resolvePodPolicy, type PodPolicy } from '../profiles/index.ts';
-import { ApiError, type AddRequest } from './api.ts';
+// The node's redirection control plane: one datapath driver per dataplane,
+// a reconciler that owns desired vs applied (reconcile.ts), and the sources
+// that feed it (sources/cni.ts now, the Kubernetes watch next). It survives
+// being killed at any moment: the drivers' pins keep traffic flowing, the
+// state file says which sandboxes are ours.
+import { limitations, type DatapathDriver, type Dataplane, type SidecarPlan } from '../datapath/driver.ts';
+import { podName, type PodIntent } from '../datapath/pod.ts';
+import type { TraceRecord } from '../datapath/trace.ts';
+import { PolicyError, resolvePodPolicy } from '../profiles/index.ts';
+import { AGENT_CNI_CODE, ApiError, type AddRequest } from './api.ts';
 import type { AgentConfig } from './config.ts';
-import type { TraceRecord } from '../datapath/sidecar/trace.ts';
+import { log } from './log.ts';
+import { Reconciler } from './reconcile.ts';
+import { intentFromAdd } from './sources/cni.ts';
 import { StateStore, type PodRecord } from './state.ts';
 
-/** Optional driver extras the agent reports when present. */
-export interface DriverIntrospection {
-  stats?(): Record<string, bigint>;
-  mapEntryCounts?(): Record<string, number>;
-  /** Release handles, keep everything attached (agent shutdown). */
-  close?(): Promise<void>;
-  /** Datapath trace: the run-time switch and a ring buffer reader. */
-  setTrace?(enabled: boolean): void;
-  traceReader?(onEvent: (r: TraceRecord) => void): { close(): void };
-  pods?(): { id: string; cookie: bigint }[];
-}
+export { log } from './log.ts';
 
 export type TraceSubscriber = (r: TraceRecord) => void;
-export type Driver = InterceptionDriver & DriverIntrospection;
+export type Driver = DatapathDriver<SidecarPlan>;
 
-export interface Counters { cniAdd: number; cniDel: number; cniErrors: number; reconciled: number; dropped: number }
+export interface Counters { cniAdd: number; cniDel: number; cniErrors: number; reconciled: number; dropped: number; swept: number }
+
+/** How often dead sandboxes and orphaned datapath state are looked for. */
+const TICK_MS = 10_000;
 
 export class Agent {
   readonly cfg: AgentConfig;
-  readonly driver: Driver;
-  readonly #state: StateStore;
-  readonly #pods = new Map<string, PodRecord>();
-  readonly counters: Counters = { cniAdd: 0, cniDel: 0, cniErrors: 0, reconciled: 0, dropped: 0 };
+  readonly drivers: ReadonlyMap<Dataplane, Driver>;
+  readonly reconciler: Reconciler;
+  readonly #cni = { cniAdd: 0, cniDel: 0, cniErrors: 0 };
   readonly startedAt = new Date();
-  /** Serializes changes: CNI calls may arrive concurrently. */
-  #queue: Promise<unknown> = Promise.resolve();
+  #tick: NodeJS.Timeout | undefined;
 
-  constructor(cfg: AgentConfig, driver: Driver) {
+  /** `drivers`: one per dataplane this node runs (a lone driver is the sidecar dataplane's). */
+  constructor(cfg: AgentConfig, drivers: Driver | ReadonlyMap<Dataplane, Driver>) {
     this.cfg = cfg;
-    this.driver = driver;
-    this.#state = new StateStore(cfg.stateDir);
+    this.drivers = 'start' in drivers ? new Map([[drivers.dataplane, drivers as Driver]]) : drivers as ReadonlyMap<Dataplane, Driver>;
+    this.reconciler = new Reconciler(this.drivers, new StateStore(cfg.stateDir), (p) => this.#plan(p));
   }
 
-  #serial<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.#queue.then(fn, fn);
-    this.#queue = p.catch(() => {});
-    return p;
+  /** The sidecar driver (the only dataplane so far); kept for callers that know one driver. */
+  get driver(): Driver {
+    return this.drivers.values().next().value!;
   }
 
-  /** Starts the datapath (adopting pins) and re-meshes the pods recorded by an earlier run. */
-  async start(): Promise<void> {
-    await this.driver.start();
-    for (const rec of this.#state.load()) {
-      if (!existsSync(rec.netns)) { this.counters.dropped++; continue; } // pod went away while we were down
-      try {
-        await this.driver.mesh(this.#ref(rec), this.#policy(rec));
-        this.#pods.set(rec.containerId, rec);
-        this.counters.reconciled++;
-      } catch (e) {
-        this.counters.dropped++;
-        log('warn', 'could not re-mesh recorded pod', { pod: podId(rec), error: (e as Error).message });
-      }
+  get counters(): Counters {
+    return { ...this.#cni, ...this.reconciler.counters };
+  }
+
+  /** Counts a request that failed inside the agent (5xx). */
+  countError(): void { this.#cni.cniErrors++; }
+
+  #plan(p: Pick<PodIntent, 'profile' | 'annotations' | 'key'>): SidecarPlan {
+    try {
+      return resolvePodPolicy(p.profile, p.annotations);
+    } catch (e) {
+      if (e instanceof PolicyError || e instanceof Error) throw new ApiError(400, `pod ${podName(p.key)}: ${e.message}`, AGENT_CNI_CODE.invalidConfig);
+      throw e;
     }
-    this.#state.save([...this.#pods.values()]);
   }
 
-  #policy(rec: Pick<PodRecord, 'profile' | 'annotations'>): PodPolicy {
-    return resolvePodPolicy(rec.profile, rec.annotations);
+  /** Starts every driver (adopting pins) and reconciles the sandboxes recorded by an earlier run. */
+  async start(): Promise<void> {
+    for (const d of this.drivers.values()) await d.start();
+    await this.reconciler.start();
+    this.#tick = setInterval(() => { this.reconciler.tick().catch((e) => log('warn', 'reconcile tick failed', { error: (e as Error).message })); }, TICK_MS).unref();
   }
 
-  #ref(rec: PodRecord): PodRef {
-    return { id: podId(rec), netnsPath: rec.netns, ip4: rec.ip4, ip6: rec.ip6, hostVeth: rec.hostVeth };
+  async add(req: AddRequest): Promise<{ meshed: boolean; pod: string; changed: boolean }> {
+    const intent = intentFromAdd(req, { profile: this.cfg.profile, dataplane: 'sidecar' }); // 4xx before any change
+    const r = await this.reconciler.apply(intent);
+    this.#cni.cniAdd++;
+    if (r === 'applied') log('info', 'pod meshed', { pod: podName(intent.key), sandbox: intent.key.sandboxId, ips: intent.ips, veth: intent.hostVeth?.name });
+    return { meshed: true, pod: podName(intent.key), changed: r === 'applied' };
   }
 
-  add(req: AddRequest): Promise<{ meshed: boolean; pod: string }> {
-    return this.#serial(async () => {
-      const rec = this.#record(req); // validation: throws 400 before any change
-      let policy: PodPolicy;
-      try {
-        policy = this.#policy(rec);
-      } catch (e) {
-        throw new ApiError(400, `pod ${podId(rec)}: ${(e as Error).message}`);
-      }
-      await this.driver.mesh(this.#ref(rec), policy);
-      this.#pods.set(rec.containerId, rec);
-      this.#state.save([...this.#pods.values()]);
-      this.counters.cniAdd++;
-      log('info', 'pod meshed', { pod: podId(rec), ip4: rec.ip4, ip6: rec.ip6, veth: rec.hostVeth?.name });
-      return { meshed: true, pod: podId(rec) };
-    });
+  async del(containerId: string): Promise<{ removed: boolean }> {
+    this.#cni.cniDel++;
+    return { removed: await this.reconciler.remove(containerId) };
   }
 
-  del(containerId: string): Promise<{ removed: boolean }> {
-    return this.#serial(async () => {
-      const rec = this.#pods.get(containerId);
-      this.counters.cniDel++;
-      if (!rec) return { removed: false };
-      await this.driver.unmesh(this.#ref(rec));
-      this.#pods.delete(containerId);
-      this.#state.save([...this.#pods.values()]);
-      log('info', 'pod unmeshed', { pod: podId(rec) });
-      return { removed: true };
-    });
+  /** CNI CHECK: the datapath captures the sandbox as intended. */
+  async check(containerId: string): Promise<{ ok: boolean; reason?: string }> {
+    const why = await this.reconciler.check(containerId);
+    return why === undefined ? { ok: true } : { ok: false, reason: why };
   }
 
-  /** CNI CHECK: is the container meshed as the agent wants it? */
-  check(containerId: string): { ok: boolean; reason?: string } {
-    const rec = this.#pods.get(containerId);
-    if (!rec) return { ok: false, reason: `container ${containerId} is not meshed by this agent` };
-    if (!existsSync(rec.netns)) return { ok: false, reason: `container ${containerId}: netns ${rec.netns} is gone` };
-    return { ok: true };
-  }
-
-  /** CNI GC: unmeshes every pod whose attachment the runtime no longer knows. */
-  gc(valid: Set<string>): Promise<{ removed: string[] }> {
-    return this.#serial(async () => {
-      const removed: string[] = [];
-      for (const rec of [...this.#pods.values()]) {
-        if (valid.has(rec.containerId)) continue;
-        await this.driver.unmesh(this.#ref(rec));
-        this.#pods.delete(rec.containerId);
-        removed.push(rec.containerId);
-      }
-      this.#state.save([...this.#pods.values()]);
-      return { removed };
-    });
+  /** CNI GC: unmeshes every sandbox the runtime no longer knows, and sweeps orphaned state. */
+  async gc(valid: Set<string>): Promise<{ removed: string[] }> {
+    return { removed: await this.reconciler.gc(valid) };
   }
 
   pods(): PodRecord[] {
-    return [...this.#pods.values()];
+    return this.reconciler.list();
   }
 
-  status(): Record<string, unknown> {
-    const d = this.driver;
+  status(): AgentStatus {
+    const maps: Record<string, number> = {};
+    const datapath: Record<string, number> = {};
+    for (const d of this.drivers.values()) {
+      Object.assign(maps, d.features.mapCounts?.() ?? {});
+      for (const [k, v] of Object.entries(d.features.stats?.() ?? {})) datapath[k] = Number(v);
+    }
     return {
-      mode: this.cfg.mode,
-      profile: this.cfg.profile,
-      pinRoot: this.cfg.pinRoot,
-      cgroup: this.cfg.cgroupPath,
-      startedAt: this.startedAt.toISOString(),
-      pods: this.#pods.size,
-      counters: this.counters,
-      maps: d.mapEntryCounts?.() ?? {},
-      datapath: Object.fromEntries(Object.entries(d.stats?.() ?? {}).map(([k, v]) => [k, Number(v)])),
-      limitations: d.limitations(),
+      mode: this.cfg.engine, engine: this.cfg.engine, dataplanes: [...this.drivers.keys()],
+      profile: this.cfg.profile, pinRoot: this.cfg.pinRoot, cgroup: this.cfg.cgroupPath, tc: this.cfg.tc,
+      startedAt: this.startedAt.toISOString(), pods: this.reconciler.list().length,
+      counters: this.counters, maps, datapath,
+      limitations: [...this.drivers.values()].flatMap((d) => limitations(d)),
     };
   }
 
   readonly #tracers = new Set<TraceSubscriber>();
-  #traceReader: { close(): void } | undefined;
+  #traceReaders: { close(): void }[] = [];
+
+  #traceSources() {
+    return [...this.drivers.values()].flatMap((d) => (d.features.trace ? [d.features.trace] : []));
+  }
 
   /**
    * Streams datapath decisions to `fn` until the returned function is called.
    * Tracing is on in the kernel only while someone listens.
    */
   subscribeTrace(fn: TraceSubscriber): () => void {
-    const d = this.driver;
-    if (!d.setTrace || !d.traceReader) throw new ApiError(501, `mode ${this.cfg.mode} has no datapath trace`);
+    const sources = this.#traceSources();
+    if (sources.length === 0) throw new ApiError(501, `engine ${this.cfg.engine} has no datapath trace`);
     this.#tracers.add(fn);
-    if (!this.#traceReader) {
-      const names = new Map<string, string>();
-      const refresh = () => { names.clear(); for (const p of d.pods?.() ?? []) names.set(String(p.cookie), p.id); };
-      refresh();
-      this.#traceReader = d.traceReader((r) => {
-        if (!names.has(r.netnsCookie)) refresh();
-        r.pod = names.get(r.netnsCookie);
-        for (const t of this.#tracers) t(r);
-      });
-      d.setTrace(true);
+    if (this.#traceReaders.length === 0) {
+      for (const src of sources) {
+        let names = src.cookies();
+        this.#traceReaders.push(src.read((r) => {
+          if (!names.has(r.netnsCookie)) names = src.cookies();
+          r.pod = names.get(r.netnsCookie);
+          for (const t of this.#tracers) t(r);
+        }));
+        src.setEnabled(true);
+      }
     }
     return () => {
       this.#tracers.delete(fn);
-      if (this.#tracers.size === 0 && this.#traceReader) {
-        d.setTrace!(false);
-        this.#traceReader.close();
-        this.#traceReader = undefined;
-      }
+      if (this.#tracers.size === 0) this.#stopTrace();
     };
+  }
+
+  #stopTrace(): void {
+    if (this.#traceReaders.length === 0) return;
+    for (const src of this.#traceSources()) src.setEnabled(false);
+    for (const r of this.#traceReaders) r.close();
+    this.#traceReaders = [];
   }
 
   /** Shutdown that keeps traffic flowing: handles closed, pins and links stay. */
   async shutdown(): Promise<void> {
-    await this.#queue;
-    if (this.#traceReader) { this.driver.setTrace?.(false); this.#traceReader.close(); this.#traceReader = undefined; }
-    await this.driver.close?.();
+    clearInterval(this.#tick);
+    await this.reconciler.serial(async () => {
+      this.#stopTrace();
+      for (const d of this.drivers.values()) await d.release();
+    });
   }
 
   /** Removes everything meshwarp made on this node (and nothing else). */
   async uninstall(): Promise<void> {
-    await this.#serial(async () => {
-      await this.driver.stop();
-      this.#pods.clear();
-      this.#state.remove();
-    });
-  }
-
-  /** Turns a CNI ADD into a pod record: IPs from prevResult, host veth from the pod's eth0 peer. */
-  #record(req: AddRequest): PodRecord {
-    if (!existsSync(req.netns)) throw new ApiError(400, `netns ${req.netns} does not exist`);
-    let ip4: string | undefined;
-    let ip6: string | undefined;
-    for (const { address } of req.prevResult.ips ?? []) {
-      const ip = address.split('/')[0];
-      const fam = isIP(ip);
-      if (fam === 0) throw new ApiError(400, `prevResult.ips: ${JSON.stringify(address)} is not an address`);
-      if (fam === 4) ip4 ??= ip;
-      else ip6 ??= ip;
-    }
-    if (!ip4 && !ip6) throw new ApiError(400, 'prevResult has no IP address for the pod: is meshwarp-cni chained after the IPAM plugin?');
-    return {
-      containerId: req.containerId, podNamespace: req.podNamespace, podName: req.podName,
-      netns: req.netns, ifName: req.ifName, ip4, ip6,
-      hostVeth: hostVethOf(req.netns, req.ifName),
-      profile: req.profile ?? this.cfg.profile,
-      annotations: req.annotations ?? {},
-      meshedAt: new Date().toISOString(),
-    };
+    clearInterval(this.#tick);
+    await this.reconciler.stopAll();
   }
 }
 
-/** namespace/name, or the container id when the runtime did not say (not Kubernetes). */
-export function podId(r: Pick<PodRecord, 'podNamespace' | 'podName' | 'containerId'>): string {
-  return r.podName ? `${r.podNamespace || 'default'}/${r.podName}` : r.containerId;
+export interface AgentStatus {
+  /** @deprecated the engine's old name. */
+  mode: string;
+  engine: string;
+  dataplanes: Dataplane[];
+  profile: string;
+  pinRoot: string;
+  cgroup: string;
+  tc: string;
+  startedAt: string;
+  pods: number;
+  counters: Counters;
+  maps: Record<string, number>;
+  datapath: Record<string, number>;
+  limitations: { feature: string; reason: string }[];
 }
 
-/** The host-side peer of the pod's interface, in the agent's netns (the node's). */
-function hostVethOf(netns: string, ifName: string): { name: string; ifindex: number } | undefined {
-  // `ip -j link` reports a veth's peer ifindex as link_index (in the peer's netns).
-  const out = run(['nsenter', `--net=${netns}`, 'ip', '-j', 'link', 'show', 'dev', ifName]);
-  const peer = (JSON.parse(out)[0] ?? {}).link_index as number | undefined;
-  if (!peer) return undefined;
-  const links = JSON.parse(run(['ip', '-j', 'link', 'show'])) as { ifindex: number; ifname: string }[];
-  const host = links.find((l) => l.ifindex === peer);
-  if (!host || ifNameToIndex(host.ifname) !== peer) return undefined;
-  return { name: host.ifname, ifindex: peer };
-}
-
-export function log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`);
-}
+export { podName };

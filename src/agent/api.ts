@@ -15,28 +15,52 @@
 
 export class ApiError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  /** The CNI error code the plugin reports for this refusal (CniCode in src/cni/errors.ts). */
+  readonly cniCode: number | undefined;
+  constructor(status: number, message: string, cniCode?: number) {
     super(message);
     this.status = status;
+    this.cniCode = cniCode;
   }
 }
 
+/** CNI codes the agent names in its refusals (the plugin passes them through). */
+export const AGENT_CNI_CODE = {
+  /** CNI_NETNS / CNI_IFNAME / CNI_CONTAINERID name nothing usable (spec code 4). */
+  invalidEnv: 4,
+  invalidConfig: 7,
+  /** An address of this pod is held by another live sandbox (meshwarp-specific). */
+  ipConflict: 103,
+  /** The pod asks for a dataplane this node's agent does not run (meshwarp-specific). */
+  dataplaneUnavailable: 104,
+} as const;
+
+/**
+ * The one CNI wire type: what meshwarp-cni sends on ADD, CHECK and DEL (it
+ * imports this with `import type`). Every field is read by the agent.
+ */
 export interface AddRequest {
+  cniVersion?: string;
+  networkName?: string;
   containerId: string;
   netns: string;
   ifName: string;
-  /** Kubernetes namespace and name from CNI_ARGS; '' when the runtime is not Kubernetes. */
+  /** Kubernetes namespace, name and uid from CNI_ARGS; '' when the runtime is not Kubernetes. */
   podNamespace: string;
   podName: string;
+  podUid?: string;
+  podInfraContainerId?: string;
   /** The previous plugins' result (IPs, interfaces), as CNI passed it. */
   prevResult: { ips?: { address: string; interface?: number }[]; interfaces?: { name: string; sandbox?: string; mac?: string }[] };
+  /** sidecar | ambient, from the conflist's meshwarp entry (default: the pod's annotations, else sidecar). */
+  dataplane?: string;
   /** Optional: per-pod annotations (Kubernetes supplies them through the watch; the lab passes them here). */
   annotations?: Record<string, string>;
   /** Optional: mesh profile override for this pod. */
   profile?: string;
 }
 
-const bad = (msg: string): never => { throw new ApiError(400, msg); };
+const bad = (msg: string): never => { throw new ApiError(400, msg, AGENT_CNI_CODE.invalidEnv); };
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function str(o: Record<string, unknown>, k: string, re: RegExp, what: string, optional = false): string {
@@ -49,7 +73,7 @@ function str(o: Record<string, unknown>, k: string, re: RegExp, what: string, op
 
 const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const DNS_LABEL_OR_EMPTY = /^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)?$/;
-const IFNAME = /^[^/\s:]{1,15}$/;
+const IFNAME = /^(?!\.\.?$)[^/\s:]{1,15}$/; // "." and ".." are no interface names
 const ABS_PATH = /^\/[^\0]*$/;
 
 export function parseContainerRef(body: unknown): { containerId: string } {
@@ -68,6 +92,15 @@ export function parseAddRequest(body: unknown): AddRequest {
     podName: str(o, 'podName', DNS_LABEL_OR_EMPTY, 'a Kubernetes pod name', true),
     prevResult: {},
   };
+  for (const k of ['cniVersion', 'networkName', 'podUid', 'podInfraContainerId'] as const) {
+    if (o[k] !== undefined && o[k] !== '') req[k] = str(o, k, /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, `a ${k}`);
+  }
+  // `mode` is the plugin's old name for the dataplane.
+  const dp = o.dataplane ?? o.mode;
+  if (dp !== undefined) {
+    if (dp !== 'sidecar' && dp !== 'ambient') bad(`dataplane: expected "sidecar" or "ambient", got ${JSON.stringify(dp)}`);
+    req.dataplane = dp as string;
+  }
   const pr = o.prevResult;
   if (!isObj(pr)) return bad('prevResult: expected the previous plugin\'s result object');
   if (pr.ips !== undefined && !Array.isArray(pr.ips)) bad('prevResult.ips: expected an array');

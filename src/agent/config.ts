@@ -3,12 +3,14 @@
 // value is a clear error before anything on the node changes.
 import { isAbsolute } from 'node:path';
 import { isIP } from 'node:net';
-import { parseMode, type Mode } from '../datapath/driver.ts';
+import { parseEngine, type Engine } from '../datapath/driver.ts';
+import type { TcMode } from '../datapath/ebpf/tc.ts';
 import { getProfile } from '../profiles/index.ts';
 import { cgroup2Mount } from '../sys/cgroup.ts';
 
 export interface AgentConfig {
-  mode: Mode;
+  /** ebpf | iptables: how the sidecar dataplane's traffic is redirected. */
+  engine: Engine;
   /** Default mesh profile for pods (istio, linkerd, kuma, osm, fsm). */
   profile: string;
   /** bpffs directory for pins (maps/, links/). */
@@ -24,11 +26,11 @@ export interface AgentConfig {
   /** host:port for Prometheus metrics; empty = off. */
   metrics: string;
   /** tc attachment for the eBPF mode. */
-  tc: 'auto' | 'tcx' | 'legacy';
+  tc: TcMode;
 }
 
 export const DEFAULTS = {
-  mode: 'ebpf',
+  engine: 'ebpf',
   profile: 'osm',
   pinRoot: '/sys/fs/bpf/meshwarp',
   socket: '/run/meshwarp/agent.sock',
@@ -38,9 +40,10 @@ export const DEFAULTS = {
 } as const;
 
 /** Validates a complete config; throws an Error naming the bad option. */
-export function validateConfig(c: Partial<AgentConfig>): AgentConfig {
+export function validateConfig(c: Partial<AgentConfig> & { /** @deprecated alias of engine */ mode?: string }): AgentConfig {
   const bad = (opt: string, why: string): never => { throw new Error(`--${opt}: ${why}`); };
-  const mode = parseMode(c.mode ?? DEFAULTS.mode);
+  if (c.engine !== undefined && c.mode !== undefined && c.engine !== c.mode) bad('mode', `--mode is the old name of --engine; got --engine ${c.engine} and --mode ${c.mode}`);
+  const engine = parseEngine(c.engine ?? c.mode ?? DEFAULTS.engine);
   const profile = c.profile ?? DEFAULTS.profile;
   getProfile(profile); // throws listing the known profiles
   for (const [k, v] of [['pin-root', c.pinRoot], ['socket', c.socket], ['state-dir', c.stateDir], ['cgroup', c.cgroupPath]] as const) {
@@ -52,7 +55,7 @@ export function validateConfig(c: Partial<AgentConfig>): AgentConfig {
   const tc = c.tc ?? DEFAULTS.tc;
   if (!['auto', 'tcx', 'legacy'].includes(tc)) bad('tc', `expected auto, tcx or legacy, got ${JSON.stringify(tc)}`);
   return {
-    mode, profile, metrics, tc,
+    engine, profile, metrics, tc: tc as TcMode,
     pinRoot: c.pinRoot ?? DEFAULTS.pinRoot,
     // On a Kubernetes node every pod sits below the cgroup2 root (discovered, not assumed).
     cgroupPath: c.cgroupPath ?? cgroup2Mount(),

@@ -11,8 +11,9 @@ export function renderMetrics(agent: Agent): string {
       out.push(`${name}${l ? `{${l}}` : ''} ${v}`);
     }
   };
-  const s = agent.status() as { mode: string; pods: number; maps: Record<string, number>; datapath: Record<string, number> };
-  metric('meshwarp_info', 'gauge', 'Agent mode and profile.', [[{ mode: s.mode, profile: agent.cfg.profile }, 1]]);
+  const s = agent.status();
+  metric('meshwarp_info', 'gauge', 'Agent engine, dataplanes and profile (mode: the engine\'s old name).',
+    [[{ engine: s.engine, mode: s.engine, dataplanes: s.dataplanes.join(','), profile: agent.cfg.profile }, 1]]);
   metric('meshwarp_pods', 'gauge', 'Pods meshed by this agent.', [[{}, s.pods]]);
   metric('meshwarp_map_entries', 'gauge', 'Entries per datapath map.', Object.entries(s.maps).map(([m, n]) => [{ map: m }, n]));
   metric('meshwarp_datapath_events_total', 'counter', 'Datapath counters (captured, bypassed, failed updates), summed over CPUs.',
@@ -21,5 +22,7 @@ export function renderMetrics(agent: Agent): string {
   metric('meshwarp_cni_requests_total', 'counter', 'CNI requests handled.', [[{ command: 'add' }, c.cniAdd], [{ command: 'del' }, c.cniDel]]);
   metric('meshwarp_errors_total', 'counter', 'Requests that failed inside the agent.', [[{}, c.cniErrors]]);
   metric('meshwarp_reconciled_pods_total', 'counter', 'Pods re-meshed from the state file at start.', [[{}, c.reconciled]]);
+  metric('meshwarp_swept_sandboxes_total', 'counter', 'Sandboxes whose datapath state was removed because nobody owned it any more (lost DEL, netns gone).',
+    [[{}, c.swept]]);
   return `${out.join('\n')}\n`;
 }

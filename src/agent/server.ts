@@ -4,11 +4,18 @@
 import http from 'node:http';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { firstIps } from '../datapath/pod.ts';
 import { ApiError, parseAddRequest, parseContainerRef, parseGcRequest } from './api.ts';
 import { log, type Agent } from './agent.ts';
 import { renderMetrics } from './metrics.ts';
+import type { PodRecord } from './state.ts';
 
 const MAX_BODY = 1 << 20;
+/** An oversized body is read (and dropped) up to this much so the client gets its 413; past it the connection is cut. */
+const MAX_DRAIN = 64 << 20;
+
+/** The client went away before we answered: nobody to answer, nothing failed here. */
+class ClientGone extends Error {}
 
 function readBody(req: http.IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -16,15 +23,28 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) { reject(new ApiError(413, `request body over ${MAX_BODY} bytes`)); req.destroy(); return; }
-      chunks.push(c);
+      if (size > MAX_DRAIN) { req.destroy(); return; }
+      if (size <= MAX_BODY) chunks.push(c);
     });
     req.on('end', () => {
+      if (size > MAX_BODY) return reject(new ApiError(413, `request body over ${MAX_BODY} bytes`));
       if (chunks.length === 0) return resolve(undefined);
       try { resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))); } catch (e) { reject(new ApiError(400, `invalid JSON: ${(e as Error).message}`)); }
     });
-    req.on('error', reject);
+    req.on('aborted', () => reject(new ClientGone()));
+    req.on('close', () => { if (!req.complete) reject(new ClientGone()); });
+    req.on('error', () => reject(new ClientGone()));
   });
+}
+
+/** GET /v1/pods: the pod model plus the flat fields older clients read. */
+export function podView(r: PodRecord): Record<string, unknown> {
+  const { ip4, ip6 } = firstIps(r.ips);
+  return {
+    containerId: r.key.sandboxId, podNamespace: r.key.namespace, podName: r.key.name, podUid: r.key.uid,
+    netns: r.netns, ifName: r.ifName, ip4, ip6, ips: r.ips, hostVeth: r.hostVeth,
+    dataplane: r.dataplane, profile: r.profile, annotations: r.annotations, meshedAt: r.meshedAt,
+  };
 }
 
 export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestListener {
@@ -34,16 +54,17 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
       res.end(`${JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? Number(v) : v))}\n`);
     };
     (async () => {
-      if (req.method === 'GET' && req.url?.startsWith('/v1/trace')) return streamTrace(agent, req, res);
-      const route = `${req.method} ${req.url}`;
+      const path = new URL(req.url ?? '/', 'http://agent').pathname;
+      if (req.method === 'GET' && path === '/v1/trace') return streamTrace(agent, req, res);
+      const route = `${req.method} ${path}`;
       switch (route) {
         case 'POST /v1/cni/add': return send(200, await agent.add(parseAddRequest(await readBody(req))));
         case 'POST /v1/cni/del': return send(200, await agent.del(parseContainerRef(await readBody(req)).containerId));
-        case 'POST /v1/cni/check': return send(200, agent.check(parseContainerRef(await readBody(req)).containerId));
+        case 'POST /v1/cni/check': return send(200, await agent.check(parseContainerRef(await readBody(req)).containerId));
         case 'POST /v1/cni/status': return send(200, { ready: true });
         case 'POST /v1/cni/gc': return send(200, await agent.gc(parseGcRequest(await readBody(req)).valid));
         case 'GET /v1/status': return send(200, agent.status());
-        case 'GET /v1/pods': return send(200, { pods: agent.pods() });
+        case 'GET /v1/pods': return send(200, { pods: agent.pods().map(podView) });
         case 'POST /v1/uninstall':
           await agent.uninstall();
           send(200, {});
@@ -51,9 +72,12 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
         default: throw new ApiError(404, `no route ${route}`);
       }
     })().catch((e: unknown) => {
+      if (e instanceof ClientGone) return;
       const status = e instanceof ApiError ? e.status : 500;
-      if (status >= 500) { agent.counters.cniErrors++; log('error', 'request failed', { url: req.url, error: (e as Error).message }); }
-      send(status, { error: (e as Error).message });
+      if (status >= 500) { agent.countError(); log('error', 'request failed', { url: req.url, error: (e as Error).message }); }
+      const body: Record<string, unknown> = { error: (e as Error).message };
+      if (e instanceof ApiError && e.cniCode !== undefined) body.cniCode = e.cniCode;
+      if (!res.headersSent && !res.destroyed) send(status, body);
     });
   };
 }

@@ -1,21 +1,27 @@
 // SPDX-License-Identifier: Apache-2.0
-// The agent's record of meshed pods, written atomically so a crash at any
-// moment leaves either the old or the new file, never half of one.
+// The agent's record of applied pods (PodIntents), written atomically so a
+// crash at any moment leaves either the old or the new file, never half of one.
 import { mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
+import type { PodIntent } from '../datapath/pod.ts';
 
-export interface PodRecord {
-  containerId: string;
-  podNamespace: string;
-  podName: string;
-  netns: string;
-  ifName: string;
-  ip4?: string;
-  ip6?: string;
-  hostVeth?: { name: string; ifindex: number };
-  profile: string;
-  annotations: Record<string, string>;
-  meshedAt: string;
+/** A recorded intent, with the identity of the netns it was applied to. */
+export type PodRecord = PodIntent & { netnsId?: string };
+
+/** Version 1 (before the one pod model): keyed by container id, one IP per family. */
+interface RecordV1 {
+  containerId: string; podNamespace: string; podName: string; netns: string; ifName: string;
+  ip4?: string; ip6?: string; hostVeth?: { name: string; ifindex: number };
+  profile: string; annotations: Record<string, string>; meshedAt: string;
+}
+
+function fromV1(r: RecordV1): PodRecord {
+  return {
+    key: { sandboxId: r.containerId, uid: '', namespace: r.podNamespace, name: r.podName },
+    netns: r.netns, ifName: r.ifName, ips: [r.ip4, r.ip6].filter((ip): ip is string => !!ip && isIP(ip) !== 0),
+    hostVeth: r.hostVeth, dataplane: 'sidecar', profile: r.profile, annotations: r.annotations, meshedAt: r.meshedAt,
+  };
 }
 
 export class StateStore {
@@ -28,7 +34,8 @@ export class StateStore {
   load(): PodRecord[] {
     try {
       const v = JSON.parse(readFileSync(this.file, 'utf8'));
-      if (v?.version !== 1 || !Array.isArray(v.pods)) throw new Error(`${this.file}: unknown format`);
+      if (v?.version === 1 && Array.isArray(v.pods)) return (v.pods as RecordV1[]).map(fromV1);
+      if (v?.version !== 2 || !Array.isArray(v.pods)) throw new Error(`${this.file}: unknown format`);
       return v.pods;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
@@ -38,7 +45,7 @@ export class StateStore {
 
   save(pods: PodRecord[]): void {
     const tmp = `${this.file}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify({ version: 1, pods }, null, 2)}\n`, { mode: 0o600 });
+    writeFileSync(tmp, `${JSON.stringify({ version: 2, pods }, null, 2)}\n`, { mode: 0o600 });
     renameSync(tmp, this.file);
   }
 

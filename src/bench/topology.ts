@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { Lab, Sandbox, labPinRoot, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
-import { createDriver, type InterceptionDriver, type PodRef } from '../datapath/index.ts';
+import { createDriver, labTarget, type DatapathDriver, type PodTarget } from '../datapath/index.ts';
 import { resolvePodPolicy, type PodPolicy } from '../profiles/index.ts';
 import { createCgroup, removeCgroupTree } from '../sys/cgroup.ts';
 import { ipBatch, nsRun } from '../sys/netns.ts';
@@ -125,7 +125,7 @@ export class BenchLab {
   /** Config files (readable by the app and proxy uids); removed by destroy() or at exit. */
   readonly dir: string;
   readonly wrkScript: string;
-  readonly drivers = new Map<string, InterceptionDriver>(); // `${mode}/${node}`
+  readonly drivers = new Map<string, DatapathDriver>(); // `${mode}/${node}`
   #plain = 0;
 
   readonly #removeDir = (): void => { fs.rmSync(this.dir, { recursive: true, force: true }); };
@@ -179,13 +179,13 @@ export class BenchLab {
   datapathStats(): Record<string, number> {
     const out: Record<string, number> = {};
     for (const node of this.lab.nodes.values()) {
-      const d = this.drivers.get(`ebpf/${node.name}`) as (InterceptionDriver & { stats?(): Record<string, bigint> }) | undefined;
-      for (const [k, v] of Object.entries(d?.stats?.() ?? {})) out[k] = (out[k] ?? 0) + Number(v);
+      const d = this.drivers.get(`ebpf/${node.name}`);
+      for (const [k, v] of Object.entries(d?.features.stats?.() ?? {})) out[k] = (out[k] ?? 0) + Number(v);
     }
     return out;
   }
 
-  #driver(mode: 'ebpf' | 'iptables', node: LabNode): InterceptionDriver {
+  #driver(mode: 'ebpf' | 'iptables', node: LabNode): DatapathDriver {
     const d = this.drivers.get(`${mode}/${node.name}`);
     if (!d) throw new Error(`no ${mode} driver on ${node.name}`);
     return d;
@@ -199,7 +199,7 @@ export class BenchLab {
     const pods: LabPod[] = [];
     const plainCgroups: string[] = [];
     const procs: Proc[] = [];
-    const meshed: { driver: InterceptionDriver; ref: PodRef }[] = [];
+    const meshed: { driver: DatapathDriver; ref: PodTarget }[] = [];
 
     const teardown = async (): Promise<void> => {
       const errors: unknown[] = [];
@@ -368,14 +368,8 @@ export class BenchLab {
   }
 }
 
-function podRef(pod: LabPod): PodRef {
-  return {
-    id: `${pod.node.name}/${pod.name}`,
-    netnsPath: pod.netnsPath,
-    ip4: pod.ip4,
-    ip6: pod.ip6,
-    hostVeth: { name: pod.hostVeth, ifindex: pod.hostIfindex },
-  };
+function podRef(pod: LabPod): PodTarget {
+  return labTarget(`${pod.node.name}.${pod.name}`, pod.netnsPath, [pod.ip4, pod.ip6], { name: pod.hostVeth, ifindex: pod.hostIfindex });
 }
 
 async function stop(child: ChildProcess): Promise<void> {

@@ -12,7 +12,11 @@ import { tcxLinkCreate, tcxQuery, ATTACH, type TcxAnchor } from './sys.ts';
 import type { Program } from './object.ts';
 
 export type Direction = 'ingress' | 'egress';
-export interface LinkInfo { type: number; id: number; progId: number }
+export interface LinkInfo {
+  type: number; id: number; progId: number;
+  /** tcx links: the device's ifindex, 0 once the device is gone (a defunct link). */
+  ifindex: number;
+}
 
 export class Link {
   readonly fd: number;
@@ -70,7 +74,7 @@ export class Link {
     const buf = Buffer.alloc(256);
     const len = [buf.length];
     check(`link info of ${this.what}`, fn.objGetInfoByFd(this.fd, buf, len));
-    return { type: buf.readUInt32LE(0), id: buf.readUInt32LE(4), progId: buf.readUInt32LE(8) };
+    return { type: buf.readUInt32LE(0), id: buf.readUInt32LE(4), progId: buf.readUInt32LE(8), ifindex: buf.readUInt32LE(16) };
   }
 
   /** Detaches from the hook now (even if pinned), unpins, and closes. */
@@ -97,6 +101,8 @@ export function tcxPrograms(ifindex: number, dir: Direction): number[] {
 
 const TC_INGRESS = 1;
 const TC_EGRESS = 2;
+/** BPF_TC_F_REPLACE (libbpf's bpf_tc_opts flag). */
+const TC_F_REPLACE = 1;
 const hookOf = (ifindex: number, dir: Direction) => ({ sz: 24, ifindex, attach_point: dir === 'ingress' ? TC_INGRESS : TC_EGRESS, parent: 0 });
 
 /**
@@ -119,11 +125,15 @@ export class TcFilter {
     this.createdQdisc = createdQdisc;
   }
 
-  static attach(prog: Program, ifindex: number, dir: Direction, opts: { priority: number; handle: number }): TcFilter {
+  /**
+   * `replace` swaps the program of the filter at priority/handle in place
+   * (BPF_TC_F_REPLACE): for a filter the caller has proven to be its own.
+   */
+  static attach(prog: Program, ifindex: number, dir: Direction, opts: { priority: number; handle: number; replace?: boolean }): TcFilter {
     const hook = hookOf(ifindex, dir);
     const r = fn.tcHookCreate(hook);
     if (r < 0 && r !== -E.EEXIST) throw new BpfError(`create clsact on ifindex ${ifindex}`, -r);
-    const o = { sz: 32, prog_fd: prog.fd, flags: 0, prog_id: 0, handle: opts.handle, priority: opts.priority };
+    const o = { sz: 32, prog_fd: prog.fd, flags: opts.replace ? TC_F_REPLACE : 0, prog_id: 0, handle: opts.handle, priority: opts.priority };
     const a = fn.tcAttach(hook, o);
     if (a === -E.EEXIST) {
       throw new BpfError(`attach ${prog.name} to ifindex ${ifindex} ${dir}`, E.EEXIST, '',
@@ -131,6 +141,11 @@ export class TcFilter {
     }
     check(`attach ${prog.name} to ifindex ${ifindex} ${dir}`, a);
     return new TcFilter(ifindex, dir, opts.priority, opts.handle, r === 0);
+  }
+
+  /** The filter slot at priority/handle (whatever is there, if anything): to query or detach it. */
+  static at(ifindex: number, dir: Direction, priority: number, handle: number): TcFilter {
+    return new TcFilter(ifindex, dir, priority, handle, false);
   }
 
   /** The program id at our priority/handle, or undefined when our filter is gone. */

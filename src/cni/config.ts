@@ -22,7 +22,8 @@ export interface MeshwarpSettings {
   failurePolicy: FailurePolicy;
   excludeNamespaces: string[];
   timeoutMs: number;
-  mode?: string;
+  /** sidecar | ambient: the dataplane of the pods this network serves (`mode` is its old name). */
+  dataplane?: 'sidecar' | 'ambient';
 }
 
 export interface NetConf {
@@ -160,7 +161,7 @@ export function checkVersion(v: unknown): string {
   return v;
 }
 
-const MESHWARP_KEYS = ['socket', 'failurePolicy', 'excludeNamespaces', 'timeoutMs', 'mode'];
+const MESHWARP_KEYS = ['socket', 'failurePolicy', 'excludeNamespaces', 'timeoutMs', 'dataplane', 'mode'];
 
 /** Validates the plugin's own `meshwarp` section; unknown keys are refused (code 2) so typos do not go unnoticed. */
 export function parseMeshwarpSettings(v: unknown): MeshwarpSettings {
@@ -198,9 +199,12 @@ export function parseMeshwarpSettings(v: unknown): MeshwarpSettings {
     if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 60000) throw bad('timeoutMs must be an integer between 1 and 60000');
     out.timeoutMs = t;
   }
-  if (v.mode !== undefined) {
-    if (typeof v.mode !== 'string' || !/^[a-z][a-z0-9-]{0,31}$/.test(v.mode)) throw bad('mode must be a lower-case word such as "sidecar" or "ambient"');
-    out.mode = v.mode;
+  for (const k of ['dataplane', 'mode'] as const) {
+    const d = v[k];
+    if (d === undefined) continue;
+    if (d !== 'sidecar' && d !== 'ambient') throw bad(`${k} must be "sidecar" or "ambient"${k === 'mode' ? ' (mode is the old name of dataplane)' : ''}`);
+    if (out.dataplane !== undefined && out.dataplane !== d) throw bad('dataplane and its old name mode disagree');
+    out.dataplane = d;
   }
   return out;
 }

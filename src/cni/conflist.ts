@@ -68,7 +68,7 @@ export function pluginEntry(settings: Partial<MeshwarpSettings>): JsonObject {
   if (settings.failurePolicy !== undefined) m.failurePolicy = settings.failurePolicy;
   if (settings.excludeNamespaces !== undefined) m.excludeNamespaces = [...settings.excludeNamespaces];
   if (settings.timeoutMs !== undefined) m.timeoutMs = settings.timeoutMs;
-  if (settings.mode !== undefined) m.mode = settings.mode;
+  if (settings.dataplane !== undefined) m.dataplane = settings.dataplane;
   return { type: PLUGIN_TYPE, meshwarp: m };
 }
 

@@ -8,6 +8,7 @@ import {
   reportVersion, skipReason, validAttachments, type CniEnv, type NetConf, type PodRef,
 } from './config.ts';
 import { CniCode, CniError, errorJson } from './errors.ts';
+import type { AddRequest } from '../agent/api.ts';
 
 export interface LogLine {
   level: 'info' | 'warn' | 'error';
@@ -29,20 +30,8 @@ export interface PluginDeps {
 
 const defaultDeps: PluginDeps = { post: postAgent };
 
-/** Body of POST /v1/cni/{add,check,del}. */
-export interface AgentPodRequest {
-  cniVersion: string;
-  networkName: string;
-  containerId: string;
-  netns: string;
-  ifName: string;
-  podNamespace: string;
-  podName: string;
-  podUid: string;
-  podInfraContainerId: string;
-  prevResult?: Record<string, unknown>;
-  mode?: string;
-}
+/** Body of POST /v1/cni/{add,check,del}: the agent's one wire type (a type import costs nothing at start-up). */
+export type AgentPodRequest = Omit<AddRequest, 'prevResult'> & { prevResult?: Record<string, unknown> };
 
 export async function runPlugin(env: NodeJS.ProcessEnv, stdin: Buffer, deps: PluginDeps = defaultDeps): Promise<PluginOutput> {
   const logs: LogLine[] = [];
@@ -117,7 +106,7 @@ function podRequest(ctx: Ctx): AgentPodRequest {
     podInfraContainerId: pod.infraContainerId,
   };
   if (conf.prevResult) body.prevResult = conf.prevResult;
-  if (conf.meshwarp.mode) body.mode = conf.meshwarp.mode;
+  if (conf.meshwarp.dataplane) body.dataplane = conf.meshwarp.dataplane;
   return body;
 }
 

@@ -1,42 +1,104 @@
 // SPDX-License-Identifier: Apache-2.0
-// The interface every interception mode implements, so one conformance suite
-// runs against all of them: "mesh this pod with this policy", "unmesh it".
+// The one interface every datapath driver implements. A driver is a
+// (dataplane, engine) pair: sidecar/ebpf, sidecar/iptables, later ambient/ebpf.
+// One conformance suite runs against each; the agent holds one per dataplane,
+// because sidecar and ambient pods share a node.
 import type { PodPolicy } from '../profiles/index.ts';
+import type { PodTarget } from './pod.ts';
+import type { TraceSource } from './trace.ts';
 
-export type Mode = 'ebpf' | 'iptables';
-export const MODES: readonly Mode[] = ['ebpf', 'iptables'];
+/** Where a pod's traffic goes: its own sidecar, or the node proxy (Istio's `dataplane-mode`). */
+export type Dataplane = 'sidecar' | 'ambient';
+/** How it gets there (Istio's `redirectMode`). */
+export type Engine = 'ebpf' | 'iptables';
+export const DATAPLANES: readonly Dataplane[] = ['sidecar', 'ambient'];
+export const ENGINES: readonly Engine[] = ['ebpf', 'iptables'];
 
-/** Parses a mode name; unknown names are a clear error. */
-export function parseMode(s: string): Mode {
-  if ((MODES as readonly string[]).includes(s)) return s as Mode;
-  throw new Error(`unknown mode "${s}" (known: ${MODES.join(', ')})`);
+function parseWord<T extends string>(what: string, known: readonly T[], s: string): T {
+  if ((known as readonly string[]).includes(s)) return s as T;
+  throw new Error(`unknown ${what} "${s}" (known: ${known.join(', ')})`);
+}
+export const parseEngine = (s: string): Engine => parseWord('engine', ENGINES, s);
+export const parseDataplane = (s: string): Dataplane => parseWord('dataplane', DATAPLANES, s);
+
+/** @deprecated `mode` was the engine's old name; `--mode` stays as an alias of `--engine`. */
+export type Mode = Engine;
+/** @deprecated use ENGINES. */
+export const MODES = ENGINES;
+/** @deprecated use parseEngine (same words; the error says "mode" for old callers). */
+export const parseMode = (s: string): Engine => parseWord('mode', ENGINES, s);
+
+/** What a sidecar-dataplane driver is told per pod (mesh profile + annotations, resolved). */
+export type SidecarPlan = PodPolicy;
+
+/**
+ * Optional capabilities, typed once here: the agent, the CLI and the
+ * conformance suite read them from `features` instead of probing for methods.
+ */
+export interface DriverFeatures {
+  /** Per-decision trace events (ring buffer) with a run-time switch. */
+  trace?: TraceSource;
+  /** Datapath counters by name (enum mw_stat), summed over CPUs. */
+  stats?: () => Record<string, bigint>;
+  /** Entries per map (per-connection maps drain to 0 when connections close). */
+  mapCounts?: () => Record<string, number>;
+  /** Expires per-connection state by the kernel's own timers; returns how many entries went. */
+  sweep?: (nowNs?: bigint) => number;
+  /** Uncaptured sockets' getsockopt(SO_ORIGINAL_DST) reaches the kernel untouched. */
+  getsockoptPassthrough: boolean;
+  /** Capture applies only to processes in the node cgroup, not to everything in the pod netns. */
+  cgroupScope: boolean;
+  /** sockmap/sk_msg acceleration between local sockets. */
+  sockmap: boolean;
 }
 
-/** What a driver needs to know about a pod on its node. */
-export interface PodRef {
-  /** Stable id, e.g. "namespace/name". */
-  id: string;
-  /** The pod's network namespace (e.g. /run/netns/<name> or /proc/<pid>/ns/net). */
-  netnsPath: string;
-  ip4?: string;
-  ip6?: string;
-  /** The pod's host-side veth in the node's netns. */
-  hostVeth?: { name: string; ifindex: number };
-}
+/** Something a driver cannot do; derived from `features` (see limitations()). */
+export type LimitationId = 'trace' | 'datapath-stats' | 'map-entry-counts' | 'sweep' | 'getsockopt-passthrough' | 'cgroup-scope' | 'sockmap';
+export interface Limitation { feature: LimitationId; reason: string }
 
-/** Something a mode cannot do, declared rather than silently skipped. */
-export interface Limitation { feature: string; reason: string }
-
-export interface InterceptionDriver {
-  readonly mode: Mode;
-  /** Node-level setup (load, attach); idempotent. */
+export interface DatapathDriver<Plan = SidecarPlan> {
+  readonly dataplane: Dataplane;
+  readonly engine: Engine;
+  readonly features: DriverFeatures;
+  /** Why a lacking feature is lacking, in this engine's words (limitations() has defaults). */
+  readonly why?: Partial<Record<LimitationId, string>>;
+  /** Node-level setup (load, attach, adopt what an earlier run pinned); idempotent. */
   start(): Promise<void>;
-  /** Starts intercepting `pod` with `policy`. Meshing a meshed pod again replaces its policy. */
-  mesh(pod: PodRef, policy: PodPolicy): Promise<void>;
-  /** Stops intercepting `pod`; a pod that is not meshed is a no-op. */
-  unmesh(pod: PodRef): Promise<void>;
-  /** Removes everything the driver made on the node. */
+  /** Starts (or updates, in place) capturing `pod` with `plan`. Idempotent. */
+  mesh(pod: PodTarget, plan: Plan): Promise<void>;
+  /** Stops capturing `pod` (by its sandbox key); a pod that is not meshed is a no-op. */
+  unmesh(pod: PodTarget): Promise<void>;
+  /** Whether the datapath really captures `pod` now; undefined when it does, else why not (CNI CHECK). */
+  verify(pod: PodTarget): Promise<string | undefined>;
+  /** Node addresses whose traffic (kubelet probes) is never captured inbound; replaces the set. */
+  setNodeIps(ips: string[]): Promise<void>;
+  /**
+   * Removes datapath state of sandboxes not in `live` (keys), including state an
+   * earlier run left behind (a DEL lost while the agent was down). Returns the keys removed.
+   */
+  sweepOrphans(live: ReadonlySet<string>): Promise<string[]>;
+  /** Agent shutdown or upgrade: lets go of handles, keeps everything attached (traffic flows). */
+  release(): Promise<void>;
+  /** Removes everything this driver made on the node, and nothing else. */
   stop(): Promise<void>;
-  /** Features of the conformance suite this mode cannot provide, with the reason. */
-  limitations(): Limitation[];
+}
+
+const DEFAULT_REASONS: Record<LimitationId, string> = {
+  'trace': 'no per-decision trace events (meshwarp trace reads the eBPF ring buffer)',
+  'datapath-stats': 'no per-verdict datapath counters',
+  'map-entry-counts': 'no eBPF maps to count',
+  'sweep': 'no per-connection state of its own to expire',
+  'getsockopt-passthrough': 'getsockopt(SO_ORIGINAL_DST) of uncaptured sockets is not left to the kernel',
+  'cgroup-scope': 'capture applies to every process in the pod netns, not only those in the node cgroup',
+  'sockmap': 'no sockmap/sk_msg acceleration',
+};
+
+/** What `d` cannot do, with the reason: derived from what its `features` lack. */
+export function limitations(d: Pick<DatapathDriver<unknown>, 'features' | 'why'>): Limitation[] {
+  const f = d.features;
+  const lacks: [LimitationId, boolean][] = [
+    ['map-entry-counts', !f.mapCounts], ['datapath-stats', !f.stats], ['trace', !f.trace], ['sweep', !f.sweep],
+    ['sockmap', !f.sockmap], ['getsockopt-passthrough', !f.getsockoptPassthrough], ['cgroup-scope', !f.cgroupScope],
+  ];
+  return lacks.filter(([, lacking]) => lacking).map(([feature]) => ({ feature, reason: d.why?.[feature] ?? DEFAULT_REASONS[feature] }));
 }

@@ -1,26 +1,32 @@
 // SPDX-License-Identifier: Apache-2.0
-// Datapath drivers and the factory that picks one by mode (config `mode`, MESHWARP_MODE).
-// The eBPF driver is imported lazily: the iptables mode must not need libbpf.
-import { parseMode, type InterceptionDriver } from './driver.ts';
+// Datapath drivers and the factory that picks one by (dataplane, engine).
+// The eBPF driver is imported lazily: the iptables engine must not need libbpf.
+import { parseDataplane, parseEngine, type DatapathDriver, type Dataplane, type SidecarPlan } from './driver.ts';
 import type { SidecarEbpfOptions } from './sidecar/driver.ts';
 import { IptablesDriver, type IptablesOptions } from './iptables/driver.ts';
 
-export { MODES, parseMode, type InterceptionDriver, type Limitation, type Mode, type PodRef } from './driver.ts';
+export {
+  DATAPLANES, ENGINES, MODES, limitations, parseDataplane, parseEngine, parseMode,
+  type DatapathDriver, type Dataplane, type DriverFeatures, type Engine, type Limitation, type LimitationId, type Mode, type SidecarPlan,
+} from './driver.ts';
+export { firstIps, labTarget, podName, type HostVeth, type PodIntent, type PodKey, type PodTarget } from './pod.ts';
 export { IptablesDriver, checkIptables, type IptablesInfo, type IptablesOptions } from './iptables/driver.ts';
 export type { SidecarEbpfOptions } from './sidecar/driver.ts';
 
 /**
- * Options for every mode: `nodeIps` is common; `pinRoot` and `cgroupPath` (and the other
+ * Options for every driver: `nodeIps` is common; `pinRoot` and `cgroupPath` (and the other
  * SidecarEbpfOptions) are required by `ebpf` and ignored by `iptables`.
  */
 export type DriverOptions = IptablesOptions & Partial<Omit<SidecarEbpfOptions, 'nodeIps'>>;
 
-/** A driver for `mode` ('ebpf' or 'iptables'); an unknown mode is an error naming the known ones. */
-export async function createDriver(mode: string, opts: DriverOptions): Promise<InterceptionDriver> {
-  const m = parseMode(mode);
-  if (m === 'iptables') return new IptablesDriver({ nodeIps: opts.nodeIps });
+/** The driver for (dataplane, engine); unknown words are an error naming the known ones. */
+export async function createDriver(engine: string, opts: DriverOptions, dataplane: Dataplane | string = 'sidecar'): Promise<DatapathDriver<SidecarPlan>> {
+  const e = parseEngine(engine);
+  const d = parseDataplane(dataplane);
+  if (d !== 'sidecar') throw new Error(`dataplane ${d} is not built yet (only sidecar)`);
+  if (e === 'iptables') return new IptablesDriver({ nodeIps: opts.nodeIps });
   const { pinRoot, cgroupPath } = opts;
-  if (pinRoot === undefined || cgroupPath === undefined) throw new Error('mode ebpf needs options pinRoot and cgroupPath');
+  if (pinRoot === undefined || cgroupPath === undefined) throw new Error('engine ebpf needs options pinRoot and cgroupPath');
   const { SidecarEbpfDriver } = await import('./sidecar/driver.ts');
   return new SidecarEbpfDriver({ ...opts, pinRoot, cgroupPath });
 }

@@ -12,6 +12,8 @@ import type { LabNode } from './lab.ts';
 const CLI = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
 
 export interface LabAgentOptions {
+  engine?: 'ebpf' | 'iptables';
+  /** @deprecated old name of engine. */
   mode?: 'ebpf' | 'iptables';
   profile?: string;
   /** Extra agent flags. */
@@ -40,7 +42,7 @@ export class LabAgent {
   /** The agent's command-line flags (also what `meshwarp uninstall` needs). */
   flags(): string[] {
     return [
-      '--mode', this.opts.mode ?? 'ebpf', '--profile', this.opts.profile ?? 'osm',
+      '--engine', this.opts.engine ?? this.opts.mode ?? 'ebpf', '--profile', this.opts.profile ?? 'osm',
       '--cgroup', this.node.cgroupPath, '--pin-root', this.pinRoot, '--socket', this.socket,
       '--state-dir', this.stateDir, '--node-ip', this.node.ip4, '--node-ip', this.node.ip6,
       '--metrics', '127.0.0.1:9464', ...(this.opts.args ?? []),

@@ -120,3 +120,31 @@ export function netnsCookie(path: string): bigint {
     }
   });
 }
+
+/** nsfs, the filesystem of namespace files (NSFS_MAGIC). */
+const NSFS_MAGIC = 0x6e736673;
+
+/**
+ * The identity (`dev:ino`) of the network namespace at `path`, or why `path`
+ * is not one: a regular file, a directory or a missing path is not a netns.
+ * The identity changes when a netns of the same name is re-created.
+ */
+export function netnsIdentity(path: string): { id: string } | { error: string } {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(path);
+  } catch (e) {
+    return { error: `${path} does not exist (${(e as NodeJS.ErrnoException).code})` };
+  }
+  if (st.isDirectory()) return { error: `${path} is a directory, not a network namespace` };
+  let type: number;
+  try { type = fs.statfsSync(path).type; } catch (e) { return { error: `${path}: ${(e as Error).message}` }; }
+  if (type !== NSFS_MAGIC) return { error: `${path} is not a network namespace (not on nsfs)` };
+  return { id: `${st.dev}:${st.ino}` };
+}
+
+/** The identity of the caller's own network namespace. */
+export function ownNetnsIdentity(): string {
+  const st = fs.statSync('/proc/thread-self/ns/net');
+  return `${st.dev}:${st.ino}`;
+}

@@ -76,13 +76,13 @@ describe(`map update failures (${MODE})`, { skip: suiteSkip() }, () => {
       const fake = fill(cfg, (i) => FAKE_COOKIE + BigInt(i), sample);
       t.diagnostic(`pod_config filled with ${fake.length} fake pods in ${Math.round(performance.now() - t0)} ms`);
       try {
-        const before = d1.mapEntryCounts!();
+        const before = d1.features.mapCounts!();
         await assert.rejects(c.mesh('istio'), (e: Error) => {
           assert.match(e.message, /pod_config/, `error names the map: ${e.message}`);
           assert.match(e.message, /full/i, `error says why: ${e.message}`);
           return true;
         });
-        assert.deepEqual(d1.mapEntryCounts!(), before, 'a failed mesh() leaves no entries behind');
+        assert.deepEqual(d1.features.mapCounts!(), before, 'a failed mesh() leaves no entries behind');
         // c is not half-meshed: neither its outbound nor its inbound traffic is touched.
         assertDirect(await c.connectTo(b, fam), 'b', 'c (mesh failed) -> b');
         assertDirect(await b.connectTo(c, fam), 'c', 'b -> c (mesh failed)');
@@ -149,9 +149,9 @@ describe(`map update failures (${MODE})`, { skip: suiteSkip() }, () => {
   it('stats() exposes the update_failed counter', (t) => {
     const d1 = env.driver('node1');
     if (skipIfLimited(t, env, 'datapath-stats')) return;
-    assert.ok(d1.stats, `${MODE} driver has no stats() and declares no 'datapath-stats' limitation`);
-    assert.equal(typeof d1.stats().update_failed, 'bigint');
-    assert.equal(typeof d1.stats().tuple_failed, 'bigint');
+    assert.ok(d1.features.stats, `${MODE} driver has no stats() and declares no 'datapath-stats' limitation`);
+    assert.equal(typeof d1.features.stats!().update_failed, 'bigint');
+    assert.equal(typeof d1.features.stats!().tuple_failed, 'bigint');
   });
 
   test.todo('a failed socket-storage allocation at connect() (update_failed) leaves the connection uncaptured: ' +

@@ -14,25 +14,22 @@ import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createDriver as createModeDriver } from '../../src/datapath/index.ts';
-import { parseMode, type InterceptionDriver, type Mode, type PodRef } from '../../src/datapath/driver.ts';
+import { limitations, parseEngine, type DatapathDriver, type Engine } from '../../src/datapath/driver.ts';
+import { labTarget, type PodTarget } from '../../src/datapath/pod.ts';
 import { Lab, Sandbox, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
 import { resolvePodPolicy, type PodPolicy, type Profile } from '../../src/profiles/index.ts';
 import { createCgroup } from '../../src/sys/cgroup.ts';
 import { inCI, kernelUnavailable } from '../helpers/kernel.ts';
 
-export const MODE: Mode = parseMode(process.env.MESHWARP_MODE ?? 'ebpf');
+/** The engine under test (MESHWARP_ENGINE; MESHWARP_MODE is its old name). */
+export const MODE: Engine = parseEngine(process.env.MESHWARP_ENGINE ?? process.env.MESHWARP_MODE ?? 'ebpf');
 export const APP_PORT = 8080;
 /** An ordinary application uid (not any mesh's proxy uid). */
 export const APP_UID = 1000;
 export const FAMILIES = [4, 6] as const;
 export type Family = (typeof FAMILIES)[number];
 
-/** The driver interface plus the introspection the eBPF driver offers (optional per mode). */
-export interface ConformanceDriver extends InterceptionDriver {
-  stats?(): Record<string, bigint>;
-  mapEntryCounts?(): Record<string, number>;
-  expireNat?(nowNs?: bigint): number;
-}
+export type ConformanceDriver = DatapathDriver;
 
 /** What every mode's driver is constructed with, per node. */
 export interface DriverNodeOptions {
@@ -46,8 +43,8 @@ export interface DriverNodeOptions {
  * The one place that maps MESHWARP_MODE to a driver: the project's own factory, so the
  * suite also covers how the agent picks a mode.
  */
-export async function createDriver(opts: DriverNodeOptions, mode: Mode = MODE): Promise<ConformanceDriver> {
-  return await createModeDriver(mode, opts) as ConformanceDriver;
+export async function createDriver(opts: DriverNodeOptions, mode: Engine = MODE): Promise<ConformanceDriver> {
+  return await createModeDriver(mode, opts);
 }
 
 /**
@@ -291,14 +288,8 @@ export class MeshPod {
   get driver(): ConformanceDriver { return this.env.driver(this.nodeName); }
   ip(fam: Family): string { return fam === 4 ? this.sb.ip4 : this.sb.ip6; }
 
-  ref(): PodRef {
-    return {
-      id: `${this.nodeName}/${this.name}`,
-      netnsPath: this.sb.netnsPath,
-      ip4: this.sb.ip4,
-      ip6: this.sb.ip6,
-      hostVeth: { name: this.sb.hostVeth, ifindex: this.sb.hostIfindex },
-    };
+  ref(): PodTarget {
+    return labTarget(`${this.nodeName}.${this.name}`, this.sb.netnsPath, [this.sb.ip4, this.sb.ip6], { name: this.sb.hostVeth, ifindex: this.sb.hostIfindex });
   }
 
   async serve(ports: number[] = [APP_PORT]): Promise<void> {
@@ -372,7 +363,7 @@ export class MeshLab {
       for (const n of lab.nodes.values()) {
         const d = await createDriver(env.driverOptions(n));
         env.drivers.set(n.name, d);
-        assert.equal(d.mode, MODE, `driver for MESHWARP_MODE=${MODE} reports mode ${d.mode}`);
+        assert.equal(d.engine, MODE, `driver for engine ${MODE} reports engine ${d.engine}`);
         await d.start();
       }
       await Promise.all(specs.map((s) => (s.serve ?? [APP_PORT]).length > 0 ? env.pod(s.name).serve(s.serve) : undefined));
@@ -442,7 +433,7 @@ export class MeshLab {
 /** Skips the test when the mode declares it cannot provide `feature`; returns true if skipped. */
 export function skipIfLimited(t: { skip(msg?: string): void }, env: MeshLab, feature: string): boolean {
   for (const d of env.drivers.values()) {
-    const l = d.limitations().find((x) => x.feature === feature);
+    const l = limitations(d).find((x) => x.feature === feature);
     if (l) {
       t.skip(`${MODE} mode: ${l.reason}`);
       return true;
@@ -453,7 +444,7 @@ export function skipIfLimited(t: { skip(msg?: string): void }, env: MeshLab, fea
 
 /** A counter of the driver by its C name (e.g. tuple_failed); undefined when the mode has no stats. */
 export function stat(d: ConformanceDriver, name: string): bigint | undefined {
-  return d.stats?.()[name];
+  return d.features.stats?.()[name];
 }
 
 /** Polls `fn` until it returns true or the time is up; returns the last value of `fn`. */

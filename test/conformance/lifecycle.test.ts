@@ -17,7 +17,7 @@ const CONNECTIONS = 10_000;
 const CONCURRENCY = 50;
 
 function counts(d: ConformanceDriver): Record<string, number> {
-  const c = d.mapEntryCounts?.();
+  const c = d.features.mapCounts?.();
   if (!c) throw new Error(`${MODE} driver has no mapEntryCounts()`);
   return c;
 }
@@ -49,7 +49,7 @@ describe(`lifecycle and per-connection state (${MODE})`, { skip: suiteSkip() }, 
       const b = env.pod('b');
       const w = env.pod('w');
       const d1 = env.driver('node1');
-      const hasCounts = d1.mapEntryCounts !== undefined;
+      const hasCounts = d1.features.mapCounts !== undefined;
       if (!hasCounts) t.diagnostic(`${MODE} driver has no mapEntryCounts(): map checks skipped`);
       const meshed = hasCounts ? counts(d1) : {};
       assertProxied(await a.connectTo(b, fam), 'b', 'meshed: a -> b');
@@ -81,12 +81,12 @@ describe(`lifecycle and per-connection state (${MODE})`, { skip: suiteSkip() }, 
     it(`no per-connection state is left in any map after ${CONNECTIONS} captured connections (${famName(fam)})`, async (t) => {
       const drivers = [env.driver('node1'), env.driver('node2')];
       if (skipIfLimited(t, env, 'map-entry-counts')) return;
-      if (drivers.some((d) => d.mapEntryCounts === undefined)) {
+      if (drivers.some((d) => d.features.mapCounts === undefined)) {
         t.skip(`${MODE} driver has no mapEntryCounts(): it keeps no per-connection maps`);
         return;
       }
       const a = env.pod('a');
-      const statsBefore = drivers.map((d) => d.stats?.());
+      const statsBefore = drivers.map((d) => d.features.stats?.());
       // Half across nodes (tuple on node1, inbound_nat on node2), half to a meshed pod on the
       // same node (two tuple hand-overs on node1).
       const [far, near] = await Promise.all([
@@ -101,7 +101,7 @@ describe(`lifecycle and per-connection state (${MODE})`, { skip: suiteSkip() }, 
       // as of then.
       const later = process.hrtime.bigint() + 66n * 1_000_000_000n;
       const drained = await eventually(() => {
-        for (const d of drivers) d.expireNat?.(later);
+        for (const d of drivers) d.features.sweep?.(later);
         return drivers.every((d) => PER_CONNECTION_MAPS.every((m) => counts(d)[m] === 0));
       }, 5000, 50);
       const left = drivers.map((d) => Object.fromEntries(PER_CONNECTION_MAPS.map((m) => [m, counts(d)[m]])));

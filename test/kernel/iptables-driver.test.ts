@@ -13,6 +13,7 @@ import { inCI, kernelTest } from '../helpers/kernel.ts';
 import { Lab, uniquePrefix, waitForLine, type LabNode, type LabPod, type Sandbox } from '../../src/lab/index.ts';
 import { run } from '../../src/sys/exec.ts';
 import { IptablesDriver, checkIptables } from '../../src/datapath/iptables/driver.ts';
+import { labTarget } from '../../src/datapath/pod.ts';
 import { OUR_CHAINS } from '../../src/datapath/iptables/rules.ts';
 import { resolvePodPolicy } from '../../src/profiles/index.ts';
 
@@ -93,7 +94,7 @@ kernelTest('iptables driver: own chains only, exact removal, capture semantics (
   const driver = new IptablesDriver({ nodeIps: [node.ip4, node.ip6, node.addrs.gw4, node.addrs.gw6] });
   t.after(() => driver.stop());
   await driver.start();
-  const podRef = { id: 'default/a', netnsPath: a.netnsPath, ip4: a.ip4, ip6: a.ip6, hostVeth: { name: a.hostVeth, ifindex: a.hostIfindex } };
+  const podRef = { ...labTarget('a', a.netnsPath, [a.ip4, a.ip6], { name: a.hostVeth, ifindex: a.hostIfindex }), key: { sandboxId: 'a', uid: '', namespace: 'default', name: 'a' } };
   const policy = resolvePodPolicy('istio');
 
   const curl = async (from: Sandbox, ip: string, uid?: number): Promise<{ remote: string; name: string }> => {
@@ -125,7 +126,7 @@ kernelTest('iptables driver: own chains only, exact removal, capture semantics (
     // Meshing again with the same policy changes nothing.
     await driver.mesh(podRef, policy);
     assert.deepEqual(saveAll(a), after);
-    assert.deepEqual(driver.pods(), [{ id: 'default/a', netnsPath: a.netnsPath }]);
+    assert.deepEqual(driver.pods(), [{ key: 'a', netns: a.netnsPath }]);
   });
 
   await t.test('app connects go to the outbound port with the original destination (v4, v6)', async () => {
@@ -188,7 +189,7 @@ kernelTest('iptables driver: own chains only, exact removal, capture semantics (
 
   await t.test('a pod whose netns is gone unmeshes without error', async () => {
     const c = lab.addPod(node, 'c');
-    const ref = { id: 'default/c', netnsPath: c.netnsPath, ip4: c.ip4, ip6: c.ip6 };
+    const ref = labTarget('c', c.netnsPath, [c.ip4, c.ip6]);
     await driver.mesh(ref, policy);
     lab.removePod(c);
     await driver.unmesh(ref);
@@ -196,7 +197,8 @@ kernelTest('iptables driver: own chains only, exact removal, capture semantics (
   });
 
   await t.test('bad input changes nothing', async () => {
-    await assert.rejects(driver.mesh({ ...podRef, ip4: a.ip6 }, policy), /mesh default\/a \(IPv4\): pod IP .* is not IPv4/);
+    // (An IPv6 address in the IPv4 slot can no longer be expressed: a PodTarget lists its ips, sorted by family.)
+    await assert.rejects(driver.mesh({ ...podRef, netns: `${a.netnsPath}-missing` }, policy), /mesh default\/a/);
     await assert.rejects(driver.mesh(podRef, { ...policy, inboundPort: -1 }), /inboundPort/);
     assert.deepEqual(saveAll(a), before);
   });

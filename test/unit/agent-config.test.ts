@@ -8,14 +8,18 @@ import { cgroup2Mount } from '../../src/sys/cgroup.ts';
 
 test('defaults: ebpf, osm, the cgroup2 root discovered from mountinfo', () => {
   const c = validateConfig({});
-  assert.equal(c.mode, 'ebpf');
+  assert.equal(c.engine, 'ebpf');
   assert.equal(c.profile, 'osm');
   assert.equal(c.cgroupPath, cgroup2Mount());
   assert.equal(c.socket, DEFAULTS.socket);
 });
 
 test('bad options are errors that name the option', () => {
-  assert.throws(() => validateConfig({ mode: 'nft' as never }), /unknown mode "nft" \(known: ebpf, iptables\)/);
+  // mode is the engine's old name: both spellings are checked, the error names the engine.
+  assert.throws(() => validateConfig({ engine: 'nft' as never }), /unknown engine "nft" \(known: ebpf, iptables\)/);
+  assert.throws(() => validateConfig({ mode: 'nft' }), /unknown engine "nft" \(known: ebpf, iptables\)/);
+  assert.equal(validateConfig({ mode: 'iptables' }).engine, 'iptables');
+  assert.throws(() => validateConfig({ mode: 'iptables', engine: 'ebpf' }), /--mode is the old name of --engine/);
   assert.throws(() => validateConfig({ profile: 'consul' }), /consul/);
   assert.throws(() => validateConfig({ pinRoot: 'relative/pins' }), /--pin-root: must be an absolute path/);
   assert.throws(() => validateConfig({ nodeIps: ['10.0.0.300'] }), /--node-ip: "10.0.0.300" is not an IP address/);

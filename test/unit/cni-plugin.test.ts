@@ -64,13 +64,13 @@ test('ADD passes prevResult through exactly (unknown fields kept) and tells the 
   }
 });
 
-test('ADD reports the result in the config cniVersion; mode is passed to the agent', async () => {
+test('ADD reports the result in the config cniVersion; the dataplane (old name mode) is passed to the agent', async () => {
   const prev: Record<string, unknown> = structuredClone(PREV_RESULT);
   delete prev.cniVersion;
   const r = await runCni(addEnv(), j(netConf(agent.socket, { cniVersion: '1.1.0', prevResult: prev }, { mode: 'ambient' })));
   assert.equal(r.code, 0, r.stdout);
   assert.deepEqual(JSON.parse(r.stdout), { cniVersion: '1.1.0', ...prev });
-  assert.equal(agent.requests[0].body.mode, 'ambient');
+  assert.equal(agent.requests[0].body.dataplane, 'ambient');
   const r2 = await runCni(addEnv(), j(netConf(agent.socket, { cniVersion: '1.1.0' })));
   assert.equal(JSON.parse(r2.stdout).cniVersion, '1.1.0');
 });

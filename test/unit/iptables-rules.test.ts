@@ -169,11 +169,11 @@ test('unmeshScript refuses when a foreign rule jumps into our chains', () => {
 test('mode parsing and the factory: unknown modes are a clear error', async () => {
   assert.equal(parseMode('iptables'), 'iptables');
   assert.throws(() => parseMode('ipvs'), /unknown mode "ipvs" \(known: ebpf, iptables\)/);
-  await assert.rejects(createDriver('nftables', { nodeIps: [] }), /unknown mode "nftables"/);
-  await assert.rejects(createDriver('ebpf', { nodeIps: [] }), /needs options pinRoot and cgroupPath/);
+  await assert.rejects(createDriver('nftables', { nodeIps: [] }), /unknown engine "nftables"/);
+  await assert.rejects(createDriver('ebpf', { nodeIps: [] }), /engine ebpf needs options pinRoot and cgroupPath/);
   const d = await createDriver('iptables', { nodeIps: ['10.0.0.1'], pinRoot: '/ignored', cgroupPath: '/ignored' });
   assert.ok(d instanceof IptablesDriver);
-  assert.equal(d.mode, 'iptables');
+  assert.equal(d.engine, 'iptables');
   assert.deepEqual((d as IptablesDriver).opts, { nodeIps: ['10.0.0.1'] });
   assert.ok(d.limitations().every((l) => l.feature && l.reason));
 });

@@ -12,8 +12,8 @@
 // family; only our four chains and two jump lines are ever touched.
 import fs from 'node:fs';
 import { run, tryRun } from '../../sys/exec.ts';
-import type { PodPolicy } from '../../profiles/index.ts';
-import type { InterceptionDriver, Limitation, PodRef } from '../driver.ts';
+import { limitations, type DatapathDriver, type DriverFeatures, type Limitation, type LimitationId, type SidecarPlan } from '../driver.ts';
+import { firstIps, podName, type PodTarget } from '../pod.ts';
 import { FAMILIES, address, meshScript, parseNatSave, unmeshScript, type Family, type NatState } from './rules.ts';
 
 export interface IptablesOptions {
@@ -78,11 +78,23 @@ function restore(netnsPath: string, f: Family, script: string): void {
   inNetns(netnsPath, [TOOLS[f].restore, '--noflush', '--wait'], script);
 }
 
-export class IptablesDriver implements InterceptionDriver {
-  readonly mode = 'iptables' as const;
+export class IptablesDriver implements DatapathDriver<SidecarPlan> {
+  readonly dataplane = 'sidecar' as const;
+  readonly engine = 'iptables' as const;
   readonly opts: IptablesOptions;
+  readonly features: DriverFeatures = { getsockoptPassthrough: false, cgroupScope: false, sockmap: false };
+  readonly why: Partial<Record<LimitationId, string>> = {
+    'map-entry-counts': 'iptables mode has no eBPF maps; per-connection state is conntrack, which the kernel expires',
+    'datapath-stats': 'iptables mode has no per-verdict counters (stats are eBPF only)',
+    'trace': 'no per-decision trace events (meshwarp trace reads the eBPF ring buffer); iptables has only rule counters',
+    'sweep': 'conntrack expires its own entries',
+    'sockmap': 'sockmap/sk_msg acceleration needs eBPF; iptables traffic always crosses the TCP/IP stack',
+    'getsockopt-passthrough': 'NAT turns on conntrack in the pod netns, and conntrack answers SO_ORIGINAL_DST for every tracked connection '
+      + '(with its real destination), not only captured ones; eBPF leaves uncaptured sockets to the kernel (ENOENT)',
+    'cgroup-scope': 'iptables rules apply to every process in the pod netns; eBPF connect hooks only to processes in the node cgroup',
+  };
   #info: IptablesInfo | undefined;
-  readonly #pods = new Map<string, PodRef>();
+  readonly #pods = new Map<string, { pod: PodTarget; plan: SidecarPlan }>();
 
   constructor(opts: IptablesOptions) {
     if (!opts || !Array.isArray(opts.nodeIps)) throw new Error('IptablesDriver: options { nodeIps: string[] } required');
@@ -97,36 +109,67 @@ export class IptablesDriver implements InterceptionDriver {
     this.#info ??= checkIptables();
   }
 
-  async mesh(pod: PodRef, policy: PodPolicy): Promise<void> {
+  async mesh(pod: PodTarget, plan: SidecarPlan): Promise<void> {
     // Everything is computed before anything changes: bad input changes nothing.
-    const ips: Record<Family, string | undefined> = { 4: pod.ip4, 6: pod.ip6 };
+    const { ip4, ip6 } = firstIps(pod.ips);
+    const ips: Record<Family, string | undefined> = { 4: ip4, 6: ip6 };
+    const name = podName(pod.key);
     const scripts = FAMILIES.map((f) => {
       try {
-        return { f, script: meshScript(f, policy, { podIp: ips[f], nodeIps: this.opts.nodeIps }, natState(pod.netnsPath, f)) };
+        return { f, script: meshScript(f, plan, { podIp: ips[f], nodeIps: this.opts.nodeIps }, natState(pod.netns, f)) };
       } catch (e) {
-        throw new Error(`mesh ${pod.id} (IPv${f}): ${(e as Error).message}`, { cause: e });
+        throw new Error(`mesh ${name} (IPv${f}): ${(e as Error).message}`, { cause: e });
       }
     });
     try {
-      for (const { f, script } of scripts) restore(pod.netnsPath, f, script);
+      for (const { f, script } of scripts) restore(pod.netns, f, script);
     } catch (e) {
       // A half-applied policy is worse than none (the eBPF driver also leaves the pod unmeshed).
-      try { this.#remove(pod.netnsPath); } catch { /* report the first error */ }
-      this.#pods.delete(pod.id);
-      throw new Error(`mesh ${pod.id}: ${(e as Error).message}`, { cause: e });
+      try { this.#remove(pod.netns); } catch { /* report the first error */ }
+      this.#pods.delete(pod.key.sandboxId);
+      throw new Error(`mesh ${name}: ${(e as Error).message}`, { cause: e });
     }
-    this.#pods.set(pod.id, { ...pod });
+    this.#pods.set(pod.key.sandboxId, { pod: { ...pod }, plan });
   }
 
-  async unmesh(pod: PodRef): Promise<void> {
-    const netnsPath = this.#pods.get(pod.id)?.netnsPath ?? pod.netnsPath;
+  async unmesh(pod: PodTarget): Promise<void> {
+    const netnsPath = this.#pods.get(pod.key.sandboxId)?.pod.netns ?? pod.netns;
     try {
       // A pod whose netns is gone took its rules with it.
       if (fs.existsSync(netnsPath)) this.#remove(netnsPath);
     } catch (e) {
-      throw new Error(`unmesh ${pod.id}: ${(e as Error).message}`, { cause: e });
+      throw new Error(`unmesh ${podName(pod.key)}: ${(e as Error).message}`, { cause: e });
     }
-    this.#pods.delete(pod.id);
+    this.#pods.delete(pod.key.sandboxId);
+  }
+
+  async verify(pod: PodTarget): Promise<string | undefined> {
+    if (!this.#pods.has(pod.key.sandboxId)) return 'not meshed by this datapath';
+    if (!fs.existsSync(pod.netns)) return `netns ${pod.netns} is gone`;
+    for (const f of FAMILIES) {
+      if (![...natState(pod.netns, f).chains].some((c) => c.startsWith('MESHWARP'))) return `IPv${f}: our nat chains are missing`;
+    }
+    return undefined;
+  }
+
+  /** New node addresses: every pod's rules are rewritten (the bypass is a rule per node IP). */
+  async setNodeIps(ips: string[]): Promise<void> {
+    for (const ip of ips) address('IptablesDriver: node IP', ip);
+    const same = ips.length === this.opts.nodeIps.length && ips.every((ip) => this.opts.nodeIps.includes(ip));
+    this.opts.nodeIps = [...ips];
+    if (same) return;
+    for (const { pod, plan } of [...this.#pods.values()]) await this.mesh(pod, plan);
+  }
+
+  async sweepOrphans(live: ReadonlySet<string>): Promise<string[]> {
+    // Rules live in the pod's netns and die with it; only pods we know can be left over.
+    const removed: string[] = [];
+    for (const [key, { pod }] of [...this.#pods]) {
+      if (live.has(key)) continue;
+      await this.unmesh(pod);
+      removed.push(key);
+    }
+    return removed;
   }
 
   /**
@@ -141,32 +184,26 @@ export class IptablesDriver implements InterceptionDriver {
     for (const { f, script } of scripts) if (script !== null) restore(netnsPath, f, script);
   }
 
+  /** Rules stay in the pods' netns; nothing to let go of. */
+  async release(): Promise<void> {
+    this.#pods.clear();
+  }
+
   async stop(): Promise<void> {
     const errors: unknown[] = [];
-    for (const p of [...this.#pods.values()]) {
-      try { await this.unmesh(p); } catch (e) { errors.push(e); }
+    for (const { pod } of [...this.#pods.values()]) {
+      try { await this.unmesh(pod); } catch (e) { errors.push(e); }
     }
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, `iptables driver: ${errors.length} pods could not be unmeshed`);
   }
 
   limitations(): Limitation[] {
-    return [
-      { feature: 'map-entry-counts', reason: 'iptables mode has no eBPF maps; per-connection state is conntrack, which the kernel expires' },
-      { feature: 'datapath-stats', reason: 'iptables mode has no per-verdict counters (stats() is eBPF only)' },
-      { feature: 'trace', reason: 'no per-decision trace events (meshwarp trace reads the eBPF ring buffer); iptables has only rule counters' },
-      { feature: 'sockmap', reason: 'sockmap/sk_msg acceleration needs eBPF; iptables traffic always crosses the TCP/IP stack' },
-      {
-        feature: 'getsockopt-passthrough',
-        reason: 'NAT turns on conntrack in the pod netns, and conntrack answers SO_ORIGINAL_DST for every tracked connection '
-          + '(with its real destination), not only captured ones; eBPF leaves uncaptured sockets to the kernel (ENOENT)',
-      },
-      { feature: 'cgroup-scope', reason: 'iptables rules apply to every process in the pod netns; eBPF connect hooks only to processes in the node cgroup' },
-    ];
+    return limitations(this);
   }
 
-  /** The pods this driver meshed, by id. */
-  pods(): { id: string; netnsPath: string }[] {
-    return [...this.#pods.values()].map((p) => ({ id: p.id, netnsPath: p.netnsPath }));
+  /** The sandboxes this driver meshed, by key. */
+  pods(): { key: string; netns: string }[] {
+    return [...this.#pods].map(([key, p]) => ({ key, netns: p.pod.netns }));
   }
 }

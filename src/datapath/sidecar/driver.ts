@@ -1,21 +1,24 @@
 // SPDX-License-Identifier: Apache-2.0
-// The eBPF sidecar-mode driver of one node: loads bpf/sidecar/sidecar.bpf.c,
-// attaches its cgroup programs to the node's cgroup, and turns "pod P is
-// meshed with policy X" into map entries (entries.ts) plus tc programs on the
-// pod's host-side veth for cross-node inbound.
+// The sidecar dataplane on the eBPF engine, for one node: loads
+// bpf/sidecar/ (one object), attaches its cgroup programs to the node's
+// cgroup, and turns "sandbox S is meshed with plan X" into map entries
+// (entries.ts) plus tc programs on the pod's host-side veth (../ebpf/tc.ts)
+// for cross-node inbound.
 //
-// Follow one connection: app connect() -> sidecar_connect4 (C) reads
-// pod_config[netns cookie] written by mesh() below -> rewrites to the proxy's
-// outbound port, keeps the original in origin_by_sock -> sidecar_sockops
-// hands it to the proxy's accepted socket -> sidecar_getsockopt answers the
-// proxy's SO_ORIGINAL_DST.
+// Follow one connection: app connect() -> connect4 (C) reads
+// pod_config[netns cookie] written by mesh() below -> rewrites to the
+// sidecar's outbound port, keeps the original in origin_by_sock -> sockops
+// hands it to the sidecar's accepted socket -> getsockopt answers the
+// sidecar's SO_ORIGINAL_DST.
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfObject, BpfMap, Link, TcFilter, BpfError, RingBufferReader, codec, type Direction, type Program } from '../../bpf/index.ts';
-import { decodeTrace, type TraceRecord } from './trace.ts';
-import { netnsCookie, withNetns } from '../../sys/netns.ts';
-import type { PodPolicy } from '../../profiles/index.ts';
-import type { InterceptionDriver, Limitation, PodRef } from '../driver.ts';
+import { BpfObject, BpfMap, Link, BpfError, RingBufferReader, codec } from '../../bpf/index.ts';
+import { decodeTrace } from './trace.ts';
+import { netnsCookie } from '../../sys/netns.ts';
+import { limitations as deriveLimitations, type DatapathDriver, type DriverFeatures, type Limitation, type SidecarPlan } from '../driver.ts';
+import { firstIps, podName, type PodTarget } from '../pod.ts';
+import type { TraceSource } from '../trace.ts';
+import { TcAttacher, type TcMode } from '../ebpf/tc.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
 import {
   NAT_F, STATS, cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sidecarObject, traceConfig, tupleKey,
@@ -32,7 +35,7 @@ export interface SidecarEbpfOptions {
   /** Node addresses: traffic from them (kubelet probes) is never captured inbound. */
   nodeIps: string[];
   /** tc attachment: tcx links (kernel >= 6.6), legacy cls_bpf, or tcx with legacy fallback. */
-  tc?: 'auto' | 'tcx' | 'legacy';
+  tc?: TcMode;
   /** Priority of our legacy cls_bpf filters (lower runs first). */
   legacyTcPriority?: number;
   objectPath?: string;
@@ -45,16 +48,16 @@ export const NAT_HANDSHAKE_NS = 150n * 1_000_000_000n;
 const NAT_SWEEP_MS = 10_000;
 /** How soon a quiet trace is shown (the datapath batches reader wakeups). */
 const TRACE_DRAIN_MS = 50;
+export const LEGACY_TC_PRIORITY = 0xc000;
 
 const CGROUP_PROGRAMS = ['sidecar_connect4', 'sidecar_connect6', 'sidecar_sockops', 'sidecar_getsockopt'] as const;
-const TC_PROGRAMS: Record<Direction, string> = {
+const TC_PROGRAMS = {
   egress: 'sidecar_tc_to_pod',    // host veth egress = packets going into the pod
   ingress: 'sidecar_tc_from_pod', // host veth ingress = packets leaving the pod
-};
+} as const;
 
-type TcAttachment = { kind: 'tcx'; link: Link } | { kind: 'legacy'; filter: TcFilter };
-
-interface MeshedPod { ref: PodRef; cookie: bigint; entries: PodEntries; tc: TcAttachment[] }
+/** What this run applied for one sandbox. */
+interface Applied { pod: PodTarget; cookie: bigint; entries: PodEntries }
 
 interface Maps {
   podConfig: BpfMap<bigint, PodConfig>;
@@ -68,18 +71,36 @@ interface Maps {
   traceConfig: BpfMap<number, TraceConfig>;
 }
 
-export class SidecarEbpfDriver implements InterceptionDriver {
-  readonly mode = 'ebpf' as const;
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const portKey = (k: PortRuleKey): string => `${k.netns_cookie}/${k.direction}/${k.port}`;
+const cidrKeyText = (k: CidrKey): string => `${k.prefixlen}/${hex(k.netns_cookie)}/${hex(k.addr)}`;
+const cookieOfCidr = (k: CidrKey): bigint => Buffer.from(k.netns_cookie).readBigUInt64BE();
+
+export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
+  readonly dataplane = 'sidecar' as const;
+  readonly engine = 'ebpf' as const;
   readonly opts: SidecarEbpfOptions;
+  readonly features: DriverFeatures;
   #obj: BpfObject | undefined;
   #maps: Maps | undefined;
   #links: Link[] = [];
-  readonly #pods = new Map<string, MeshedPod>();
+  #tc: TcAttacher;
+  readonly #pods = new Map<string, Applied>();
   #sweep: NodeJS.Timeout | undefined;
 
   constructor(opts: SidecarEbpfOptions) {
     this.opts = opts;
+    this.#tc = new TcAttacher({
+      pinDir: join(opts.pinRoot, 'links', 'tc'), mode: opts.tc ?? 'auto',
+      priority: opts.legacyTcPriority ?? LEGACY_TC_PRIORITY, nodeNetns: opts.nodeNetnsPath,
+    });
+    this.features = {
+      trace: this.#traceSource(), stats: () => this.stats(), mapCounts: () => this.mapEntryCounts(), sweep: (now) => this.expireNat(now),
+      getsockoptPassthrough: true, cgroupScope: true, sockmap: false,
+    };
   }
+
+  readonly why = { sockmap: 'sockmap acceleration (S4) is not built yet' };
 
   /**
    * Loads the datapath and attaches it. Restart-safe: maps pinned by an
@@ -102,7 +123,7 @@ export class SidecarEbpfDriver implements InterceptionDriver {
         stats: obj.map('stats', codec.u32, codec.u64),
         traceConfig: obj.map('trace_config', codec.u32, traceConfig),
       };
-      for (const ip of this.opts.nodeIps) this.#maps.nodeIps.update(toIpAddr(ip), 1);
+      this.#writeNodeIps(this.opts.nodeIps);
       for (const name of CGROUP_PROGRAMS) {
         const pin = join(this.opts.pinRoot, 'links', name);
         let link: Link;
@@ -128,106 +149,136 @@ export class SidecarEbpfDriver implements InterceptionDriver {
     }
   }
 
-  /** Whether an earlier run left this driver's pins (maps/links) behind to adopt. */
-  hasPins(): boolean {
-    return existsSync(join(this.opts.pinRoot, 'links'));
-  }
-
   #need(): { obj: BpfObject; maps: Maps } {
     if (!this.#obj || !this.#maps) throw new Error('sidecar eBPF driver not started');
     return { obj: this.#obj, maps: this.#maps };
   }
 
-  async mesh(pod: PodRef, policy: PodPolicy): Promise<void> {
+  /**
+   * Writes the sandbox's entries over whatever is there (no moment without
+   * them: a duplicate ADD or a restart changes nothing for live traffic),
+   * then removes entries the previous plan had and this one has not.
+   */
+  async mesh(pod: PodTarget, plan: SidecarPlan): Promise<void> {
     const { obj, maps } = this.#need();
-    const cookie = netnsCookie(pod.netnsPath);
-    const entries = podEntries(cookie, { ip4: pod.ip4, ip6: pod.ip6, ifindex: pod.hostVeth?.ifindex }, policy);
-    const previous = this.#pods.get(pod.id);
-    if (previous) this.#removeEntries(previous);
-
-    // Rules before pod_config: a pod becomes "managed" only once its rules exist.
+    const key = pod.key.sandboxId;
+    const cookie = netnsCookie(pod.netns);
+    const entries = podEntries(cookie, { ...firstIps(pod.ips), ifindex: pod.hostVeth?.ifindex }, plan);
+    const previous = this.#pods.get(key);
+    const prevCookie = previous?.cookie;
     const undo: (() => void)[] = [];
     try {
+      // Rules before pod_config: a pod becomes "managed" only once its rules exist.
       for (const [k, v] of entries.portRules) { maps.portRules.update(k, v); undo.push(() => maps.portRules.delete(k)); }
       for (const [k, v] of entries.cidrRules) { maps.cidrRules.update(k, v); undo.push(() => maps.cidrRules.delete(k)); }
       for (const [k, v] of entries.localPods) { maps.localPods.update(k, v); undo.push(() => maps.localPods.delete(k)); }
       maps.podConfig.update(cookie, entries.config);
       undo.push(() => maps.podConfig.delete(cookie));
-      const tc = pod.hostVeth ? this.#attachTc(obj, pod.hostVeth) : (previous?.tc ?? []);
-      this.#pods.set(pod.id, { ref: pod, cookie, entries, tc });
+      if (pod.hostVeth) {
+        this.#tc.attach(key, pod.hostVeth, { egress: obj.program(TC_PROGRAMS.egress), ingress: obj.program(TC_PROGRAMS.ingress) });
+      }
     } catch (e) {
-      for (const u of undo.reverse()) { try { u(); } catch { /* best effort */ } }
-      this.#pods.delete(pod.id);
-      if (previous) for (const t of previous.tc) this.#detachTc(t);
-      throw e instanceof BpfError ? new Error(`mesh ${pod.id}: ${e.message}`, { cause: e }) : e;
+      if (!previous) for (const u of undo.reverse()) { try { u(); } catch { /* best effort */ } }
+      throw e instanceof BpfError ? new Error(`mesh ${podName(pod.key)}: ${e.message}`, { cause: e }) : e;
     }
-    if (previous && pod.hostVeth) for (const t of previous.tc) this.#detachTc(t);
+    this.#pods.set(key, { pod, cookie, entries });
+    if (previous) this.#removeStale(previous, entries, prevCookie !== cookie);
   }
 
-  async unmesh(pod: PodRef): Promise<void> {
-    const p = this.#pods.get(pod.id);
-    if (!p) return;
-    this.#removeEntries(p);
-    for (const t of p.tc) this.#detachTc(t);
-    this.#pods.delete(pod.id);
+  /** Deletes what `previous` wrote and `next` does not (all of it when the netns changed). */
+  #removeStale(previous: Applied, next: PodEntries, allOfIt: boolean): void {
+    const { maps } = this.#need();
+    const keep = allOfIt ? { ports: new Set<string>(), cidrs: new Set<string>(), ips: new Set<string>() } : {
+      ports: new Set(next.portRules.map(([k]) => portKey(k))),
+      cidrs: new Set(next.cidrRules.map(([k]) => cidrKeyText(k))),
+      ips: new Set(next.localPods.map(([k]) => hex(k.addr))),
+    };
+    if (allOfIt) maps.podConfig.delete(previous.cookie);
+    for (const [k] of previous.entries.localPods) if (!keep.ips.has(hex(k.addr))) this.#deleteLocalPod(k, previous.cookie);
+    for (const [k] of previous.entries.portRules) if (!keep.ports.has(portKey(k))) maps.portRules.delete(k);
+    for (const [k] of previous.entries.cidrRules) if (!keep.cidrs.has(cidrKeyText(k))) maps.cidrRules.delete(k);
   }
 
-  /** Deletes a pod's entries, pod_config first so it stops being managed at once. */
-  #removeEntries(p: MeshedPod): void {
+  /** Deletes a local_pods entry only while it is still this sandbox's (an IP can move to another). */
+  #deleteLocalPod(k: IpAddr, cookie: bigint): void {
+    const maps = this.#need().maps;
+    if (maps.localPods.lookup(k)?.netns_cookie === cookie) maps.localPods.delete(k);
+  }
+
+  async unmesh(pod: PodTarget): Promise<void> {
+    const key = pod.key.sandboxId;
+    const p = this.#pods.get(key);
+    if (p) this.#removeEntries(p);
+    this.#tc.detach(key);
+    this.#pods.delete(key);
+  }
+
+  /** Deletes a sandbox's entries, pod_config first so it stops being managed at once. */
+  #removeEntries(p: Applied): void {
     const { maps } = this.#need();
     maps.podConfig.delete(p.cookie);
-    for (const [k] of p.entries.localPods) maps.localPods.delete(k);
+    for (const [k] of p.entries.localPods) this.#deleteLocalPod(k, p.cookie);
     for (const [k] of p.entries.portRules) maps.portRules.delete(k);
     for (const [k] of p.entries.cidrRules) maps.cidrRules.delete(k);
   }
 
-  #attachTc(obj: BpfObject, veth: { name: string; ifindex: number }): TcAttachment[] {
-    const attach = (dir: Direction, prog: Program): TcAttachment => {
-      const mode = this.opts.tc ?? 'auto';
-      const pin = join(this.opts.pinRoot, 'links', 'tc', `${veth.ifindex}-${dir}`);
-      if (existsSync(pin)) { // left by an earlier run: swap the program in place
-        const link = Link.open(pin);
-        link.update(prog);
-        return { kind: 'tcx', link };
-      }
-      if (mode !== 'legacy') {
-        try {
-          const link = Link.attachTcx(prog, veth.ifindex, dir);
-          link.pin(pin);
-          return { kind: 'tcx', link };
-        } catch (e) {
-          if (mode === 'tcx' || !(e instanceof BpfError) || e.errno !== 22) throw e; // EINVAL: no tcx
-        }
-      }
-      const priority = this.opts.legacyTcPriority ?? 0xc000;
-      return { kind: 'legacy', filter: TcFilter.attach(prog, veth.ifindex, dir, { priority, handle: 1 }) };
-    };
-    const inNode = <T>(fn: () => T): T => (this.opts.nodeNetnsPath ? withNetns(this.opts.nodeNetnsPath, fn) : fn());
-    return inNode(() => {
-      const done: TcAttachment[] = [];
-      try {
-        for (const dir of ['ingress', 'egress'] as const) done.push(attach(dir, obj.program(TC_PROGRAMS[dir])));
-        return done;
-      } catch (e) {
-        for (const t of done) this.#detachTc(t);
-        throw e;
-      }
-    });
+  async verify(pod: PodTarget): Promise<string | undefined> {
+    const { maps } = this.#need();
+    const p = this.#pods.get(pod.key.sandboxId);
+    if (!p) return 'not meshed by this datapath';
+    let cookie: bigint;
+    try { cookie = netnsCookie(pod.netns); } catch (e) { return `netns ${pod.netns}: ${(e as Error).message}`; }
+    if (cookie !== p.cookie) return `netns ${pod.netns} is another namespace than the one meshed`;
+    if (!maps.podConfig.lookup(cookie)) return 'pod_config entry missing';
+    for (const [k] of p.entries.localPods) {
+      if (maps.localPods.lookup(k)?.netns_cookie !== cookie) return `local_pods entry for ${formatIpAddr(k)} missing or another sandbox's`;
+    }
+    return pod.hostVeth ? this.#tc.verify(pod.key.sandboxId, pod.hostVeth) : undefined;
   }
 
-  #detachTc(t: TcAttachment): void {
-    if (t.kind === 'tcx') t.link.destroy();
-    else if (this.opts.nodeNetnsPath) withNetns(this.opts.nodeNetnsPath, () => t.filter.detach());
-    else t.filter.detach();
+  async setNodeIps(ips: string[]): Promise<void> {
+    this.opts.nodeIps = [...ips];
+    if (this.#maps) this.#writeNodeIps(ips);
+  }
+
+  #writeNodeIps(ips: string[]): void {
+    const m = this.#maps;
+    if (!m) throw new Error('sidecar eBPF driver not started');
+    const want = new Map(ips.map((ip) => [hex(toIpAddr(ip).addr), toIpAddr(ip)]));
+    for (const k of [...m.nodeIps.keys()]) if (!want.has(hex(k.addr))) m.nodeIps.delete(k);
+    for (const v of want.values()) m.nodeIps.update(v, 1);
   }
 
   /**
-   * Lets go of this process's handles and leaves everything attached and
-   * pinned: what an agent does on shutdown or upgrade (traffic keeps flowing).
+   * Removes every per-pod entry and tc attachment that no sandbox in `live`
+   * owns: what a lost DEL, a crash mid-change or an earlier run left behind.
    */
-  async close(): Promise<void> {
+  async sweepOrphans(live: ReadonlySet<string>): Promise<string[]> {
+    const { maps } = this.#need();
+    const removed: string[] = [];
+    for (const [key, p] of [...this.#pods]) {
+      if (live.has(key)) continue;
+      await this.unmesh(p.pod);
+      removed.push(key);
+    }
+    const cookies = new Set([...this.#pods.values()].map((p) => p.cookie));
+    const ports = new Set([...this.#pods.values()].flatMap((p) => p.entries.portRules.map(([k]) => portKey(k))));
+    const cidrs = new Set([...this.#pods.values()].flatMap((p) => p.entries.cidrRules.map(([k]) => cidrKeyText(k))));
+    for (const c of [...maps.podConfig.keys()]) if (!cookies.has(c)) maps.podConfig.delete(c);
+    for (const [k, v] of [...maps.localPods.entries()]) if (!cookies.has(v.netns_cookie)) maps.localPods.delete(k);
+    for (const k of [...maps.portRules.keys()]) if (!ports.has(portKey(k))) maps.portRules.delete(k);
+    for (const k of [...maps.cidrRules.keys()]) if (!cidrs.has(cidrKeyText(k)) || !cookies.has(cookieOfCidr(k))) maps.cidrRules.delete(k);
+    for (const key of this.#tc.keys()) {
+      if (this.#pods.has(key)) continue;
+      this.#tc.detach(key);
+      if (!removed.includes(key)) removed.push(key);
+    }
+    return removed;
+  }
+
+  /** Lets go of this process's handles and leaves everything attached and pinned. */
+  async release(): Promise<void> {
     clearInterval(this.#sweep);
-    for (const p of this.#pods.values()) for (const t of p.tc) if (t.kind === 'tcx') t.link.close();
     this.#pods.clear();
     for (const l of this.#links) l.close();
     this.#links = [];
@@ -236,10 +287,11 @@ export class SidecarEbpfDriver implements InterceptionDriver {
     this.#maps = undefined;
   }
 
-  /** Removes everything this driver made on the node: entries, tc, links, pins. */
+  /** Removes everything this driver made on the node: entries, tc (also an earlier run's), links, pins. */
   async stop(): Promise<void> {
     clearInterval(this.#sweep);
-    for (const p of [...this.#pods.values()]) await this.unmesh(p.ref);
+    for (const p of [...this.#pods.values()]) await this.unmesh(p.pod);
+    for (const key of this.#tc.keys()) this.#tc.detach(key);
     for (const l of this.#links) l.destroy();
     this.#links = [];
     this.#obj?.close();
@@ -249,7 +301,7 @@ export class SidecarEbpfDriver implements InterceptionDriver {
   }
 
   limitations(): Limitation[] {
-    return [];
+    return deriveLimitations(this);
   }
 
   /** Datapath counters summed over CPUs, by name (enum mw_stat). */
@@ -292,20 +344,23 @@ export class SidecarEbpfDriver implements InterceptionDriver {
     return n;
   }
 
-  /** Turns datapath tracing on or off at run time (a map write; no reload). */
-  setTrace(enabled: boolean): void {
-    this.#need().maps.traceConfig.update(0, { enabled: enabled ? 1 : 0 });
+  #traceSource(): TraceSource {
+    return {
+      // A map write: no reload.
+      setEnabled: (on) => { this.#need().maps.traceConfig.update(0, { enabled: on ? 1 : 0 }); },
+      // The datapath wakes the reader only once MW_TRACE_WAKEUP_BYTES are pending.
+      read: (onEvent) => new RingBufferReader(this.#need().obj.mapInfo('trace_events').fd, (b) => onEvent(decodeTrace(b)), { drainMs: TRACE_DRAIN_MS }),
+      cookies: () => new Map([...this.#pods.values()].map((p) => [String(p.cookie), podName(p.pod.key)])),
+    };
   }
 
-  /** Reads trace events from the ring buffer on the event loop until closed. */
-  traceReader(onEvent: (r: TraceRecord) => void): RingBufferReader {
-    const { obj } = this.#need();
-    // The datapath wakes the reader only once MW_TRACE_WAKEUP_BYTES are pending.
-    return new RingBufferReader(obj.mapInfo('trace_events').fd, (b) => onEvent(decodeTrace(b)), { drainMs: TRACE_DRAIN_MS });
+  /** The sandboxes this driver meshed in this run, by key. */
+  pods(): { key: string; cookie: bigint }[] {
+    return [...this.#pods].map(([key, p]) => ({ key, cookie: p.cookie }));
   }
+}
 
-  /** The meshed pods this driver knows, by id. */
-  pods(): { id: string; cookie: bigint }[] {
-    return [...this.#pods.values()].map((p) => ({ id: p.ref.id, cookie: p.cookie }));
-  }
+function formatIpAddr(a: IpAddr): string {
+  const b = a.addr;
+  return b.slice(0, 12).every((x, i) => x === (i >= 10 ? 0xff : 0)) ? b.slice(12).join('.') : hex(b);
 }

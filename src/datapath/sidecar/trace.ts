@@ -3,19 +3,9 @@
 import { formatIp } from '../../profiles/ip.ts';
 import { STATS, TRACE_PROGRAMS, TRACE_VERDICTS, traceEvent, type IpAddr } from './structs.ts';
 
-export interface TraceRecord {
-  /** Kernel monotonic time of the decision, ns. */
-  tsNs: string;
-  netnsCookie: string;
-  /** namespace/name, resolved by the agent from the netns cookie. */
-  pod?: string;
-  program: string;
-  verdict: string;
-  reason: string;
-  orig: string;
-  to: string;
-  uid: number;
-}
+import type { TraceRecord } from '../trace.ts';
+
+export type { TraceRecord };
 
 /** "10.0.0.1:80" / "[fd00::1]:80" from the 16-byte map form (v4-mapped for IPv4). */
 export function formatEndpoint(a: IpAddr, port: number): string {

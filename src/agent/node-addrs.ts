@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+// The node's addresses, followed as they change. Kubelet probes and other
+// node-local traffic to pods come from whichever address the route picks —
+// often the bridge gateway the first pod's ADD created after the agent
+// started — so the set is re-read on every netlink address event.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { run } from '../sys/exec.ts';
+
+/** Every global address of the caller's netns (the node's). */
+export function nodeAddresses(): string[] {
+  const links = JSON.parse(run(['ip', '-j', 'addr', 'show'])) as { addr_info?: { local: string; scope: string }[] }[];
+  return links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.scope !== 'host' && a.scope !== 'link').map((a) => a.local));
+}
+
+/**
+ * Calls `onChange(addresses)` whenever the netns's address set changes
+ * (`ip monitor address` is RTM_NEWADDR/RTM_DELADDR from netlink). Returns a stop function.
+ */
+export function watchNodeAddresses(onChange: (ips: string[]) => void): () => void {
+  let last = JSON.stringify(nodeAddresses().sort());
+  let timer: NodeJS.Timeout | undefined;
+  let child: ChildProcess | undefined;
+  let stopped = false;
+  const reread = () => {
+    timer = undefined;
+    const now = nodeAddresses().sort();
+    if (JSON.stringify(now) === last) return;
+    last = JSON.stringify(now);
+    onChange(now);
+  };
+  const start = () => {
+    child = spawn('ip', ['monitor', 'address'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // Events come in bursts (an address and its routes): one re-read per burst.
+    child.stdout!.on('data', () => { timer ??= setTimeout(reread, 20); });
+    child.on('exit', () => { if (!stopped) setTimeout(start, 1000).unref(); });
+    child.unref();
+    (child.stdout as unknown as { unref?: () => void }).unref?.();
+  };
+  start();
+  return () => { stopped = true; clearTimeout(timer); child?.kill(); };
+}

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: Apache-2.0
+// tc attachment of a pod's host-side veth, for every eBPF dataplane: a tcx link
+// (kernel >= 6.6, ordered, multi-attach) or, without tcx, a legacy cls_bpf
+// filter at our own priority/handle. Either way the attachment is recorded as
+// a pin under `<pinDir>/<sandbox>/`, keyed by the sandbox (never by ifindex,
+// which the kernel reuses):
+//   tcx-<dir>               the tcx link
+//   cls-<ifindex>-<dir>     the program of our cls_bpf filter on that ifindex
+// The pin is how a restarted agent knows a filter is its own: a filter at our
+// priority whose program id is not the pinned one belongs to someone else and
+// is never touched. Every operation is idempotent and restart-safe.
+import { existsSync, mkdirSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { BpfError, Link, TcFilter, type Direction, type Program } from '../../bpf/index.ts';
+import { E, check, fn } from '../../bpf/libbpf.ts';
+import { close } from '../../sys/libc.ts';
+import { withNetns } from '../../sys/netns.ts';
+import type { HostVeth } from '../pod.ts';
+
+export type TcMode = 'auto' | 'tcx' | 'legacy';
+export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
+/** ENOLINK: a tcx link whose device went away (the veth was deleted while we were down). */
+const ENOLINK = 67;
+
+export interface TcOptions {
+  /** bpffs directory of the per-sandbox pins (e.g. <pinRoot>/links/tc). */
+  pinDir: string;
+  mode: TcMode;
+  /** Priority of our legacy cls_bpf filters (lower runs first); handle is always 1. */
+  priority: number;
+  /** Netns holding the host veths (default: the caller's). */
+  nodeNetns?: string;
+}
+
+/** Host veth ingress = packets leaving the pod; egress = packets going into it. */
+export type TcPrograms = Record<Direction, Program>;
+
+const HANDLE = 1;
+
+function objectId(fd: number): number {
+  const buf = Buffer.alloc(256);
+  check('object info', fn.objGetInfoByFd(fd, buf, [buf.length]));
+  return buf.readUInt32LE(4);
+}
+
+/** The id of the object pinned at `path`, or undefined when the pin is gone. */
+function pinnedId(path: string): number | undefined {
+  const fd = fn.objGet(path);
+  if (fd < 0) return undefined;
+  try { return objectId(fd); } finally { close(fd); }
+}
+
+function isErrno(e: unknown, errno: number): boolean {
+  return e instanceof BpfError && e.errno === errno;
+}
+
+export class TcAttacher {
+  readonly opts: TcOptions;
+  constructor(opts: TcOptions) { this.opts = opts; }
+
+  #inNode<T>(f: () => T): T {
+    return this.opts.nodeNetns ? withNetns(this.opts.nodeNetns, f) : f();
+  }
+
+  /** Sandbox ids are CNI container ids (no '/'); encoded anyway, a pin path must stay one level. */
+  #dir(key: string): string { return join(this.opts.pinDir, encodeURIComponent(key)); }
+
+  /** Sandboxes that have tc pins (ours, from this run or an earlier one). */
+  keys(): string[] {
+    try { return readdirSync(this.opts.pinDir).map(decodeURIComponent); } catch { return []; }
+  }
+
+  /**
+   * Attaches both programs to `veth` for sandbox `key`, or swaps them in place
+   * when this sandbox is attached already (restart, upgrade, duplicate ADD):
+   * no moment without a program. Attachments of `key` on another device
+   * (veth re-created) are removed.
+   */
+  attach(key: string, veth: HostVeth, progs: TcPrograms): void {
+    this.#inNode(() => {
+      const done: Direction[] = [];
+      try {
+        for (const dir of DIRECTIONS) { this.#attachOne(key, veth, dir, progs[dir]); done.push(dir); }
+      } catch (e) {
+        // A half-attached pod is worse than none; only what this call created is undone.
+        for (const dir of done) this.#detachOne(key, dir);
+        throw e;
+      }
+    });
+  }
+
+  #attachOne(key: string, veth: HostVeth, dir: Direction, prog: Program): void {
+    const dirPath = this.#dir(key);
+    const tcxPin = join(dirPath, `tcx-${dir}`);
+    if (existsSync(tcxPin)) {
+      const link = Link.open(tcxPin);
+      try {
+        if (link.info().ifindex === veth.ifindex) {
+          link.update(prog);
+          return;
+        }
+      } catch (e) {
+        if (!isErrno(e, ENOLINK)) throw e;
+      } finally {
+        link.close();
+      }
+      this.#destroyTcx(tcxPin); // defunct (device gone) or on an old device
+    }
+    for (const pin of this.#clsPins(key, dir)) {
+      if (pin.ifindex === veth.ifindex && this.#ownsFilter(pin)) {
+        TcFilter.attach(prog, veth.ifindex, dir, { priority: this.opts.priority, handle: HANDLE, replace: true });
+        this.#repin(pin.path, prog);
+        return;
+      }
+      this.#detachCls(pin);
+    }
+    if (this.opts.mode !== 'legacy') {
+      try {
+        const link = Link.attachTcx(prog, veth.ifindex, dir);
+        try { link.pin(tcxPin); } catch (e) { link.destroy(); throw e; }
+        link.close();
+        return;
+      } catch (e) {
+        // EINVAL from BPF_LINK_CREATE with a tcx attach type: the kernel has no tcx (< 6.6).
+        if (this.opts.mode === 'tcx' || !isErrno(e, E.EINVAL)) throw e;
+      }
+    }
+    // Pin first: a crash between the two leaves a pin without filter (cleaned
+    // next time), never a filter we cannot recognise as ours.
+    const path = join(dirPath, `cls-${veth.ifindex}-${dir}`);
+    this.#pinProg(path, prog);
+    try {
+      TcFilter.attach(prog, veth.ifindex, dir, { priority: this.opts.priority, handle: HANDLE });
+    } catch (e) {
+      rmSync(path, { force: true });
+      throw e;
+    }
+  }
+
+  /** Removes every attachment of sandbox `key` (and its pins). Idempotent. */
+  detach(key: string): void {
+    this.#inNode(() => {
+      for (const dir of DIRECTIONS) this.#detachOne(key, dir);
+      rmSync(this.#dir(key), { recursive: true, force: true });
+    });
+  }
+
+  #detachOne(key: string, dir: Direction): void {
+    const tcxPin = join(this.#dir(key), `tcx-${dir}`);
+    if (existsSync(tcxPin)) this.#destroyTcx(tcxPin);
+    for (const pin of this.#clsPins(key, dir)) this.#detachCls(pin);
+  }
+
+  /** Why `key` is not attached to `veth` as it should be, or undefined when it is. */
+  verify(key: string, veth: HostVeth): string | undefined {
+    return this.#inNode(() => {
+      for (const dir of DIRECTIONS) {
+        const tcxPin = join(this.#dir(key), `tcx-${dir}`);
+        if (existsSync(tcxPin)) {
+          const link = Link.open(tcxPin);
+          try {
+            if (link.info().ifindex !== veth.ifindex) return `tcx ${dir} link is not on ${veth.name} (device gone?)`;
+          } finally { link.close(); }
+          continue;
+        }
+        const pin = this.#clsPins(key, dir).find((p) => p.ifindex === veth.ifindex);
+        if (!pin) return `no tc ${dir} program on ${veth.name}`;
+        if (!this.#ownsFilter(pin)) return `our tc ${dir} filter on ${veth.name} is gone`;
+      }
+      return undefined;
+    });
+  }
+
+  #clsPins(key: string, dir: Direction): { path: string; ifindex: number; dir: Direction }[] {
+    let names: string[];
+    try { names = readdirSync(this.#dir(key)); } catch { return []; }
+    return names.flatMap((n) => {
+      const m = /^cls-(\d+)-(ingress|egress)$/.exec(n);
+      return m && m[2] === dir ? [{ path: join(this.#dir(key), n), ifindex: Number(m[1]), dir }] : [];
+    });
+  }
+
+  /** Our filter = the program at our priority/handle is the one we pinned. */
+  #ownsFilter(pin: { path: string; ifindex: number; dir: Direction }): boolean {
+    const want = pinnedId(pin.path);
+    if (want === undefined) return false;
+    try {
+      return TcFilter.at(pin.ifindex, pin.dir, this.opts.priority, HANDLE).progId() === want;
+    } catch (e) {
+      if (isErrno(e, E.ENOENT) || isErrno(e, 19 /* ENODEV: device gone */)) return false;
+      throw e;
+    }
+  }
+
+  #detachCls(pin: { path: string; ifindex: number; dir: Direction }): void {
+    if (this.#ownsFilter(pin)) TcFilter.at(pin.ifindex, pin.dir, this.opts.priority, HANDLE).detach();
+    rmSync(pin.path, { force: true });
+  }
+
+  #destroyTcx(pin: string): void {
+    const link = Link.open(pin);
+    try { link.destroy(); } catch (e) { link.close(); rmSync(pin, { force: true }); if (!isErrno(e, ENOLINK)) throw e; }
+    rmSync(pin, { force: true });
+  }
+
+  #pinProg(path: string, prog: Program): void {
+    mkdirSync(join(path, '..'), { recursive: true });
+    rmSync(path, { force: true });
+    check(`pin ${prog.name} at ${path}`, fn.objPin(prog.fd, path));
+  }
+
+  #repin(path: string, prog: Program): void {
+    unlinkSync(path);
+    this.#pinProg(path, prog);
+  }
+}
