@@ -111,7 +111,9 @@ kernelTest('Pods created through the chain are captured; DEL leaves no map entry
   assert.deepEqual(serverLog.map((l) => [l.dir, l.origDst]), [['inbound', `${server.ip4}:8080`], ['inbound', `[${server.ip6}]:8080`]]);
 
   const tcx = (p: LabPod) => withNetns(n1.netnsPath, () => [...tcxPrograms(p.hostIfindex, 'ingress'), ...tcxPrograms(p.hostIfindex, 'egress')]);
-  const pins = (p: LabPod) => ['ingress', 'egress'].filter((d) => existsSync(`${agent.pinRoot}/links/tc/${p.hostIfindex}-${d}`));
+  // tc links are pinned per sandbox (container id), not per ifindex, which the kernel reuses.
+  const sandbox = new Map([client, server].map((p) => [p, p.cni!.containerId]));
+  const pins = (p: LabPod) => ['ingress', 'egress'].filter((d) => existsSync(`${agent.pinRoot}/links/tc/${sandbox.get(p)}/tcx-${d}`));
   assert.equal(tcx(client).length, 2, 'tc programs on the client veth');
   assert.deepEqual(pins(client), ['ingress', 'egress']);
 

@@ -62,8 +62,8 @@ export class TcAttacher {
     return this.opts.nodeNetns ? withNetns(this.opts.nodeNetns, f) : f();
   }
 
-  /** Sandbox ids are CNI container ids (no '/'); encoded anyway, a pin path must stay one level. */
-  #dir(key: string): string { return join(this.opts.pinDir, encodeURIComponent(key)); }
+  /** bpffs refuses '.' in names and a container id may hold one: '.' and '/' are %-encoded. */
+  #dir(key: string): string { return join(this.opts.pinDir, encodeURIComponent(key).replace(/\./g, '%2E')); }
 
   /** Sandboxes that have tc pins (ours, from this run or an earlier one). */
   keys(): string[] {

@@ -12,7 +12,9 @@
 // sidecar's SO_ORIGINAL_DST.
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfObject, BpfMap, Link, BpfError, RingBufferReader, codec } from '../../bpf/index.ts';
+import { BpfObject, BpfMap, Link, BpfError, RingBufferReader, codec, type Program } from '../../bpf/index.ts';
+import { E } from '../../bpf/libbpf.ts';
+import { run } from '../../sys/exec.ts';
 import { decodeTrace } from './trace.ts';
 import { netnsCookie } from '../../sys/netns.ts';
 import { limitations as deriveLimitations, type DatapathDriver, type DriverFeatures, type Limitation, type SidecarPlan } from '../driver.ts';
@@ -109,6 +111,8 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
    */
   async start(): Promise<void> {
     if (this.#obj) return;
+    // A first start that fails must not leave pinned maps behind (nothing would own them).
+    const firstRun = !existsSync(this.opts.pinRoot);
     const obj = BpfObject.load(this.opts.objectPath ?? sidecarObject, { pinRoot: this.opts.pinRoot });
     const fresh: Link[] = [];
     try {
@@ -131,7 +135,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
           link = Link.open(pin);
           link.update(obj.program(name));
         } else {
-          link = Link.attachCgroup(obj.program(name), this.opts.cgroupPath);
+          link = attachCgroupExplained(obj.program(name), this.opts.cgroupPath);
           fresh.push(link);
           link.pin(pin);
         }
@@ -145,6 +149,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       this.#links = [];
       this.#maps = undefined;
       obj.close();
+      if (firstRun) rmSync(this.opts.pinRoot, { recursive: true, force: true });
       throw e;
     }
   }
@@ -357,6 +362,27 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
   /** The sandboxes this driver meshed in this run, by key. */
   pods(): { key: string; cookie: bigint }[] {
     return [...this.#pods].map(([key, p]) => ({ key, cookie: p.cookie }));
+  }
+}
+
+/**
+ * Link.attachCgroup, with EPERM explained: the kernel refuses a multi-attach
+ * link when the hook already holds a program attached exclusively or with
+ * BPF_F_ALLOW_OVERRIDE. Say what is there and what to do.
+ */
+function attachCgroupExplained(prog: Program, cgroupPath: string): Link {
+  try {
+    return Link.attachCgroup(prog, cgroupPath);
+  } catch (e) {
+    if (!(e instanceof BpfError) || e.errno !== E.EPERM) throw e;
+    let there = '';
+    try {
+      const out = JSON.parse(run(['bpftool', '-j', 'cgroup', 'show', cgroupPath])) as { id: number; attach_type: string; attach_flags: string; name: string }[];
+      there = out.map((p) => `program ${p.id} "${p.name}" on ${p.attach_type}${p.attach_flags ? ` (${p.attach_flags})` : ' (exclusive)'}`).join('; ');
+    } catch { /* bpftool missing: say what we know */ }
+    throw new Error(`cannot attach ${prog.name} to cgroup ${cgroupPath}: the hook holds a program attached exclusively or with override`
+      + `${there ? ` — ${there}` : ''}. meshwarp attaches beside other programs (multi-attach) and never replaces them: `
+      + 'have that program attached with BPF_F_ALLOW_MULTI (e.g. `bpftool cgroup attach ... multi`), or detach it, then start the agent again.', { cause: e });
   }
 }
 
