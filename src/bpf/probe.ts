@@ -10,8 +10,7 @@
 import { close, strerror } from '../sys/libc.ts';
 import { CALL, EXIT, MOV_R0, progLoadRaw } from './sys.ts';
 import { fn } from './libbpf.ts';
-
-const EPERM = 1;
+import { ERRNO } from './uapi.ts';
 
 export interface LoadResult { ok: boolean; errno: number; log: string }
 
@@ -31,7 +30,7 @@ export interface Answer { supported: boolean | undefined; detail: string }
 export function probeAttachType(progType: number, attachType: number): Answer {
   const r = probeLoad(progType, attachType, Buffer.concat([MOV_R0_1, EXIT]));
   if (r.ok) return { supported: true, detail: 'loads' };
-  if (r.errno === EPERM) return { supported: undefined, detail: `unknown: ${strerror(r.errno)} (errno ${r.errno})` };
+  if (r.errno === ERRNO.EPERM) return { supported: undefined, detail: `unknown: ${strerror(r.errno)} (errno ${r.errno})` };
   return { supported: false, detail: `rejected: ${lastLine(r.log) || strerror(r.errno)} (errno ${r.errno})` };
 }
 
