@@ -116,7 +116,7 @@ const found = (reason: string): FeatureResult => ({ available: true, reason });
 const unknown = (reason: string): FeatureResult => ({ available: false, reason, unknown: true });
 
 /** "tcx not supported by this kernel (needs ≥ 6.6)", with the probe's evidence when it has some. */
-export function missingText(f: Pick<Feature, 'name' | 'since'>, evidence?: string): string {
+function missingText(f: Pick<Feature, 'name' | 'since'>, evidence?: string): string {
   return `${f.name} not supported by this kernel (needs ≥ ${f.since})${evidence ? `: ${evidence}` : ''}`;
 }
 

@@ -12,12 +12,12 @@ import { CALL, EXIT, MOV_R0, progLoadRaw } from './sys.ts';
 import { fn } from './libbpf.ts';
 import { ERRNO } from './uapi.ts';
 
-export interface LoadResult { ok: boolean; errno: number; log: string }
+interface LoadResult { ok: boolean; errno: number; log: string }
 
 const MOV_R0_1 = MOV_R0(1);
 
 /** BPF_PROG_LOAD of `insns`; the fd is closed at once. */
-export function probeLoad(progType: number, expectedAttachType: number, insns: Buffer): LoadResult {
+function probeLoad(progType: number, expectedAttachType: number, insns: Buffer): LoadResult {
   const r = progLoadRaw(progType, insns, { expectedAttachType });
   if (r.fd >= 0) close(r.fd);
   return { ok: r.fd >= 0, errno: r.errno, log: r.log };

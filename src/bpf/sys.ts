@@ -60,7 +60,7 @@ export function tcxQuery(ifindex: number, attachType: number, max = 64): { progI
 function addressOf(buf: Buffer): bigint { return koffi.address(buf); }
 
 /** One BPF instruction with an immediate (no registers but r0 / none). */
-export function insn(code: number, imm: number): Buffer {
+function insn(code: number, imm: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeUInt8(code, 0);
   b.writeInt32LE(imm, 4);

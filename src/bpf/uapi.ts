@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Every number meshwarp takes from a header it does not own, in one place:
-// <linux/bpf.h> enums and flags, errnos, socket options, libbpf's tc attach
-// points, the bpf() syscall number. test/kernel/doctor.test.ts compiles each
+// <linux/bpf.h> enums and flags, errnos, socket options, capabilities,
+// filesystem magics, libbpf's tc attach points, the bpf() syscall number. test/kernel/doctor.test.ts compiles each
 // one against the installed headers; values newer than those headers (Debian
 // 12 ships 6.1's) are checked there against upstream's documented value.
 // Pure data, no imports: anything may depend on it.
@@ -128,6 +128,19 @@ export const ERRNO = {
   /** Kernel-internal (include/linux/errno.h), yet bpf() returns it, e.g. from BPF_PROG_TEST_RUN. */
   ENOTSUPP: 524,
 } as const;
+
+/** Capability bits (<linux/capability.h>): CAP_<key>. */
+export const CAP = {
+  NET_ADMIN: 12,
+  SYS_ADMIN: 21,
+  /** Linux 5.8. */
+  BPF: 39,
+} as const;
+
+/** statfs f_type of a cgroup2 mount (<linux/magic.h>). */
+export const CGROUP2_SUPER_MAGIC = 0x63677270;
+/** statfs f_type of a bpf filesystem (<linux/magic.h>). */
+export const BPF_FS_MAGIC = 0xcafe4a11;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;

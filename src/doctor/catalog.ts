@@ -28,7 +28,7 @@ export const objectId = (name: string) => `object.${name}`;
 export const toolId = (name: string) => `tool.${name}`;
 
 /** System checks, before the kernel features. */
-export const SYSTEM_IDS = ['kernel', 'privileges', 'btf', 'cgroup2', 'bpffs', 'ipv6', 'node'];
+const SYSTEM_IDS = ['kernel', 'privileges', 'btf', 'cgroup2', 'bpffs', 'ipv6', 'node'];
 
 /** Every check id the doctor reports (objects discovered at run time come on top). */
 export function allProbeIds(): string[] {

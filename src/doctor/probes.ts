@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync, statSync, statfsSync } from 'nod
 import { machine, release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BpfObject, FEATURES, have, parseKernelVersion } from '../bpf/index.ts';
+import { BpfObject, CAP, CGROUP2_SUPER_MAGIC, FEATURES, have, parseKernelVersion } from '../bpf/index.ts';
 import { cgroup2Mount } from '../sys/cgroup.ts';
 import { BPFFS_DEFAULT, ensureBpffs, onBpffs } from '../sys/bpffs.ts';
 import { OBJECTS, TOOLS, CNI_PLUGIN_DIR, CNI_PLUGINS, objectId, toolId } from './catalog.ts';
@@ -48,10 +48,9 @@ export interface ProbeOptions {
 }
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CGROUP2_SUPER_MAGIC = 0x63677270;
-// Capability bits (linux/capability.h) meshwarp needs: load (BPF), attach to
-// interfaces and cgroups (NET_ADMIN, SYS_ADMIN for cgroup and netns work).
-const CAPS: [string, number][] = [['CAP_NET_ADMIN', 12], ['CAP_SYS_ADMIN', 21], ['CAP_BPF', 39]];
+// Capabilities meshwarp needs: load (BPF), attach to interfaces and cgroups
+// (NET_ADMIN, SYS_ADMIN for cgroup and netns work).
+const CAPS: [string, number][] = (['NET_ADMIN', 'SYS_ADMIN', 'BPF'] as const).map((c) => [`CAP_${c}`, CAP[c]]);
 // Only a guard against a hung tool: emulated machines run `clang --version` many times slower.
 const TOOL_TIMEOUT_MS = 60_000;
 

@@ -138,7 +138,7 @@ test('doctor --help exits 0, a bad flag exits 2', () => {
 const C_PREFIX: Record<string, string> = {
   BPF_CMD: 'BPF_', PROG_TYPE: 'BPF_PROG_TYPE_', MAP_TYPE: 'BPF_MAP_TYPE_', ATTACH_TYPE: 'BPF_',
   LINK_TYPE: 'BPF_LINK_TYPE_', MPROG_FLAG: 'BPF_F_', UPDATE_FLAG: 'BPF_', OPCODE: 'BPF_',
-  FUNC: 'BPF_FUNC_', TC_ATTACH: 'BPF_TC_', ERRNO: '',
+  FUNC: 'BPF_FUNC_', TC_ATTACH: 'BPF_TC_', ERRNO: '', CAP: 'CAP_',
 };
 
 /**
@@ -190,7 +190,7 @@ test('every number in uapi.ts matches the installed headers (compiled with gcc) 
   try {
     const src = [
       '#define _GNU_SOURCE',
-      ...['stdio.h', 'errno.h', 'sched.h', 'sys/syscall.h', 'sys/socket.h', 'netinet/in.h', 'linux/version.h', 'linux/if_ether.h',
+      ...['stdio.h', 'errno.h', 'sched.h', 'sys/syscall.h', 'sys/socket.h', 'netinet/in.h', 'linux/version.h', 'linux/if_ether.h', 'linux/magic.h', 'linux/capability.h',
         'linux/bpf.h', 'linux/netfilter_ipv4.h', 'linux/netfilter_ipv6/ip6_tables.h', 'bpf/libbpf.h'].map((h) => `#include <${h}>`),
       'int main(void) { int bad = 0;', ...lines, 'return bad; }', '',
     ].join('\n');
