@@ -5,9 +5,9 @@
 // Legacy tc is a cls_bpf filter on clsact with our own priority/handle.
 import { closeSync, mkdirSync, openSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
+import koffi from 'koffi';
 import { close } from '../sys/libc.ts';
 import { assertOnBpffs } from '../sys/bpffs.ts';
-import koffi from 'koffi';
 import { fn, check, BpfError, TcHook, TcOpts } from './libbpf.ts';
 import { tcxLinkCreate, tcxQuery, type TcxAnchor } from './sys.ts';
 import { ATTACH_TYPE, ERRNO as E, TC_ATTACH } from './uapi.ts';
@@ -50,8 +50,10 @@ export class Link {
       return new Link(tcxLinkCreate(prog.fd, ifindex, tcxAttachType(dir), anchor), `${prog.name}@tcx:${ifindex}/${dir}`);
     } catch (e) {
       // The attach errno alone cannot tell "no tcx" from a bad argument; the probe can.
-      const tcx = e instanceof BpfError ? haveTcx() : undefined;
-      if (tcx && !tcx.available && !tcx.unknown) throw new UnsupportedFeatureError('tcx', (e as BpfError).errno);
+      if (e instanceof BpfError) {
+        const tcx = haveTcx();
+        if (!tcx.available && !tcx.unknown) throw new UnsupportedFeatureError('tcx', e.errno);
+      }
       throw e;
     }
   }

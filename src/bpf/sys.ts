@@ -94,7 +94,7 @@ export function progLoadRaw(progType: number, insns: Buffer, opts: { expectedAtt
   let fd = -1;
   let err = 0;
   for (let attempt = 1; attempt <= LOAD_ATTEMPTS; attempt++) {
-    log.fill(0, 0, 1);
+    log.fill(0, 0, 1); // a retry that logs nothing must not show the last attempt's log
     fd = Number(syscall3(SYS_bpf, BPF_CMD.PROG_LOAD, attr, attr.length));
     err = fd < 0 ? errno() : 0;
     if (err !== ERRNO.EAGAIN) break;
