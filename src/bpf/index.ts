@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // The typed libbpf binding: import from here.
 export { BpfObject, type Program, type OpenOptions } from './object.ts';
-export { BpfMap, NotFoundError, MapFullError, ExistsError, MAP_TYPE, nPossibleCpus, type UpdateFlag } from './map.ts';
-export { Link, TcFilter, attachSockmap, tcxPrograms, type Direction } from './link.ts';
+export { BpfMap, NotFoundError, MapFullError, ExistsError, nPossibleCpus, type UpdateFlag } from './map.ts';
+export { Link, TcFilter, tcxPrograms, type Direction } from './link.ts';
 export { RingBufferReader } from './ringbuf.ts';
 export { Btf, type StructLayout } from './btf.ts';
-export { BpfError } from './libbpf.ts';
+export { BpfError, type BpfErrorCode } from './libbpf.ts';
 export { checkLayout } from './layout.ts';
 export * as codec from './codec.ts';
-export { probeAttachType, probeHelper, probeLoad, probeProgType, probeMapType, type Answer, type LoadResult } from './probe.ts';
-export { tcxQuery, ATTACH } from './sys.ts';
-export { testRun, returnProgram, RawProgram, PROG_TYPE, type TestRunInput, type TestRunResult } from './testrun.ts';
+export { testRun, returnProgram, RawProgram, type TestRunInput, type TestRunResult } from './testrun.ts';
+export {
+  FEATURES, feature, have, haveTcx, kernelAtLeast, parseKernelVersion, UnsupportedFeatureError,
+  type Feature, type FeatureId, type FeatureResult,
+} from './features.ts';
+export * from './uapi.ts';

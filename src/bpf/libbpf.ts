@@ -4,6 +4,7 @@
 // wraps every call and turns negative returns into BpfError.
 import koffi from 'koffi';
 import { strerror, vsnprintf } from '../sys/libc.ts';
+import { ERRNO } from './uapi.ts';
 
 const lib = koffi.load('libbpf.so.1');
 
@@ -11,7 +12,6 @@ const lib = koffi.load('libbpf.so.1');
 koffi.opaque('bpf_object');
 koffi.opaque('bpf_program');
 koffi.opaque('bpf_map');
-koffi.opaque('bpf_link');
 koffi.opaque('btf');
 koffi.opaque('ring_buffer');
 
@@ -81,7 +81,7 @@ export const fn = {
   programFd: lib.func('int bpf_program__fd(const bpf_program *prog)'),
   programType: lib.func('int bpf_program__type(const bpf_program *prog)'),
   programSetAutoload: lib.func('int bpf_program__set_autoload(bpf_program *prog, bool autoload)'),
-  programAttachCgroup: lib.func('bpf_link *bpf_program__attach_cgroup(const bpf_program *prog, int cgroup_fd)'),
+  programExpectedAttachType: lib.func('int bpf_program__expected_attach_type(const bpf_program *prog)'),
   // maps
   mapName: lib.func('const char *bpf_map__name(const bpf_map *map)'),
   mapFd: lib.func('int bpf_map__fd(const bpf_map *map)'),
@@ -98,30 +98,16 @@ export const fn = {
   mapDeleteElem: lib.func('int bpf_map_delete_elem(int fd, const void *key)'),
   mapLookupBatch: lib.func('int bpf_map_lookup_batch(int fd, void *in_batch, _Out_ void *out_batch, _Out_ void *keys, _Out_ void *values, _Inout_ uint32_t *count, const void *opts)'),
   mapGetNextKey: lib.func('int bpf_map_get_next_key(int fd, const void *key, _Out_ void *next_key)'),
-  // links
-  linkFd: lib.func('int bpf_link__fd(const bpf_link *link)'),
-  linkPin: lib.func('int bpf_link__pin(bpf_link *link, const char *path)'),
-  linkUnpin: lib.func('int bpf_link__unpin(bpf_link *link)'),
-  linkOpen: lib.func('bpf_link *bpf_link__open(const char *path)'),
-  linkUpdateProgram: lib.func('int bpf_link__update_program(bpf_link *link, bpf_program *prog)'),
-  linkDisconnect: lib.func('void bpf_link__disconnect(bpf_link *link)'),
-  linkDetach: lib.func('int bpf_link__detach(bpf_link *link)'),
-  linkDestroy: lib.func('int bpf_link__destroy(bpf_link *link)'),
-  // low-level fd API
+  // fd API: pins, info, links, test runs
   objPin: lib.func('int bpf_obj_pin(int fd, const char *pathname)'),
   objGet: lib.func('int bpf_obj_get(const char *pathname)'),
-  progAttach: lib.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
-  progDetach2: lib.func('int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
-  linkUpdate: lib.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
   objGetInfoByFd: lib.func('int bpf_obj_get_info_by_fd(int bpf_fd, _Inout_ void *info, _Inout_ uint32_t *info_len)'),
   linkCreate: lib.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
+  linkUpdate: lib.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
   linkDetachFd: lib.func('int bpf_link_detach(int link_fd)'),
-  programExpectedAttachType: lib.func('int bpf_program__expected_attach_type(const bpf_program *prog)'),
-  progGetFdById: lib.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
   progTestRun: lib.func('int bpf_prog_test_run_opts(int prog_fd, _Inout_ bpf_test_run_opts *opts)'),
   // tc (legacy cls_bpf on clsact)
   tcHookCreate: lib.func('int bpf_tc_hook_create(bpf_tc_hook *hook)'),
-  tcHookDestroy: lib.func('int bpf_tc_hook_destroy(bpf_tc_hook *hook)'),
   tcAttach: lib.func('int bpf_tc_attach(const bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)'),
   tcDetach: lib.func('int bpf_tc_detach(const bpf_tc_hook *hook, const bpf_tc_opts *opts)'),
   tcQuery: lib.func('int bpf_tc_query(const bpf_tc_hook *hook, _Inout_ bpf_tc_opts *opts)'),
@@ -133,16 +119,12 @@ export const fn = {
   // BTF
   btfParseElf: lib.func('btf *btf__parse_elf(const char *path, void *btf_ext)'),
   btfFree: lib.func('void btf__free(btf *btf)'),
-  btfTypeCnt: lib.func('uint32_t btf__type_cnt(const btf *btf)'),
   btfTypeById: lib.func('const void *btf__type_by_id(const btf *btf, uint32_t id)'),
   btfNameByOffset: lib.func('const char *btf__name_by_offset(const btf *btf, uint32_t offset)'),
   btfFindByNameKind: lib.func('int btf__find_by_name_kind(const btf *btf, const char *name, uint32_t kind)'),
   // feature probes
   probeProgType: lib.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
   probeMapType: lib.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
-  probeHelper: lib.func('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)'),
-  // libbpf's error pointers: NULL + errno in 1.x; this reads libbpf's own view.
-  getError: lib.func('long libbpf_get_error(const void *ptr)'),
   setPrint: lib.func('void *libbpf_set_print(libbpf_print_fn *fn)'),
 };
 
@@ -170,8 +152,12 @@ export function captureLibbpfLog(): () => string {
   return () => captured;
 }
 
+/** Stable `code` of each BpfError class: branch on it, never on message text. */
+export type BpfErrorCode = 'ERR_BPF' | 'ERR_BPF_NOT_FOUND' | 'ERR_BPF_MAP_FULL' | 'ERR_BPF_EXISTS' | 'ERR_BPF_NOT_SUPPORTED';
+
 /** An error from libbpf or the bpf() syscall: errno, libbpf's message, verifier log tail. */
 export class BpfError extends Error {
+  readonly code: BpfErrorCode = 'ERR_BPF';
   readonly errno: number;
   readonly op: string;
   readonly libbpfLog: string;
@@ -185,9 +171,6 @@ export class BpfError extends Error {
   }
 }
 
-/** Errno constants the typed layer distinguishes. */
-export const E = { EPERM: 1, ENOENT: 2, EBADF: 9, EEXIST: 17, EINVAL: 22, ENOSPC: 28, E2BIG: 7, EOPNOTSUPP: 95 } as const;
-
 /** libbpf 1.x returns -errno from int APIs; throws BpfError for negatives. */
 export function check(op: string, ret: number, log?: () => string): number {
   if (ret < 0) throw new BpfError(op, -ret, log?.() ?? '');
@@ -196,6 +179,6 @@ export function check(op: string, ret: number, log?: () => string): number {
 
 /** libbpf 1.x returns NULL and sets errno for pointer APIs. */
 export function checkPtr<T>(op: string, ptr: T | null, log?: () => string): T {
-  if (ptr === null) throw new BpfError(op, koffi.errno() || E.EINVAL, log?.() ?? '');
+  if (ptr === null) throw new BpfError(op, koffi.errno() || ERRNO.EINVAL, log?.() ?? '');
   return ptr;
 }

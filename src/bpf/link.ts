@@ -5,10 +5,13 @@
 // Legacy tc is a cls_bpf filter on clsact with our own priority/handle.
 import { closeSync, mkdirSync, openSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
+import koffi from 'koffi';
 import { close } from '../sys/libc.ts';
 import { assertOnBpffs } from '../sys/bpffs.ts';
-import { fn, check, BpfError, E } from './libbpf.ts';
-import { tcxLinkCreate, tcxQuery, ATTACH, type TcxAnchor } from './sys.ts';
+import { fn, check, BpfError, TcHook, TcOpts } from './libbpf.ts';
+import { tcxLinkCreate, tcxQuery, type TcxAnchor } from './sys.ts';
+import { ATTACH_TYPE, ERRNO as E, TC_ATTACH } from './uapi.ts';
+import { haveTcx, UnsupportedFeatureError } from './features.ts';
 import type { Program } from './object.ts';
 
 export type Direction = 'ingress' | 'egress';
@@ -41,10 +44,22 @@ export class Link {
     }
   }
 
-  /** Attaches a tc program as a tcx link (kernel >= 6.6) at a chosen place in the hook's order. */
+  /**
+   * Attaches a tc program as a tcx link at a chosen place in the hook's order.
+   * On a kernel without tcx this throws UnsupportedFeatureError: ask haveTcx()
+   * first to pick legacy tc instead.
+   */
   static attachTcx(prog: Program, ifindex: number, dir: Direction, anchor?: TcxAnchor): Link {
-    const type = dir === 'ingress' ? ATTACH.TCX_INGRESS : ATTACH.TCX_EGRESS;
-    return new Link(tcxLinkCreate(prog.fd, ifindex, type, anchor), `${prog.name}@tcx:${ifindex}/${dir}`);
+    try {
+      return new Link(tcxLinkCreate(prog.fd, ifindex, tcxAttachType(dir), anchor), `${prog.name}@tcx:${ifindex}/${dir}`);
+    } catch (e) {
+      // The attach errno alone cannot tell "no tcx" from a bad argument; the probe can.
+      if (e instanceof BpfError) {
+        const tcx = haveTcx();
+        if (!tcx.available && !tcx.unknown) throw new UnsupportedFeatureError('tcx', e.errno);
+      }
+      throw e;
+    }
   }
 
   /** Adopts a pinned link (e.g. after an agent restart). */
@@ -94,16 +109,19 @@ export class Link {
   }
 }
 
+const tcxAttachType = (dir: Direction) => (dir === 'ingress' ? ATTACH_TYPE.TCX_INGRESS : ATTACH_TYPE.TCX_EGRESS);
+
 /** Program ids on a tcx hook, in run order. */
 export function tcxPrograms(ifindex: number, dir: Direction): number[] {
-  return tcxQuery(ifindex, dir === 'ingress' ? ATTACH.TCX_INGRESS : ATTACH.TCX_EGRESS).progIds;
+  return tcxQuery(ifindex, tcxAttachType(dir)).progIds;
 }
 
-const TC_INGRESS = 1;
-const TC_EGRESS = 2;
 /** BPF_TC_F_REPLACE (libbpf's bpf_tc_opts flag). */
 const TC_F_REPLACE = 1;
-const hookOf = (ifindex: number, dir: Direction) => ({ sz: 24, ifindex, attach_point: dir === 'ingress' ? TC_INGRESS : TC_EGRESS, parent: 0 });
+const hookOf = (ifindex: number, dir: Direction) =>
+  ({ sz: koffi.sizeof(TcHook), ifindex, attach_point: dir === 'ingress' ? TC_ATTACH.INGRESS : TC_ATTACH.EGRESS, parent: 0 });
+const tcOpts = (o: { prog_fd?: number; flags?: number; handle: number; priority: number }) =>
+  ({ sz: koffi.sizeof(TcOpts), prog_fd: 0, flags: 0, prog_id: 0, ...o });
 
 /**
  * A legacy cls_bpf filter (direct-action) on the clsact qdisc. We create the
@@ -133,7 +151,7 @@ export class TcFilter {
     const hook = hookOf(ifindex, dir);
     const r = fn.tcHookCreate(hook);
     if (r < 0 && r !== -E.EEXIST) throw new BpfError(`create clsact on ifindex ${ifindex}`, -r);
-    const o = { sz: 32, prog_fd: prog.fd, flags: opts.replace ? TC_F_REPLACE : 0, prog_id: 0, handle: opts.handle, priority: opts.priority };
+    const o = tcOpts({ prog_fd: prog.fd, flags: opts.replace ? TC_F_REPLACE : 0, handle: opts.handle, priority: opts.priority });
     const a = fn.tcAttach(hook, o);
     if (a === -E.EEXIST) {
       throw new BpfError(`attach ${prog.name} to ifindex ${ifindex} ${dir}`, E.EEXIST, '',
@@ -150,7 +168,7 @@ export class TcFilter {
 
   /** The program id at our priority/handle, or undefined when our filter is gone. */
   progId(): number | undefined {
-    const o = { sz: 32, prog_fd: 0, flags: 0, prog_id: 0, handle: this.handle, priority: this.priority };
+    const o = tcOpts({ handle: this.handle, priority: this.priority });
     const r = fn.tcQuery(hookOf(this.ifindex, this.dir), o);
     // The kernel answers a query for a missing filter with ENOENT or, once the
     // chain is gone too, EINVAL; the hook and opts are known-valid here.
@@ -161,15 +179,8 @@ export class TcFilter {
 
   /** Removes exactly our filter; the clsact qdisc stays (others may use it). */
   detach(): void {
-    const o = { sz: 32, prog_fd: 0, flags: 0, prog_id: 0, handle: this.handle, priority: this.priority };
+    const o = tcOpts({ handle: this.handle, priority: this.priority });
     const r = fn.tcDetach(hookOf(this.ifindex, this.dir), o);
     if (r < 0 && r !== -E.ENOENT && r !== -E.EINVAL) throw new BpfError(`detach tc filter prio ${this.priority} on ifindex ${this.ifindex}`, -r);
   }
-}
-
-/** Attaches an sk_msg / sk_skb verdict program to a sockmap/sockhash. */
-export function attachSockmap(prog: Program, mapFd: number, kind: 'msg_verdict' | 'skb_verdict'): { detach(): void } {
-  const type = kind === 'msg_verdict' ? ATTACH.SK_MSG_VERDICT : ATTACH.SK_SKB_VERDICT;
-  check(`attach ${prog.name} to sockmap`, fn.progAttach(prog.fd, mapFd, type, 0));
-  return { detach: () => { fn.progDetach2(prog.fd, mapFd, type); } };
 }

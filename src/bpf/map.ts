@@ -1,24 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 // Typed access to a BPF map through its fd: a codec per key and value.
 import { readFileSync } from 'node:fs';
-import { fn, BpfError, E, check } from './libbpf.ts';
+import { fn, BpfError, check } from './libbpf.ts';
 import { close } from '../sys/libc.ts';
+import { ERRNO as E, MAP_TYPE, UPDATE_FLAG } from './uapi.ts';
 import type { Codec } from './codec.ts';
 
 /** Lookup of a key that is not in the map. */
-export class NotFoundError extends BpfError {}
+export class NotFoundError extends BpfError {
+  override readonly code = 'ERR_BPF_NOT_FOUND';
+}
 /** Update refused because the map has no room (E2BIG): distinct so callers can count and degrade. */
-export class MapFullError extends BpfError {}
+export class MapFullError extends BpfError {
+  override readonly code = 'ERR_BPF_MAP_FULL';
+}
 /** Update with 'noexist' of a key that is already there. */
-export class ExistsError extends BpfError {}
+export class ExistsError extends BpfError {
+  override readonly code = 'ERR_BPF_EXISTS';
+}
 
 export type UpdateFlag = 'any' | 'noexist' | 'exist';
-const FLAG = { any: 0, noexist: 1, exist: 2 } as const;
-
-export const MAP_TYPE = {
-  HASH: 1, ARRAY: 2, PERCPU_HASH: 5, PERCPU_ARRAY: 6, LPM_TRIE: 11,
-  SOCKMAP: 15, SOCKHASH: 18, SK_STORAGE: 24, RINGBUF: 27,
-} as const;
+const FLAG = { any: UPDATE_FLAG.ANY, noexist: UPDATE_FLAG.NOEXIST, exist: UPDATE_FLAG.EXIST } as const;
 
 let possibleCpus: number | undefined;
 /** Number of possible CPUs: the stride of per-CPU map values. */

@@ -10,15 +10,14 @@
 import { close, strerror } from '../sys/libc.ts';
 import { CALL, EXIT, MOV_R0, progLoadRaw } from './sys.ts';
 import { fn } from './libbpf.ts';
+import { ERRNO } from './uapi.ts';
 
-const EPERM = 1;
-
-export interface LoadResult { ok: boolean; errno: number; log: string }
+interface LoadResult { ok: boolean; errno: number; log: string }
 
 const MOV_R0_1 = MOV_R0(1);
 
 /** BPF_PROG_LOAD of `insns`; the fd is closed at once. */
-export function probeLoad(progType: number, expectedAttachType: number, insns: Buffer): LoadResult {
+function probeLoad(progType: number, expectedAttachType: number, insns: Buffer): LoadResult {
   const r = progLoadRaw(progType, insns, { expectedAttachType });
   if (r.fd >= 0) close(r.fd);
   return { ok: r.fd >= 0, errno: r.errno, log: r.log };
@@ -31,7 +30,7 @@ export interface Answer { supported: boolean | undefined; detail: string }
 export function probeAttachType(progType: number, attachType: number): Answer {
   const r = probeLoad(progType, attachType, Buffer.concat([MOV_R0_1, EXIT]));
   if (r.ok) return { supported: true, detail: 'loads' };
-  if (r.errno === EPERM) return { supported: undefined, detail: `unknown: ${strerror(r.errno)} (errno ${r.errno})` };
+  if (r.errno === ERRNO.EPERM) return { supported: undefined, detail: `unknown: ${strerror(r.errno)} (errno ${r.errno})` };
   return { supported: false, detail: `rejected: ${lastLine(r.log) || strerror(r.errno)} (errno ${r.errno})` };
 }
 

@@ -1,31 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // bpf() commands that libbpf 1.1 does not wrap: tcx link creation with
-// ordering and BPF_PROG_QUERY for tcx hooks. Layouts are union bpf_attr's
-// link_create and query members (include/uapi/linux/bpf.h, kernel >= 6.6).
+// ordering, BPF_PROG_QUERY for tcx hooks (union bpf_attr's link_create and
+// query members, kernel >= 6.6) and BPF_PROG_LOAD of raw instructions.
 import koffi from 'koffi';
 import { syscall3, errno } from '../sys/libc.ts';
 import { BpfError } from './libbpf.ts';
-
-const SYS_bpf = 321; // x86_64
-const BPF_PROG_LOAD = 5;
-const BPF_PROG_QUERY = 16;
-const BPF_LINK_CREATE = 28;
-
-/** bpf_attach_type values used by link.ts (cgroup attach types come from each program's expected_attach_type). */
-export const ATTACH = {
-  SK_MSG_VERDICT: 7,
-  SK_SKB_VERDICT: 38,
-  /** Not in Debian 12's 6.1 uapi headers. */
-  TCX_INGRESS: 46,
-  TCX_EGRESS: 47,
-} as const;
-
-export const F = {
-  BEFORE: 1 << 3,
-  AFTER: 1 << 4,
-  ID: 1 << 5,
-  LINK: 1 << 13,
-} as const;
+import { BPF_CMD, ERRNO, MPROG_FLAG as F, OPCODE as OP, SYS_bpf } from './uapi.ts';
 
 function bpf(cmd: number, attr: Buffer, what: string): number {
   const r = Number(syscall3(SYS_bpf, cmd, attr, attr.length));
@@ -58,7 +38,7 @@ export function tcxLinkCreate(progFd: number, ifindex: number, attachType: numbe
   attr.writeUInt32LE(flags, 12);
   attr.writeUInt32LE(relative, 16);      // tcx.relative_fd / relative_id
   attr.writeBigUInt64LE(expectedRevision, 24); // tcx.expected_revision (0 = any)
-  return bpf(BPF_LINK_CREATE, attr, `tcx link create (ifindex ${ifindex}, attach type ${attachType})`);
+  return bpf(BPF_CMD.LINK_CREATE, attr, `tcx link create (ifindex ${ifindex}, attach type ${attachType})`);
 }
 
 /** BPF_PROG_QUERY on a tcx hook: program ids and link ids in run order, and the revision. */
@@ -71,7 +51,7 @@ export function tcxQuery(ifindex: number, attachType: number, max = 64): { progI
   attr.writeBigUInt64LE(addressOf(progIds), 16);
   attr.writeUInt32LE(max, 24);
   attr.writeBigUInt64LE(addressOf(linkIds), 40);
-  bpf(BPF_PROG_QUERY, attr, `tcx query (ifindex ${ifindex}, attach type ${attachType})`);
+  bpf(BPF_CMD.PROG_QUERY, attr, `tcx query (ifindex ${ifindex}, attach type ${attachType})`);
   const n = attr.readUInt32LE(24);
   const ids = (b: Buffer) => Array.from({ length: n }, (_, i) => b.readUInt32LE(i * 4));
   return { progIds: ids(progIds), linkIds: ids(linkIds), revision: attr.readBigUInt64LE(56) };
@@ -80,16 +60,20 @@ export function tcxQuery(ifindex: number, attachType: number, max = 64): { progI
 function addressOf(buf: Buffer): bigint { return koffi.address(buf); }
 
 /** One BPF instruction with an immediate (no registers but r0 / none). */
-export function insn(code: number, imm: number): Buffer {
+function insn(code: number, imm: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeUInt8(code, 0);
   b.writeInt32LE(imm, 4);
   return b;
 }
-export const MOV_R0 = (imm: number) => insn(0xb7, imm); // BPF_ALU64 | BPF_MOV | BPF_K: r0 = imm
-export const EXIT = insn(0x95, 0);
-export const CALL = (helper: number) => insn(0x85, helper);
+export const MOV_R0 = (imm: number) => insn(OP.ALU64 | OP.MOV | OP.K, imm); // r0 = imm
+export const EXIT = insn(OP.JMP | OP.EXIT, 0);
+export const CALL = (helper: number) => insn(OP.JMP | OP.CALL, helper);
 const GPL = Buffer.from('GPL\0'); // helpers may be GPL-only
+
+// libbpf retries BPF_PROG_LOAD this often too: the verifier answers EAGAIN
+// when a signal is pending (e.g. SIGCHLD from a child process that just ended).
+const LOAD_ATTEMPTS = 5;
 
 /**
  * Raw BPF_PROG_LOAD of hand-assembled instructions (probes, the empty floor
@@ -107,8 +91,14 @@ export function progLoadRaw(progType: number, insns: Buffer, opts: { expectedAtt
   attr.writeBigUInt64LE(koffi.address(log), 32);
   if (opts.name) attr.write(opts.name.slice(0, 15), 48, 'latin1'); // prog_name[16]
   attr.writeUInt32LE(opts.expectedAttachType ?? 0, 68);
-  const fd = Number(syscall3(SYS_bpf, BPF_PROG_LOAD, attr, attr.length));
-  const err = fd < 0 ? errno() : 0;
+  let fd = -1;
+  let err = 0;
+  for (let attempt = 1; attempt <= LOAD_ATTEMPTS; attempt++) {
+    log.fill(0, 0, 1); // a retry that logs nothing must not show the last attempt's log
+    fd = Number(syscall3(SYS_bpf, BPF_CMD.PROG_LOAD, attr, attr.length));
+    err = fd < 0 ? errno() : 0;
+    if (err !== ERRNO.EAGAIN) break;
+  }
   const end = log.indexOf(0);
   return { fd, errno: err, log: log.toString('utf8', 0, end < 0 ? log.length : end) };
 }

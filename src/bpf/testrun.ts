@@ -62,10 +62,6 @@ export function testRun(progFd: number, input: TestRunInput = {}): TestRunResult
   return res;
 }
 
-/** BPF_PROG_TYPE_* values the benchmarks use. */
-export const PROG_TYPE = { SCHED_CLS: 3 } as const;
-
-
 /** A program loaded from raw instructions; close() releases it. */
 export class RawProgram {
   #fd: number;

@@ -3,10 +3,8 @@
 // A feature is judged on whether this machine can run it, whether or not
 // meshwarp implements it yet: "unavailable" = a hard need is missing,
 // "degraded" = it runs with a documented fallback or without a part.
-import {
-  PROG_TYPES, MAP_TYPES, ATTACH_TYPES, HELPERS, TCX_SINCE, CNI_PLUGIN_DIR,
-  progId, mapId, attachId, helperId, objectId, toolId,
-} from './catalog.ts';
+import { feature, isFeatureId } from '../bpf/features.ts';
+import { CNI_PLUGIN_DIR, progId, mapId, attachId, helperId, objectId, toolId } from './catalog.ts';
 
 export type Status = 'ready' | 'degraded' | 'unavailable';
 
@@ -41,12 +39,12 @@ const CONNECT = [P('cgroup_sock_addr'), A('connect4'), H('cgroup_sock_addr', 'ge
 const ORIGIN = [M('sk_storage'), H('cgroup_sock_addr', 'sk_storage_get'), P('sock_ops'), H('sock_ops', 'sk_storage_get')];
 const SIDECAR = O('sidecar');
 const NO_V6 = (what: string) => ({ probes: [A('connect6')], advice: `IPv6 ${what} not captured (cgroup/connect6 missing)` });
-const TCX = { probes: ['tcx'], advice: `kernel lacks tcx (Linux >= ${TCX_SINCE}): meshwarp falls back to legacy tc (cls_bpf) — degraded, works` };
+const TCX = { probes: ['tcx'], advice: `kernel lacks tcx (Linux >= ${feature('tcx').since}): meshwarp falls back to legacy tc (cls_bpf) — degraded, works` };
 
 export const FEATURES: FeatureRule[] = [
   { id: 'S1', name: 'sidecar outbound capture', required: true, needs: [...BASE, ...CONNECT, ...ORIGIN.slice(0, 2), SIDECAR], soft: [NO_V6('connects are')] },
   { id: 'S2', name: 'original destination (getsockopt)', required: true,
-    needs: [...BASE, P('cgroup_sockopt'), A('getsockopt'), H('cgroup_sockopt', 'sk_storage_get'), ...ORIGIN, SIDECAR] },
+    needs: [...BASE, P('cgroup_sockopt'), A('getsockopt'), H('cgroup_sockopt', 'sk_storage_get'), H('cgroup_sockopt', 'get_netns_cookie'), ...ORIGIN, SIDECAR] },
   { id: 'S3', name: 'inbound capture', required: true,
     needs: [...BASE, ...CONNECT, ...ORIGIN, H('sock_ops', 'get_netns_cookie'), H('sock_ops', 'sock_ops_cb_flags_set'), P('sched_cls'), SIDECAR],
     soft: [NO_V6('inbound connects are')] },
@@ -103,16 +101,10 @@ export function adviceFor(id: string, detail = ''): string {
     const name = id.slice('object.'.length);
     return detail.includes('not built') ? 'build the datapath: make bpf (needs clang)' : `the kernel rejects build/bpf/${name}.bpf.o (see check ${id})`;
   }
-  const kernel = (what: string, since?: string) =>
-    `kernel lacks ${what}${since ? `: upgrade to Linux >= ${since}` : ''}`;
-  const p = PROG_TYPES.find((x) => P(x.name) === id);
-  if (p) return kernel(`BPF program type ${p.name}`, p.since);
-  const m = MAP_TYPES.find((x) => M(x.name) === id);
-  if (m) return kernel(`BPF map type ${m.name}`, m.since);
-  const a = ATTACH_TYPES.find((x) => A(x.name) === id);
-  if (a) return kernel(`the cgroup/${a.name} hook`, a.since);
-  const h = HELPERS.find((x) => H(x.progType, x.name) === id);
-  if (h) return kernel(`helper bpf_${h.name} in ${h.progType} programs`, h.since);
+  if (isFeatureId(id)) {
+    const f = feature(id);
+    return `kernel lacks ${f.name}: upgrade to Linux >= ${f.since}`;
+  }
   return `check ${id} failed`;
 }
 

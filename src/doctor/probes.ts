@@ -7,14 +7,10 @@ import { existsSync, readFileSync, readdirSync, statSync, statfsSync } from 'nod
 import { machine, release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ATTACH, BpfObject, probeAttachType, probeHelper, probeProgType, probeMapType, tcxQuery, type Answer } from '../bpf/index.ts';
-import { strerror } from '../sys/libc.ts';
+import { BpfObject, CAP, CGROUP2_SUPER_MAGIC, FEATURES, have, parseKernelVersion } from '../bpf/index.ts';
 import { cgroup2Mount } from '../sys/cgroup.ts';
 import { BPFFS_DEFAULT, ensureBpffs, onBpffs } from '../sys/bpffs.ts';
-import {
-  PROG_TYPES, MAP_TYPES, ATTACH_TYPES, HELPERS, PROBE_ATTACH, OBJECTS, TOOLS, CNI_PLUGIN_DIR, CNI_PLUGINS,
-  TCX_SINCE, progId, mapId, attachId, helperId, objectId, toolId,
-} from './catalog.ts';
+import { OBJECTS, TOOLS, CNI_PLUGIN_DIR, CNI_PLUGINS, objectId, toolId } from './catalog.ts';
 
 /** One check: a stable id, whether it passed, and what was found (one line). */
 export interface Probe { id: string; ok: boolean; detail: string }
@@ -52,10 +48,11 @@ export interface ProbeOptions {
 }
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CGROUP2_SUPER_MAGIC = 0x63677270;
-// Capability bits (linux/capability.h) meshwarp needs: load (BPF), attach to
-// interfaces and cgroups (NET_ADMIN, SYS_ADMIN for cgroup and netns work).
-const CAPS: [string, number][] = [['CAP_NET_ADMIN', 12], ['CAP_SYS_ADMIN', 21], ['CAP_BPF', 39]];
+// Capabilities meshwarp needs: load (BPF), attach to interfaces and cgroups
+// (NET_ADMIN, SYS_ADMIN for cgroup and netns work).
+const CAPS: [string, number][] = (['NET_ADMIN', 'SYS_ADMIN', 'BPF'] as const).map((c) => [`CAP_${c}`, CAP[c]]);
+// Only a guard against a hung tool: emulated machines run `clang --version` many times slower.
+const TOOL_TIMEOUT_MS = 60_000;
 
 export async function runProbes(opts: ProbeOptions = {}): Promise<ProbeReport> {
   const root = opts.root ?? REPO_ROOT;
@@ -66,13 +63,13 @@ export async function runProbes(opts: ProbeOptions = {}): Promise<ProbeReport> {
 
   // system
   const rel = release();
-  const m = /^(\d+)\.(\d+)(?:\.(\d+))?/.exec(rel);
+  const v = parseKernelVersion(rel);
   const kernel: KernelInfo = {
-    release: rel, version: m ? `${m[1]}.${m[2]}.${m[3] ?? 0}` : null,
-    major: m ? Number(m[1]) : 0, minor: m ? Number(m[2]) : 0, arch: machine(),
+    release: rel, version: v ? v.join('.') : null,
+    major: v?.[0] ?? 0, minor: v?.[1] ?? 0, arch: machine(),
     btf: existsSync('/sys/kernel/btf/vmlinux'), tcx: false,
   };
-  add('kernel', m !== null, `Linux ${rel} (${kernel.arch})`);
+  add('kernel', v !== undefined, `Linux ${rel} (${kernel.arch})`);
   const priv = privileges();
   add('privileges', priv.ok, priv.detail);
   add('btf', kernel.btf, kernel.btf ? '/sys/kernel/btf/vmlinux' : 'no /sys/kernel/btf/vmlinux (kernel built without CONFIG_DEBUG_INFO_BTF)');
@@ -87,30 +84,12 @@ export async function runProbes(opts: ProbeOptions = {}): Promise<ProbeReport> {
 
   // eBPF: without privilege the kernel refuses every load, which would read as "unsupported".
   const notProbed = 'not probed: needs root (CAP_BPF)';
-  const answer = (id: string, a: Answer) => add(id, a.supported === true, a.detail);
-  for (const p of PROG_TYPES) {
-    if (!priv.ok) { add(progId(p.name), false, notProbed); continue; }
-    add(progId(p.name), ...libbpfVerdict(probeProgType(p.id), p.since));
+  for (const f of FEATURES) {
+    if (!priv.ok) { add(f.id, false, notProbed); continue; }
+    const r = have(f.id);
+    add(f.id, r.available, r.reason);
   }
-  for (const t of MAP_TYPES) {
-    if (!priv.ok) { add(mapId(t.name), false, notProbed); continue; }
-    add(mapId(t.name), ...libbpfVerdict(probeMapType(t.id), t.since));
-  }
-  const progNum = (name: string) => PROG_TYPES.find((p) => p.name === name)!.id;
-  for (const a of ATTACH_TYPES) {
-    if (!priv.ok) { add(attachId(a.name), false, notProbed); continue; }
-    answer(attachId(a.name), since(probeAttachType(progNum(a.progType), a.id), a.since));
-  }
-  for (const h of HELPERS) {
-    if (!priv.ok) { add(helperId(h.progType, h.name), false, notProbed); continue; }
-    answer(helperId(h.progType, h.name), since(probeHelper(progNum(h.progType), PROBE_ATTACH[h.progType] ?? 0, h.id), h.since));
-  }
-  if (!priv.ok) add('tcx', false, notProbed);
-  else {
-    const t = tcx();
-    kernel.tcx = t.ok;
-    add('tcx', t.ok, t.detail);
-  }
+  kernel.tcx = priv.ok && have('tcx').available;
   for (const name of objectNames(root)) {
     if (!priv.ok) { add(objectId(name), false, notProbed); continue; }
     const o = loadObject(root, name);
@@ -140,16 +119,6 @@ export async function runProbes(opts: ProbeOptions = {}): Promise<ProbeReport> {
     iptables: toolInfo('iptables'), ip6tables: toolInfo('ip6tables'),
   };
   return { kernel, host, checks };
-}
-
-function libbpfVerdict(ret: number, sinceVer: string): [boolean, string] {
-  if (ret === 1) return [true, 'supported'];
-  if (ret === 0) return [false, `not supported (needs Linux >= ${sinceVer})`];
-  return [false, `unknown: ${strerror(-ret)} (errno ${-ret})`];
-}
-
-function since(a: Answer, ver: string | undefined): Answer {
-  return a.supported === false && ver ? { ...a, detail: `${a.detail} (needs Linux >= ${ver})` } : a;
 }
 
 function privileges(): { ok: boolean; detail: string } {
@@ -202,18 +171,6 @@ function ipv6(): { ok: boolean; detail: string } {
   return { ok: true, detail: 'enabled' };
 }
 
-/** tcx answers BPF_PROG_QUERY on its attach types; older kernels say EINVAL. Read-only. */
-function tcx(): { ok: boolean; detail: string } {
-  try {
-    const q = tcxQuery(1, ATTACH.TCX_INGRESS);
-    return { ok: true, detail: `supported (lo ingress: ${q.progIds.length} program(s))` };
-  } catch (e) {
-    const errno = (e as { errno?: number }).errno;
-    if (errno === 22) return { ok: false, detail: `not supported (needs Linux >= ${TCX_SINCE})` };
-    return { ok: false, detail: `unknown: ${(e as Error).message}` };
-  }
-}
-
 /** The known objects plus any bpf/<dir>/<name>.bpf.c in the tree. */
 function objectNames(root: string): string[] {
   const names = new Set(OBJECTS);
@@ -257,7 +214,7 @@ function loadObject(root: string, name: string): { ok: boolean; detail: string }
 /** First line of `argv`'s version output; not ok when it is missing or fails. */
 function version(argv: string[]): Promise<{ ok: boolean; detail: string }> {
   return new Promise((resolve) => {
-    execFile(argv[0], argv.slice(1), { timeout: 3000, encoding: 'utf8' }, (err, stdout, stderr) => {
+    execFile(argv[0], argv.slice(1), { timeout: TOOL_TIMEOUT_MS, encoding: 'utf8' }, (err, stdout, stderr) => {
       const first = `${stdout}${stderr}`.trim().split('\n')[0] ?? '';
       if (err) {
         const code = (err as NodeJS.ErrnoException).code;

@@ -30,6 +30,7 @@ const GROUPS: [string, (id: string) => boolean][] = [
   ['eBPF hooks', (id) => id.startsWith('attach.') || id === 'tcx'],
   ['eBPF maps', (id) => id.startsWith('map.')],
   ['eBPF helpers', (id) => id.startsWith('helper.')],
+  ['eBPF commands', (id) => id.startsWith('link.') || id.startsWith('test_run.')],
   ['datapath objects', (id) => id.startsWith('object.')],
   ['tools', (id) => id.startsWith('tool.')],
 ];

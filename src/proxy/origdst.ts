@@ -2,15 +2,12 @@
 // Reads the pre-redirect destination of an accepted connection (SO_ORIGINAL_DST).
 import net from 'node:net';
 import os from 'node:os';
-import { errno, getsockopt, sysError, SOL_IP, SOL_IPV6, SO_ORIGINAL_DST } from '../sys/libc.ts';
+import { errno, getsockopt, sysError } from '../sys/libc.ts';
+import { AF_INET, AF_INET6, ERRNO, SOL_IP, SOL_IPV6, SO_ORIGINAL_DST } from '../bpf/uapi.ts';
 
 export interface OrigDst { address: string; port: number; family: 4 | 6 }
 
-const AF_INET = 2;
-const AF_INET6 = 10;
-const ENOENT = 2;
-const ENOPROTOOPT = 92;
-const SOCKADDR_IN6_LEN = 28;
+const SOCKADDR_IN6_LEN = 28; // sizeof(struct sockaddr_in6)
 
 /** Decodes a sockaddr_in (16 bytes) or sockaddr_in6 (28 bytes) as returned by getsockopt. */
 export function decodeSockaddr(buf: Buffer, len = buf.length): OrigDst {
@@ -48,7 +45,7 @@ export function originalDst(socket: net.Socket): OrigDst | null {
     const optlen = [level === SOL_IP ? 16 : SOCKADDR_IN6_LEN];
     if (getsockopt(fd, level, SO_ORIGINAL_DST, buf, optlen) === 0) return decodeSockaddr(buf, optlen[0]);
     const code = errno();
-    if (code !== ENOENT && code !== ENOPROTOOPT) throw sysError(`getsockopt(SO_ORIGINAL_DST, level ${level})`, code);
+    if (code !== ERRNO.ENOENT && code !== ERRNO.ENOPROTOOPT) throw sysError(`getsockopt(SO_ORIGINAL_DST, level ${level})`, code);
   }
   return null;
 }

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BpfObject, Link, RingBufferReader, BpfError, codec } from '../../src/bpf/index.ts';
+import { BpfObject, Link, RingBufferReader, BpfError, codec, ERRNO, LINK_TYPE } from '../../src/bpf/index.ts';
 import { selftestObject, stEvent, type StEvent } from '../../src/bpf/selftest.ts';
 import { cgroup2Mount, removeCgroupTree } from '../../src/sys/cgroup.ts';
 import { run } from '../../src/sys/exec.ts';
@@ -72,7 +72,7 @@ kernelTest('connect4 in a cgroup redirects only that cgroup, with .rodata config
 
   link.destroy();
   assert.equal(await connectFrom(cg, from), 'ERR ECONNREFUSED', 'detached: no redirect');
-});
+}, { needs: ['attach.connect4', 'map.ringbuf'] });
 
 kernelTest('a foreign program on the same cgroup hook keeps running (multi-attach links)', async (t) => {
   const prefix = testPrefix();
@@ -94,7 +94,7 @@ kernelTest('a foreign program on the same cgroup hook keeps running (multi-attac
   const runs = (o: BpfObject) => o.map('st_counters', codec.u32, codec.u64).get(0);
   assert.equal(runs(mine), 1n);
   assert.equal(runs(theirs), 0n);
-});
+}, { needs: ['attach.connect4'] });
 
 kernelTest('load failure carries errno and the verifier log tail; bad config is a clear error', (t) => {
   // A program the verifier must reject: it reads a map value without a NULL check.
@@ -107,10 +107,10 @@ SEC("tc") int bad(struct __sk_buff *skb) { __u32 k = 0; return *(__u64 *)bpf_map
 char LICENSE[] SEC("license") = "Dual BSD/GPL";`);
   run(['clang', '-O2', '-g', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', join(dir, 'bad.bpf.c'), '-o', join(dir, 'bad.o')]);
   assert.throws(() => BpfObject.load(join(dir, 'bad.o')), (e: unknown) =>
-    e instanceof BpfError && e.errno === 13 && /invalid mem access 'map_value_or_null'/.test(e.message));
+    e instanceof BpfError && e.errno === ERRNO.EACCES && e.code === 'ERR_BPF' && /invalid mem access 'map_value_or_null'/.test(e.message));
   assert.throws(() => BpfObject.open(selftestObject, { config: { no_such_var: 1 } }), /unknown config variable "no_such_var"/);
   assert.throws(() => BpfObject.open(selftestObject, { config: { st_from_port: 70000 } }), /does not fit in 2 bytes/);
-  assert.throws(() => BpfObject.open('/nonexistent.o'), (e: unknown) => e instanceof BpfError && e.errno === 2);
+  assert.throws(() => BpfObject.open('/nonexistent.o'), (e: unknown) => e instanceof BpfError && e.errno === ERRNO.ENOENT);
 });
 
 kernelTest('tc legacy filter and two tcx links in a chosen order on a veth in a netns', async (t) => {
@@ -137,7 +137,7 @@ kernelTest('tc legacy filter and two tcx links in a chosen order on a veth in a 
     assert.equal(out.legacyAfterDetach, undefined);
     assert.equal(out.tcxAfterDestroy, 0);
   }
-});
+}, { needs: ['tcx'] });
 
 kernelTest('pinned map and link survive the loader and are re-opened from a second process', async (t) => {
   const prefix = testPrefix();
@@ -152,6 +152,7 @@ kernelTest('pinned map and link survive the loader and are re-opened from a seco
   const obj = BpfObject.load(selftestObject, { pinRoot, config: { st_from_port: from, st_to_port: target.port } });
   assert.equal(obj.mapPinPath('st_counters'), `${pinRoot}/maps/st_counters`);
   const link = Link.attachCgroup(obj.program('st_connect4'), cg);
+  assert.equal(link.info().type, LINK_TYPE.CGROUP);
   link.pin(`${pinRoot}/links/st_connect4`);
   link.close();
   obj.close(); // the loader is gone; the pinned link keeps the program attached
@@ -173,22 +174,22 @@ kernelTest('pinned map and link survive the loader and are re-opened from a seco
   adopted.destroy(); // detaches and unpins
   assert.equal(existsSync(`${pinRoot}/links/st_connect4`), false);
   assert.equal(await connectFrom(cg, from), 'ERR ECONNREFUSED');
-});
+}, { needs: ['attach.connect4'] });
 
-kernelTest('typed maps: not found and map full are distinct errors', () => {
+kernelTest('typed maps: not found, map full and exists are distinct errors with stable codes', () => {
   const obj = BpfObject.load(selftestObject);
   try {
     const m = obj.map('st_counters', codec.u32, codec.u64);
     assert.equal(m.lookup(7), undefined);
-    assert.throws(() => m.get(7), { name: 'NotFoundError' });
-    assert.throws(() => m.update(7, 1n), (e: unknown) => e instanceof BpfError && e.errno === 7); // array: E2BIG out of range
+    assert.throws(() => m.get(7), { name: 'NotFoundError', code: 'ERR_BPF_NOT_FOUND' });
+    assert.throws(() => m.update(7, 1n), (e: unknown) => e instanceof BpfError && e.errno === ERRNO.E2BIG); // array: E2BIG out of range
     m.update(1, 5n);
     assert.deepEqual(m.dump(), [[0, 0n], [1, 5n]]);
     const h = obj.map('st_hash', codec.u32, codec.u32);
     h.update(1, 10);
     h.update(2, 20);
-    assert.throws(() => h.update(3, 30), { name: 'MapFullError' });
-    assert.throws(() => h.update(1, 11, 'noexist'), { name: 'ExistsError' });
+    assert.throws(() => h.update(3, 30), { name: 'MapFullError', code: 'ERR_BPF_MAP_FULL' });
+    assert.throws(() => h.update(1, 11, 'noexist'), { name: 'ExistsError', code: 'ERR_BPF_EXISTS' });
     h.update(1, 11, 'exist');
     assert.deepEqual(h.dump().sort(), [[1, 11], [2, 20]]);
     assert.equal(h.delete(2), true);

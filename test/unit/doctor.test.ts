@@ -79,6 +79,13 @@ test('connect6 missing degrades the capture features (IPv4 still works), fails n
   assert.equal(exitCode(fs), 0);
 });
 
+test('no bpf_get_netns_cookie in cgroup_sockopt (Linux < 5.15): S2 unavailable, advice names the release', () => {
+  const fs = judge(checks({ 'helper.cgroup_sockopt.get_netns_cookie': 'helper bpf_get_netns_cookie in cgroup_sockopt programs not supported' }));
+  assert.equal(feature(fs, 'S2').status, 'unavailable');
+  assert.equal(feature(fs, 'S2').advice, 'kernel lacks helper bpf_get_netns_cookie in cgroup_sockopt programs: upgrade to Linux >= 5.15');
+  assert.deepEqual(fs.filter((f) => f.status !== 'ready').map((f) => f.id), ['S2']);
+});
+
 test('a probe without a result counts as failed', () => {
   const fs = judge(checks().filter((c) => c.id !== 'map.sk_storage'));
   assert.equal(feature(fs, 'S2').status, 'unavailable');

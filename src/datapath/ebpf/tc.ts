@@ -11,16 +11,15 @@
 // is never touched. Every operation is idempotent and restart-safe.
 import { existsSync, mkdirSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfError, Link, TcFilter, type Direction, type Program } from '../../bpf/index.ts';
-import { E, check, fn } from '../../bpf/libbpf.ts';
+import { BpfError, Link, TcFilter, haveTcx, type Direction, type Program } from '../../bpf/index.ts';
+import { check, fn } from '../../bpf/libbpf.ts';
+import { ERRNO } from '../../bpf/uapi.ts';
 import { close } from '../../sys/libc.ts';
 import { withNetns } from '../../sys/netns.ts';
 import type { HostVeth } from '../pod.ts';
 
 export type TcMode = 'auto' | 'tcx' | 'legacy';
 export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
-/** ENOLINK: a tcx link whose device went away (the veth was deleted while we were down). */
-const ENOLINK = 67;
 
 export interface TcOptions {
   /** bpffs directory of the per-sandbox pins (e.g. <pinRoot>/links/tc). */
@@ -100,7 +99,7 @@ export class TcAttacher {
           return;
         }
       } catch (e) {
-        if (!isErrno(e, ENOLINK)) throw e;
+        if (!isErrno(e, ERRNO.ENOLINK)) throw e; // defunct: the veth was deleted while we were down
       } finally {
         link.close();
       }
@@ -114,16 +113,12 @@ export class TcAttacher {
       }
       this.#detachCls(pin);
     }
-    if (this.opts.mode !== 'legacy') {
-      try {
-        const link = Link.attachTcx(prog, veth.ifindex, dir);
-        try { link.pin(tcxPin); } catch (e) { link.destroy(); throw e; }
-        link.close();
-        return;
-      } catch (e) {
-        // EINVAL from BPF_LINK_CREATE with a tcx attach type: the kernel has no tcx (< 6.6).
-        if (this.opts.mode === 'tcx' || !isErrno(e, E.EINVAL)) throw e;
-      }
+    // auto: tcx where the kernel has it (probed once); tcx: insist (a clear error on < 6.6).
+    if (this.opts.mode === 'tcx' || (this.opts.mode === 'auto' && haveTcx().available)) {
+      const link = Link.attachTcx(prog, veth.ifindex, dir);
+      try { link.pin(tcxPin); } catch (e) { link.destroy(); throw e; }
+      link.close();
+      return;
     }
     // Pin first: a crash between the two leaves a pin without filter (cleaned
     // next time), never a filter we cannot recognise as ours.
@@ -187,7 +182,7 @@ export class TcAttacher {
     try {
       return TcFilter.at(pin.ifindex, pin.dir, this.opts.priority, HANDLE).progId() === want;
     } catch (e) {
-      if (isErrno(e, E.ENOENT) || isErrno(e, 19 /* ENODEV: device gone */)) return false;
+      if (isErrno(e, ERRNO.ENOENT) || isErrno(e, ERRNO.ENODEV)) return false; // device gone
       throw e;
     }
   }
@@ -199,7 +194,7 @@ export class TcAttacher {
 
   #destroyTcx(pin: string): void {
     const link = Link.open(pin);
-    try { link.destroy(); } catch (e) { link.close(); rmSync(pin, { force: true }); if (!isErrno(e, ENOLINK)) throw e; }
+    try { link.destroy(); } catch (e) { link.close(); rmSync(pin, { force: true }); if (!isErrno(e, ERRNO.ENOLINK)) throw e; }
     rmSync(pin, { force: true });
   }
 

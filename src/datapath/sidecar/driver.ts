@@ -13,7 +13,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfObject, BpfMap, Link, BpfError, RingBufferReader, codec, type Program } from '../../bpf/index.ts';
-import { E } from '../../bpf/libbpf.ts';
+import { ERRNO } from '../../bpf/uapi.ts';
 import { run } from '../../sys/exec.ts';
 import { decodeTrace } from './trace.ts';
 import { netnsCookie } from '../../sys/netns.ts';
@@ -374,7 +374,7 @@ function attachCgroupExplained(prog: Program, cgroupPath: string): Link {
   try {
     return Link.attachCgroup(prog, cgroupPath);
   } catch (e) {
-    if (!(e instanceof BpfError) || e.errno !== E.EPERM) throw e;
+    if (!(e instanceof BpfError) || e.errno !== ERRNO.EPERM) throw e;
     let there = '';
     try {
       const out = JSON.parse(run(['bpftool', '-j', 'cgroup', 'show', cgroupPath])) as { id: number; attach_type: string; attach_flags: string; name: string }[];
