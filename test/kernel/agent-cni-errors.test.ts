@@ -8,6 +8,7 @@
 //   7. a 10 MB body, client aborts, a query string, a foreign exclusive cgroup program,
 //      the node's own netns as a pod, and a prevResult with several interfaces
 // Traffic stays inside the lab's network namespaces; waits are bounded polls.
+// Run: make bpf && .tools/node/bin/node --disable-warning=ExperimentalWarning --test test/kernel/agent-cni-errors.test.ts
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { BpfObject } from '../../src/bpf/index.ts';
@@ -91,6 +92,9 @@ kernelTest('ADD with a bad netns or interface is refused (4xx, CNI code not 11),
   });
   await t.test('CNI_IFNAME names no interface in the pod netns', async () => {
     await assertRefused(c, env({ CNI_IFNAME: 'eth7' }), prev, [/eth7/, /no (such )?(interface|device|link)|does not exist|not found|missing/i], 'ifName eth7 does not exist');
+  });
+  await t.test('CNI_IFNAME is missing (empty)', async () => {
+    await assertRefused(c, env({ CNI_IFNAME: '' }), prev, [/CNI_IFNAME|ifName|interface name/i], 'ifName missing');
   });
   await t.test('CNI_IFNAME is ".."', async () => {
     await assertRefused(c, env({ CNI_IFNAME: '..' }), prev, [/CNI_IFNAME|ifName|interface name/i], 'ifName ..');

@@ -8,6 +8,7 @@
 //   4. duplicate ADDs (serial and concurrent) and ADDs claiming a live pod's IP
 // Traffic stays inside the lab's network namespaces. No timing thresholds: waits are
 // bounded polls for a condition.
+// Run: make bpf && .tools/node/bin/node --disable-warning=ExperimentalWarning --test test/kernel/lifecycle-cni.test.ts
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import type { TestContext } from 'node:test';
