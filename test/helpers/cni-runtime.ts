@@ -8,7 +8,7 @@
 // on stdin, from inside the node's netns.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -308,9 +308,14 @@ export function inNode(n: LabNode, argv: string[]): string {
   return run(['nsenter', `--net=${n.netnsPath}`, '--', ...argv]);
 }
 
-/** Files under the agent's pins for tc links: `<pin-root>/links/tc/<ifindex>-<dir>`. */
-export function tcPins(pinRoot: string, ifindex: number): string[] {
-  return ['ingress', 'egress'].filter((d) => existsSync(`${pinRoot}/links/tc/${ifindex}-${d}`));
+/**
+ * The agent's tc pins of one sandbox: `<pin-root>/links/tc/<sandbox>/` holds `tcx-<dir>`
+ * (a tcx link) or `cls-<ifindex>-<dir>` (the program of a legacy filter). Keyed by sandbox,
+ * not ifindex (the kernel reuses ifindexes); bpffs names cannot hold '.', so it is %-encoded.
+ */
+export function tcPins(pinRoot: string, sandboxId: string): string[] {
+  const dir = `${pinRoot}/links/tc/${encodeURIComponent(sandboxId).replace(/\./g, '%2E')}`;
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
 }
 
 /** Polls `fn` until it is true or `ms` passed; returns the last value (bounded polling, never a sleep-as-assertion). */

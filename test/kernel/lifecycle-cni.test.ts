@@ -185,7 +185,7 @@ for (const tc of TC_MODES) {
       // An operator (or another tool) removing our programs from the pod's veth.
       for (const d of DIRS) {
         if (tc === 'tcx') {
-          const pin = `${agent.pinRoot}/links/tc/${neu.hostIfindex}-${d}`;
+          const pin = `${agent.pinRoot}/links/tc/${neu.cni!.containerId}/tcx-${d}`;
           if (existsSync(pin)) inNode(n1, ['bpftool', 'link', 'detach', 'pinned', pin]);
         } else {
           for (const f of ourTc(n1, neu.hostVeth, d)) {
@@ -217,9 +217,9 @@ for (const tc of TC_MODES) {
     const scClient = await workload(client);
     const expected = podMaps(await agentStatus(agent));
     const gone = await lab.addPodCni(n1, 'gone');
-    const goneIp = { ip4: gone.ip4, ip6: gone.ip6, ifindex: gone.hostIfindex, veth: gone.hostVeth };
+    const goneIp = { ip4: gone.ip4, ip6: gone.ip6, ifindex: gone.hostIfindex, veth: gone.hostVeth, sandbox: gone.cni!.containerId };
     assert.notDeepEqual(podMaps(await agentStatus(agent)), expected, 'the gone pod had entries');
-    assert.deepEqual(tcPins(agent.pinRoot, goneIp.ifindex).length, tc === 'tcx' ? 2 : 0);
+    assert.deepEqual(tcPins(agent.pinRoot, goneIp.sandbox).length, 2, 'the gone pod had its two tc pins');
 
     await agent.stop();
     await lab.removePodCni(gone); // DEL reaches no agent: meshwarp-cni exits 0 (best effort); bridge + host-local clean up; netns deleted
@@ -237,9 +237,9 @@ for (const tc of TC_MODES) {
       assert.deepEqual((await agentPods(agent)).map((p) => p.podName), ['client'], 'the live pod survives GC');
       const s = await agentStatus(agent);
       assert.deepEqual(podMaps(s), expected, 'pod-state map entries (meshwarp status) back to what one pod needs');
-      assert.deepEqual(tcPins(agent.pinRoot, goneIp.ifindex), [], `tc link pins of the gone veth (ifindex ${goneIp.ifindex}) under ${agent.pinRoot}/links/tc`);
+      assert.deepEqual(tcPins(agent.pinRoot, goneIp.sandbox), [], `tc pins of the gone sandbox under ${agent.pinRoot}/links/tc`);
       const left = existsSync(`${agent.pinRoot}/links/tc`) ? readdirSync(`${agent.pinRoot}/links/tc`).sort() : [];
-      const want = tc === 'tcx' ? DIRS.map((d) => `${client.hostIfindex}-${d}`).sort() : [];
+      const want = [client.cni!.containerId];
       assert.deepEqual(left, want, 'tc pins: only the live pod\'s');
     });
 
