@@ -13,10 +13,11 @@ const volatile __u32 mw_flags = 0;
  * Types TS mirrors that nothing else would put in BTF: the ring buffer has no
  * value type, and the enums type no struct field (fields are fixed-size
  * integers). A never-read pointer to this struct makes clang emit them all,
- * for the checks in test/unit/btf-layout.test.ts.
+ * for the checks in test/unit/btf-layout.test.ts. Members are by value:
+ * behind a pointer member clang would emit only a forward declaration.
  */
 struct mw_btf_anchor {
-	struct trace_event *trace_event;
+	struct trace_event trace_event;
 	enum mw_stat stat;
 	enum mw_pod_limit pod_limit;
 	enum mw_pod_flag pod_flag;

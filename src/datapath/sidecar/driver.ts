@@ -1,24 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
-// The eBPF sidecar-mode driver of one node: loads bpf/sidecar/sidecar.bpf.c,
+// The eBPF sidecar-mode driver of one node: loads sidecar.bpf.o (bpf/sidecar/),
 // attaches its cgroup programs to the node's cgroup, and turns "pod P is
 // meshed with policy X" into map entries (entries.ts) plus tc programs on the
 // pod's host-side veth for cross-node inbound.
 //
-// Follow one connection: app connect() -> sidecar_connect4 (C) reads
+// Follow one connection: app connect() -> mwsc_connect4 (C) reads
 // pod_config[netns cookie] written by mesh() below -> rewrites to the proxy's
-// outbound port, keeps the original in origin_by_sock -> sidecar_sockops
-// hands it to the proxy's accepted socket -> sidecar_getsockopt answers the
+// outbound port, keeps the original in origin_by_sock -> mwsc_sockops
+// hands it to the proxy's accepted socket -> mwsc_getsockopt answers the
 // proxy's SO_ORIGINAL_DST.
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfObject, BpfMap, Link, TcFilter, BpfError, RingBufferReader, codec, type Direction, type Program } from '../../bpf/index.ts';
+import { BpfObject, BpfMap, Link, TcFilter, BpfError, RingBufferReader, type Direction, type Program } from '../../bpf/index.ts';
 import { decodeTrace, type TraceRecord } from './trace.ts';
 import { netnsCookie, withNetns } from '../../sys/netns.ts';
 import type { PodPolicy } from '../../profiles/index.ts';
 import type { InterceptionDriver, Limitation, PodRef } from '../driver.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
+import { SIDECAR_CGROUP_PROGS, SIDECAR_TC_PROG, openSidecarMaps } from './object.ts';
 import {
-  NAT_F, STATS, cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sidecarObject, traceConfig, tupleKey,
+  NAT_F, STATS, sidecarObject,
   type CidrKey, type TraceConfig, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig, type PortRuleKey, type StatName, type TupleKey,
 } from './structs.ts';
 
@@ -46,11 +47,8 @@ const NAT_SWEEP_MS = 10_000;
 /** How soon a quiet trace is shown (the datapath batches reader wakeups). */
 const TRACE_DRAIN_MS = 50;
 
-const CGROUP_PROGRAMS = ['sidecar_connect4', 'sidecar_connect6', 'sidecar_sockops', 'sidecar_getsockopt'] as const;
-const TC_PROGRAMS: Record<Direction, string> = {
-  egress: 'sidecar_tc_to_pod',    // host veth egress = packets going into the pod
-  ingress: 'sidecar_tc_from_pod', // host veth ingress = packets leaving the pod
-};
+const CGROUP_PROGRAMS = SIDECAR_CGROUP_PROGS;
+const TC_PROGRAMS = SIDECAR_TC_PROG;
 
 type TcAttachment = { kind: 'tcx'; link: Link } | { kind: 'legacy'; filter: TcFilter };
 
@@ -91,17 +89,7 @@ export class SidecarEbpfDriver implements InterceptionDriver {
     const obj = BpfObject.load(this.opts.objectPath ?? sidecarObject, { pinRoot: this.opts.pinRoot });
     const fresh: Link[] = [];
     try {
-      this.#maps = {
-        podConfig: obj.map('pod_config', codec.u64, podConfig),
-        localPods: obj.map('local_pods', ipAddr, localPod),
-        portRules: obj.map('port_rules', portRuleKey, codec.u8),
-        cidrRules: obj.map('cidr_rules', cidrKey, codec.u8),
-        originByTuple: obj.map('origin_by_tuple', tupleKey, origin),
-        inboundNat: obj.map('inbound_nat', natKey, natEntry),
-        nodeIps: obj.map('node_ips', ipAddr, codec.u8),
-        stats: obj.map('stats', codec.u32, codec.u64),
-        traceConfig: obj.map('trace_config', codec.u32, traceConfig),
-      };
+      this.#maps = openSidecarMaps(obj);
       for (const ip of this.opts.nodeIps) this.#maps.nodeIps.update(toIpAddr(ip), 1);
       for (const name of CGROUP_PROGRAMS) {
         const pin = join(this.opts.pinRoot, 'links', name);
