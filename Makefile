@@ -1,14 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
 # The two commands of the README: `make demo` (main job) and `make test` (whole suite).
 NODE        := .tools/node/bin/node --disable-warning=ExperimentalWarning
-BPF_SRCS    := $(wildcard bpf/*/*.bpf.c)
-BPF_OBJS    := $(addprefix build/bpf/,$(notdir $(BPF_SRCS:.c=.o)))
-BPF_HEADERS := $(wildcard bpf/include/*.h)
+# One eBPF object per directory of bpf/ (bpf/sidecar/ -> build/bpf/sidecar.bpf.o):
+# each .bpf.c in it is compiled on its own, then libbpf's static linker
+# (bpftool gen object) joins the units, so a driver still loads one object.
+BPF_DIRS    := $(sort $(patsubst bpf/%/,%,$(dir $(wildcard bpf/*/*.bpf.c))))
+BPF_OBJS    := $(BPF_DIRS:%=build/bpf/%.bpf.o)
+BPF_HEADERS := $(wildcard bpf/include/*.h bpf/*/*.h)
 BPF_CFLAGS  := -O2 -g -target bpf -mcpu=v3 -Wall -Wextra -Werror -Wno-unused-parameter \
                -Ibpf/include -I/usr/include/x86_64-linux-gnu
 TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 
-vpath %.bpf.c $(sort $(dir $(BPF_SRCS)))
+# The compiled units of object $(1), its maps.bpf.c (which defines the maps and
+# globals the other units declare extern) first: libbpf 1.1's linker leaves a
+# map it meets as an extern before its definition at offset 0 of the section.
+bpf_units_of = $(patsubst bpf/%.bpf.c,build/bpf/units/%.o,$(wildcard bpf/$(1)/*.bpf.c))
+bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$(call bpf_units_of,$(1)))
 
 .PHONY: setup bpf typecheck test unit conformance conformance-all demo doctor clean
 setup:
@@ -16,9 +23,15 @@ setup:
 
 bpf: $(BPF_OBJS)
 
-build/bpf/%.bpf.o: %.bpf.c $(BPF_HEADERS)
+build/bpf/units/%.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(@D)
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+# Keep the units (make would delete them as intermediates) for incremental builds.
+.SECONDARY: $(foreach d,$(BPF_DIRS),$(call bpf_units,$(d)))
+.SECONDEXPANSION:
+build/bpf/%.bpf.o: $$(call bpf_units,$$*)
+	bpftool gen object $@ $^
 
 typecheck:
 	@node_modules/.bin/tsc --noEmit -p .

@@ -13,7 +13,16 @@
  *    never convert;
  *  - netns cookies are native __u64 (TS `u64`), except cidr_key, which keeps
  *    them as big-endian bytes (see there);
- *  - uids, flags, ifindexes, timestamps are native.
+ *  - uids, flags, ifindexes, timestamps are native;
+ *  - every value that TS mirrors (flag bits, ids, stats indices) is an enum,
+ *    not a #define: enums reach the object's BTF, so the same test checks
+ *    the TS tables (each object keeps them in BTF with an anchor variable).
+ *
+ * Program names: "mw", a two-letter dataplane tag, "_", the hook; at most 15
+ * characters, the length the kernel keeps in bpf_prog_info.name, so every
+ * program stays distinct in `bpftool prog show`. mwsc_ is the sidecar
+ * dataplane (mwam_ is for ambient). The "mw" prefix is how the agent tells its
+ * own programs from other software's on the same hooks.
  */
 #ifndef MESHWARP_H
 #define MESHWARP_H
@@ -28,7 +37,10 @@
 #define MW_MAX_INBOUND_NAT	65536	/* inbound_nat (live cross-node inbound conns) */
 #define MW_MAX_NODE_IPS		64	/* node_ips */
 #define MW_STAT_SLOTS		64	/* stats: room to add counters without a new layout */
-#define MW_MAX_EXCLUDE_UIDS	4
+
+enum mw_pod_limit {
+	MW_MAX_EXCLUDE_UIDS = 4,	/* pod_config.exclude_uids */
+};
 
 /* 16 network-order bytes; IPv4 as ::ffff:a.b.c.d. Only ever placed at 4-byte
  * aligned offsets, so the datapath may access it as four 32-bit words. */
@@ -37,8 +49,10 @@ struct ip_addr {
 } __attribute__((aligned(4)));
 
 /* pod_config.flags */
-#define MW_POD_F_HAS_INCLUDE_IN_PORTS	(1u << 0) /* inbound: only ports with an include rule */
-#define MW_POD_F_HAS_INCLUDE_OUT_CIDRS	(1u << 1) /* outbound: only include CIDRs (or include ports) */
+enum mw_pod_flag {
+	MW_POD_F_HAS_INCLUDE_IN_PORTS = 1 << 0,	 /* inbound: only ports with an include rule */
+	MW_POD_F_HAS_INCLUDE_OUT_CIDRS = 1 << 1, /* outbound: only include CIDRs (or include ports) */
+};
 
 /*
  * pod_config: netns cookie (native __u64) -> per-pod config, one per meshed
@@ -59,7 +73,7 @@ struct pod_config {
 	__u16 dns_port;			/* 4  network order; 0 = none (reserved for DNS) */
 	__u16 status_port;		/* 6  network order; 0 = none */
 	__u32 proxy_uid;		/* 8 */
-	__u32 flags;			/* 12 MW_POD_F_* */
+	__u32 flags;			/* 12 enum mw_pod_flag bits */
 	__u32 exclude_uid_count;	/* 16 valid entries in exclude_uids, 0..4 */
 	__u32 exclude_uids[MW_MAX_EXCLUDE_UIDS]; /* 20 treated like proxy_uid */
 	struct ip_addr ipv4;		/* 36 the pod's IPv4 (v4-mapped), zero = none */
@@ -75,24 +89,31 @@ struct local_pod {
 	__u32 ifindex;			/* 12 host-side veth (node netns); 0 = any */
 };					/* 16 */
 
-/* port_rules: value __u8 */
-#define MW_DIR_OUT	0
-#define MW_DIR_IN	1
-#define MW_RULE_EXCLUDE	1
-#define MW_RULE_INCLUDE	2
+/* port_rule_key.direction */
+enum mw_dir {
+	MW_DIR_OUT = 0,
+	MW_DIR_IN = 1,
+};
+
+/* Value (__u8) of port_rules and cidr_rules; 0 = no rule. */
+enum mw_rule {
+	MW_RULE_EXCLUDE = 1,
+	MW_RULE_INCLUDE = 2,
+};
 
 struct port_rule_key {
 	__u64 netns_cookie;		/* 0 */
 	__u16 port;			/* 8  network order */
-	__u8 direction;			/* 10 MW_DIR_* */
+	__u8 direction;			/* 10 enum mw_dir */
 	__u8 _pad[5];			/* 11 */
 };					/* 16 */
 
 /*
- * cidr_rules (LPM trie, outbound only): value __u8 MW_RULE_*.
+ * cidr_rules (LPM trie, outbound only): value __u8 enum mw_rule.
  * The trie matches bits from the first byte after prefixlen, so the cookie
  * comes first and every prefix covers all of it:
- *   netns_cookie: the cookie as 8 big-endian bytes (TS: be64 into bytes(8));
+ *   netns_cookie: the cookie as 8 big-endian bytes (TS: bytes(8), written
+ *   with writeBigUInt64BE in entries.ts);
  *   addr: v4-mapped for IPv4;
  *   prefixlen: 64 + 96 + len for an IPv4 CIDR, 64 + len for IPv6
  *   (lookups use 192). An IPv6 prefix covering ::ffff:0:0/96 would match IPv4
@@ -109,11 +130,13 @@ struct cidr_key {
 };					/* 28 */
 
 /* origin.flags */
-#define MW_ORIGIN_F_CONNECT	(1u << 0) /* recorded at connect() on the client socket */
-#define MW_ORIGIN_F_ACCEPTED	(1u << 1) /* on an accepted proxy socket: getsockopt answers */
-#define MW_ORIGIN_F_TUPLE	(1u << 2) /* client put it in origin_by_tuple: delete on close */
-#define MW_ORIGIN_F_NAT		(1u << 3) /* came from inbound_nat: delete that entry on close */
-#define MW_ORIGIN_F_INBOUND	(1u << 4) /* sent to an inbound port (else outbound port) */
+enum mw_origin_flag {
+	MW_ORIGIN_F_CONNECT = 1 << 0,	/* recorded at connect() on the client socket */
+	MW_ORIGIN_F_ACCEPTED = 1 << 1,	/* on an accepted proxy socket: getsockopt answers */
+	MW_ORIGIN_F_TUPLE = 1 << 2,	/* client put it in origin_by_tuple: delete on close */
+	MW_ORIGIN_F_NAT = 1 << 3,	/* came from inbound_nat: delete that entry on close */
+	MW_ORIGIN_F_INBOUND = 1 << 4,	/* sent to an inbound port (else outbound port) */
+};
 
 /* The original destination of a captured connection: value of origin_by_sock
  * (socket-local storage) and origin_by_tuple. */
@@ -121,7 +144,7 @@ struct origin {
 	struct ip_addr addr;		/* 0  original destination address */
 	__u16 port;			/* 16 original destination port, network order */
 	__u8 family;			/* 18 MW_AF_INET (v4 or v4-mapped) / MW_AF_INET6; 0 = none */
-	__u8 flags;			/* 19 MW_ORIGIN_F_* */
+	__u8 flags;			/* 19 enum mw_origin_flag bits */
 };					/* 20 */
 
 /*
@@ -149,8 +172,10 @@ struct nat_key {
 };					/* 40 */
 
 /* nat_entry.flags */
-#define MW_NAT_F_ESTABLISHED	(1u << 0) /* the proxy accepted it; deleted when that socket closes */
-#define MW_NAT_F_TIME_WAIT	(1u << 1) /* the proxy's socket went to TIME_WAIT: kept for its last ACKs */
+enum mw_nat_flag {
+	MW_NAT_F_ESTABLISHED = 1 << 0,	/* the proxy accepted it; deleted when that socket closes */
+	MW_NAT_F_TIME_WAIT = 1 << 1,	/* the proxy's socket went to TIME_WAIT: kept for its last ACKs */
+};
 
 /*
  * Created by the SYN (BPF_NOEXIST), deleted when the proxy's accepted socket
@@ -166,7 +191,7 @@ struct nat_key {
 struct nat_entry {
 	__u16 orig_port;		/* 0  network order */
 	__u16 inbound_port;		/* 2  network order: what orig_port became */
-	__u32 flags;			/* 4  MW_NAT_F_* */
+	__u32 flags;			/* 4  enum mw_nat_flag bits */
 	__u64 since_ns;			/* 8  created, or entered TIME_WAIT */
 };					/* 16 */
 
@@ -216,19 +241,23 @@ _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
  * short timer, so a quiet trace is still shown at once. */
 #define MW_TRACE_WAKEUP_BYTES	(8 * 1024)
 
-/* trace_event.program */
-#define MW_PROG_CONNECT4	1
-#define MW_PROG_CONNECT6	2
-#define MW_PROG_SOCKOPS		3
-#define MW_PROG_GETSOCKOPT	4
-#define MW_PROG_TC_TO_POD	5
-#define MW_PROG_TC_FROM_POD	6
+/* trace_event.program. Values are fixed: append only. */
+enum mw_trace_prog {
+	MW_PROG_CONNECT4 = 1,
+	MW_PROG_CONNECT6 = 2,
+	MW_PROG_SOCKOPS = 3,
+	MW_PROG_GETSOCKOPT = 4,
+	MW_PROG_TC_TO_POD = 5,
+	MW_PROG_TC_FROM_POD = 6,
+};
 
-/* trace_event.verdict */
-#define MW_VERDICT_CAPTURED	1	/* redirected (connect) or DNAT-ed (tc SYN) */
-#define MW_VERDICT_BYPASSED	2	/* left alone; reason says why */
-#define MW_VERDICT_FAILED	3	/* should have been captured, could not (map update) */
-#define MW_VERDICT_ANSWERED	4	/* getsockopt SO_ORIGINAL_DST answered */
+/* trace_event.verdict. Values are fixed: append only. */
+enum mw_trace_verdict {
+	MW_VERDICT_CAPTURED = 1,	/* redirected (connect) or DNAT-ed (tc SYN) */
+	MW_VERDICT_BYPASSED = 2,	/* left alone; reason says why */
+	MW_VERDICT_FAILED = 3,		/* should have been captured, could not (map update) */
+	MW_VERDICT_ANSWERED = 4,	/* getsockopt SO_ORIGINAL_DST answered */
+};
 
 struct trace_config {
 	__u32 enabled;			/* 0 */
@@ -242,8 +271,8 @@ struct trace_event {
 	__u16 orig_port;		/* 48 network order */
 	__u16 to_port;			/* 50 network order */
 	__u32 uid;			/* 52 caller's uid (connect, getsockopt), else 0 */
-	__u8 program;			/* 56 MW_PROG_* */
-	__u8 verdict;			/* 57 MW_VERDICT_* */
+	__u8 program;			/* 56 enum mw_trace_prog */
+	__u8 verdict;			/* 57 enum mw_trace_verdict */
 	__u8 reason;			/* 58 enum mw_stat: the counter this decision bumped */
 	__u8 _pad[5];			/* 59 */
 };					/* 64 */
@@ -251,5 +280,8 @@ struct trace_event {
 /* Address families as stored in origin.family (Linux values). */
 #define MW_AF_INET	2
 #define MW_AF_INET6	10
+
+/* IPPROTO_TCP (Linux value), of sockets and of packets. */
+#define MW_IPPROTO_TCP	6
 
 #endif /* MESHWARP_H */

@@ -12,7 +12,6 @@
 #include "meshwarp.h"
 #include "mw_addr.h"
 
-#define MW_IPPROTO_TCP	6
 #define MW_TCP_FIN	0x01
 #define MW_TCP_SYN	0x02
 #define MW_TCP_RST	0x04

@@ -1,24 +1,31 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-// Small programs, one of each kind meshwarp uses, for the binding's kernel
-// tests and `meshwarp doctor`: cgroup connect4 rewrite, tc and tcx on a veth,
-// ring buffer delivery, pinned maps. Not part of any datapath.
+/*
+ * Small programs, one of each kind meshwarp uses, for the binding's kernel
+ * tests and `meshwarp doctor`: cgroup connect4 rewrite, tc and tcx on a veth,
+ * ring buffer delivery, pinned maps. Not part of any datapath. The st_ prefix
+ * keeps them apart from the datapath's mw programs.
+ */
+#include <linux/types.h>
 #include <linux/bpf.h>
-#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "mw_tc.h"
 
-#define TCX_NEXT -1
+#define ST_SOCK_STREAM	1
+#define ST_LOOPBACK4	0x7f000001
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by the loader before load (tests the .rodata config path). */
-const volatile __u16 st_from_port = 0; /* host order */
-const volatile __u16 st_to_port = 0;   /* host order */
+const volatile __u16 st_from_port = 0;	/* host order */
+const volatile __u16 st_to_port = 0;	/* host order */
 
 /* One event per rewritten connect; mirrored by selftestEvent in TS. */
 struct st_event {
 	__u64 cookie;
-	__u32 orig_ip4;   /* network order */
-	__u16 orig_port;  /* host order */
-	__u16 new_port;   /* host order */
+	__u32 orig_ip4;		/* network order */
+	__u16 orig_port;	/* host order */
+	__u16 new_port;		/* host order */
 	__u32 uid;
 	__u32 _pad;
 };
@@ -28,7 +35,8 @@ struct {
 	__uint(max_entries, 4096);
 } st_events SEC(".maps");
 
-/* [0] connects rewritten, [1] tc packets seen; pinned so a second process can read it. */
+/* [0] connects rewritten, [1] tc packets seen; pinned so a second process
+ * can read it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2);
@@ -61,9 +69,12 @@ struct {
 	__type(value, struct st_event);
 } st_last SEC(".maps");
 
-static __always_inline void count(__u32 idx)
+/* st_counters is one array shared by all CPUs and tests expect exact counts,
+ * so the add is atomic (unlike mw_count's per-CPU increment). */
+static __always_inline void st_count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&st_counters, &idx);
+
 	if (v)
 		__sync_fetch_and_add(v, 1);
 }
@@ -71,19 +82,19 @@ static __always_inline void count(__u32 idx)
 SEC("cgroup/connect4")
 int st_connect4(struct bpf_sock_addr *ctx)
 {
-	if (ctx->type != 1 /* SOCK_STREAM */ || bpf_ntohs(ctx->user_port) != st_from_port)
-		return 1;
-	struct st_event ev = {
-		.cookie = bpf_get_socket_cookie(ctx),
-		.orig_ip4 = ctx->user_ip4,
-		.orig_port = st_from_port,
-		.new_port = st_to_port,
-		.uid = (__u32)bpf_get_current_uid_gid(),
-	};
-	ctx->user_ip4 = bpf_htonl(0x7f000001);
-	ctx->user_port = bpf_htons(st_to_port);
-	count(0);
+	struct st_event ev = {};
 	__u32 zero = 0;
+
+	if (ctx->type != ST_SOCK_STREAM || bpf_ntohs(ctx->user_port) != st_from_port)
+		return 1;
+	ev.cookie = bpf_get_socket_cookie(ctx);
+	ev.orig_ip4 = ctx->user_ip4;
+	ev.orig_port = st_from_port;
+	ev.new_port = st_to_port;
+	ev.uid = (__u32)bpf_get_current_uid_gid();
+	ctx->user_ip4 = bpf_htonl(ST_LOOPBACK4);
+	ctx->user_port = bpf_htons(st_to_port);
+	st_count(0);
 	bpf_map_update_elem(&st_last, &zero, &ev, BPF_ANY);
 	bpf_ringbuf_output(&st_events, &ev, sizeof(ev), 0);
 	return 1;
@@ -92,24 +103,31 @@ int st_connect4(struct bpf_sock_addr *ctx)
 SEC("tc")
 int st_tc_count(struct __sk_buff *skb)
 {
-	count(1);
-	return TC_ACT_UNSPEC;
+	st_count(1);
+	return MW_TC_NEXT;
 }
 
-static __always_inline int record_order(__u32 slot)
+/* Records at which position of the tcx chain the program in `slot` ran
+ * first, then passes the packet on to the next one. */
+static __always_inline int st_record_order(__u32 slot)
 {
 	__u32 zero = 0;
 	__u32 *seq = bpf_map_lookup_elem(&st_order, &zero);
 	__u32 *pos = bpf_map_lookup_elem(&st_order, &slot);
+
 	if (seq && pos && *pos == 0)
 		*pos = __sync_fetch_and_add(seq, 1) + 1;
-	return TCX_NEXT;
+	return MW_TC_NEXT;
 }
 
 SEC("tc")
-int st_tcx_a(struct __sk_buff *skb) { return record_order(1); }
+int st_tcx_a(struct __sk_buff *skb)
+{
+	return st_record_order(1);
+}
 
 SEC("tc")
-int st_tcx_b(struct __sk_buff *skb) { return record_order(2); }
-
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+int st_tcx_b(struct __sk_buff *skb)
+{
+	return st_record_order(2);
+}

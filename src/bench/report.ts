@@ -127,7 +127,7 @@ export function formatTcTable(tc: TcProgResult): string {
     `${tc.singleRuns.toLocaleString('en')} calls; ${tc.trials} trials; net = minus the empty program, same method)`];
   const rows: string[][] = [['program', 'packet', 'method', 'trace', 'ns/packet', 'net ns']];
   for (const x of tc.rows) {
-    rows.push([x.program.replace('sidecar_', ''), x.packet, x.method, x.trace, spread(x.ns), x.program.startsWith('empty') ? '' : x.netNs.toFixed(0)]);
+    rows.push([x.program.replace('mwsc_', ''), x.packet, x.method, x.trace, spread(x.ns), x.program.startsWith('empty') ? '' : x.netNs.toFixed(0)]);
   }
   out.push(...table(rows, ['l', 'l', 'l', 'l', 'r', 'r']).map((l) => `  ${l}`));
   return `${out.join('\n')}\n`;

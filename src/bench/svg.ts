@@ -134,7 +134,7 @@ function tcPanel(box: Box, r: BenchReport): string {
   rows.forEach((row, i) => {
     const cy = plot.y + i * rowH + rowH / 2;
     const bh = Math.min(14, rowH * 0.7);
-    const label = `${row.program.replace('sidecar_', '')} · ${row.packet}${row.trace === 'off' ? '' : ` · trace ${row.trace}`} · ${row.method}`;
+    const label = `${row.program.replace('mwsc_', '')} · ${row.packet}${row.trace === 'off' ? '' : ` · trace ${row.trace}`} · ${row.method}`;
     out.push(text(plot.x - 6, cy + 3.5, label.length > 92 ? `${label.slice(0, 91)}…` : label, 'text-anchor="end" font-size="10" fill="#222"'));
     const color = row.program.startsWith('empty') ? '#bdbdbd' : row.trace === 'off' ? '#4e79a7' : '#f28e2b';
     const clipped = row.ns.median > max;

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Reading struct layouts and global-variable offsets from BTF, through libbpf.
+// Reading struct layouts, enum values and global-variable offsets from BTF, through libbpf.
 import koffi from 'koffi';
 import { fn, checkPtr } from './libbpf.ts';
 
 const KIND_STRUCT = 4;
 const KIND_UNION = 5;
+const KIND_ENUM = 6;
+const KIND_ENUM64 = 19;
 const KIND_DATASEC = 15;
 const BTF_TYPE_SIZE = 12; // struct btf_type: name_off, info, size|type
 
@@ -12,6 +14,13 @@ export interface StructLayout {
   name: string;
   size: number;
   members: { name: string; offset: number; bitfieldSize: number }[];
+}
+
+export interface EnumLayout {
+  name: string;
+  /** Bytes of a value of this enum type. */
+  size: number;
+  members: { name: string; value: number }[];
 }
 
 export interface DatasecVar { name: string; offset: number; size: number }
@@ -50,6 +59,26 @@ export class Btf {
       const [mName, , mOff] = raw.slice(i * 3, i * 3 + 3);
       const bits = t.kindFlag ? mOff & 0xffffff : mOff;
       members.push({ name: this.#name(mName), offset: bits / 8, bitfieldSize: t.kindFlag ? mOff >>> 24 : 0 });
+    }
+    return { name, size: t.size, members };
+  }
+
+  /** The members of `enum name` with their values, or undefined when the BTF has no such type. */
+  enumLayout(name: string): EnumLayout | undefined {
+    let id = fn.btfFindByNameKind(this.ptr, name, KIND_ENUM);
+    const wide = id < 0;
+    if (wide) id = fn.btfFindByNameKind(this.ptr, name, KIND_ENUM64);
+    if (id < 0) return undefined;
+    const t = this.#type(id);
+    // struct btf_enum: name_off, val (signed when kind_flag); btf_enum64: name_off, val_lo32, val_hi32.
+    const words = wide ? 3 : 2;
+    const raw = koffi.decode(t.ptr, BTF_TYPE_SIZE, 'uint32_t', t.vlen * words) as number[];
+    const members = [];
+    for (let i = 0; i < t.vlen; i++) {
+      const [mName, lo, hi] = raw.slice(i * words, i * words + words);
+      const v64 = (BigInt(hi ?? 0) << 32n) | BigInt(lo);
+      const value = wide ? Number(t.kindFlag ? BigInt.asIntN(64, v64) : v64) : t.kindFlag ? lo | 0 : lo;
+      members.push({ name: this.#name(mName), value });
     }
     return { name, size: t.size, members };
   }

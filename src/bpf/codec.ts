@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Codecs between TS values and the bytes of C structs that cross into maps.
 // Offsets follow C's natural alignment, so a codec is a faithful mirror of its
-// struct; test/kernel/btf-layout.test.ts checks every codec against the
+// struct; test/unit/btf-layout.test.ts checks every codec against the
 // compiled object's BTF, so the two can never drift apart.
 
 export interface Codec<T> {
@@ -28,12 +28,9 @@ function scalar<T>(cName: string, size: number, write: (b: Buffer, v: T, o: numb
 export const u8 = scalar<number>('__u8', 1, (b, v, o) => b.writeUInt8(v, o), (b, o) => b.readUInt8(o));
 export const u16 = scalar<number>('__u16', 2, (b, v, o) => b.writeUInt16LE(v, o), (b, o) => b.readUInt16LE(o));
 export const u32 = scalar<number>('__u32', 4, (b, v, o) => b.writeUInt32LE(v >>> 0, o), (b, o) => b.readUInt32LE(o));
-export const i32 = scalar<number>('__s32', 4, (b, v, o) => b.writeInt32LE(v, o), (b, o) => b.readInt32LE(o));
 export const u64 = scalar<bigint>('__u64', 8, (b, v, o) => b.writeBigUInt64LE(v, o), (b, o) => b.readBigUInt64LE(o));
 /** A __u16 the C side keeps in network byte order (ports); a host-order number in TS. */
 export const be16 = scalar<number>('__u16', 2, (b, v, o) => b.writeUInt16BE(v, o), (b, o) => b.readUInt16BE(o));
-/** A __u64 the C side keeps in network byte order (LPM trie keys). */
-export const be64 = scalar<bigint>('__u64', 8, (b, v, o) => b.writeBigUInt64BE(v, o), (b, o) => b.readBigUInt64BE(o));
 
 /** A fixed-size byte array (`__u8 x[n]`), as a Uint8Array. */
 export function bytes(n: number): Codec<Uint8Array> {

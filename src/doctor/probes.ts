@@ -171,34 +171,31 @@ function ipv6(): { ok: boolean; detail: string } {
   return { ok: true, detail: 'enabled' };
 }
 
-/** The known objects plus any bpf/<dir>/<name>.bpf.c in the tree. */
+/** The sources of object `name`: bpf/<name>/*.bpf.c, linked into build/bpf/<name>.bpf.o (Makefile). */
+function sourcesOf(root: string, name: string): string[] {
+  try {
+    return readdirSync(join(root, 'bpf', name)).filter((f) => f.endsWith('.bpf.c')).map((f) => join(root, 'bpf', name, f));
+  } catch { /* installed without sources */ }
+  return [];
+}
+
+/** The known objects plus any bpf/<dir>/ with .bpf.c sources in the tree. */
 function objectNames(root: string): string[] {
   const names = new Set(OBJECTS);
   try {
     for (const d of readdirSync(join(root, 'bpf'), { withFileTypes: true })) {
-      if (!d.isDirectory() || d.name === 'include') continue;
-      for (const f of readdirSync(join(root, 'bpf', d.name))) if (f.endsWith('.bpf.c')) names.add(f.slice(0, -'.bpf.c'.length));
+      if (d.isDirectory() && sourcesOf(root, d.name).length > 0) names.add(d.name);
     }
   } catch { /* installed without sources */ }
   return [...names];
-}
-
-function sourceOf(root: string, name: string): string | undefined {
-  try {
-    for (const d of readdirSync(join(root, 'bpf'))) {
-      const p = join(root, 'bpf', d, `${name}.bpf.c`);
-      if (existsSync(p)) return p;
-    }
-  } catch { /* no sources */ }
-  return undefined;
 }
 
 /** Loads build/bpf/<name>.bpf.o (verifier included) and closes it. */
 function loadObject(root: string, name: string): { ok: boolean; detail: string } {
   const obj = join(root, 'build', 'bpf', `${name}.bpf.o`);
   if (!existsSync(obj)) return { ok: false, detail: `build/bpf/${name}.bpf.o not built (make bpf)` };
-  const src = sourceOf(root, name);
-  const stale = src !== undefined && statSync(src).mtimeMs > statSync(obj).mtimeMs ? '; older than its source (make bpf)' : '';
+  const built = statSync(obj).mtimeMs;
+  const stale = sourcesOf(root, name).some((src) => statSync(src).mtimeMs > built) ? '; older than its source (make bpf)' : '';
   try {
     const o = BpfObject.load(obj);
     const detail = `loads (${o.programNames().length} programs, ${o.mapNames().filter((n) => !n.includes('.')).length} maps)${stale}`;

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { Lab, LabAgent, uniquePrefix, waitForLine, type LabPod } from '../../src/lab/index.ts';
 import { tcxPrograms } from '../../src/bpf/index.ts';
+import { SIDECAR_CGROUP_PROGS } from '../../src/datapath/sidecar/object.ts';
 import { withNetns } from '../../src/sys/netns.ts';
 import { kernelTest } from '../helpers/kernel.ts';
 
@@ -144,7 +145,7 @@ kernelTest('meshwarp uninstall removes everything the agent made and nothing els
   const { existsSync } = await import('node:fs');
   const { run } = await import('../../src/sys/exec.ts');
   const cgroupProgs = () => (JSON.parse(run(['bpftool', '-j', 'cgroup', 'show', n1.cgroupPath])) as { name: string }[]).map((p) => p.name).sort();
-  assert.deepEqual(cgroupProgs(), ['sidecar_connect4', 'sidecar_connect6', 'sidecar_getsockopt', 'sidecar_sockops', 'st_connect4'].sort());
+  assert.deepEqual(cgroupProgs(), [...SIDECAR_CGROUP_PROGS, 'st_connect4'].sort());
 
   const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
   const r = await n1.run([node, '--disable-warning=ExperimentalWarning', CLI, 'uninstall', ...agent.flags()]);

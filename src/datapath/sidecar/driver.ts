@@ -5,14 +5,14 @@
 // (entries.ts) plus tc programs on the pod's host-side veth (../ebpf/tc.ts)
 // for cross-node inbound.
 //
-// Follow one connection: app connect() -> connect4 (C) reads
-// pod_config[netns cookie] written by mesh() below -> rewrites to the
-// sidecar's outbound port, keeps the original in origin_by_sock -> sockops
-// hands it to the sidecar's accepted socket -> getsockopt answers the
+// Follow one connection: app connect() -> mwsc_connect4 (bpf/sidecar/connect.bpf.c)
+// reads pod_config[netns cookie] written by mesh() below -> rewrites to the
+// sidecar's outbound port, keeps the original in origin_by_sock -> mwsc_sockops
+// hands it to the sidecar's accepted socket -> mwsc_getsockopt answers the
 // sidecar's SO_ORIGINAL_DST.
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfObject, BpfMap, Link, BpfError, RingBufferReader, codec, type Program } from '../../bpf/index.ts';
+import { BpfObject, Link, BpfError, RingBufferReader, type Program } from '../../bpf/index.ts';
 import { ERRNO } from '../../bpf/uapi.ts';
 import { run } from '../../sys/exec.ts';
 import { decodeTrace } from './trace.ts';
@@ -22,10 +22,8 @@ import { firstIps, podName, type PodTarget } from '../pod.ts';
 import type { TraceSource } from '../trace.ts';
 import { TcAttacher, type TcMode } from '../ebpf/tc.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
-import {
-  NAT_F, STATS, cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sidecarObject, traceConfig, tupleKey,
-  type CidrKey, type TraceConfig, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig, type PortRuleKey, type StatName, type TupleKey,
-} from './structs.ts';
+import { SIDECAR_CGROUP_PROGS, SIDECAR_MAP, SIDECAR_TC_PROG, openSidecarMaps, type SidecarMaps } from './object.ts';
+import { NAT_F, STATS, sidecarObject, type CidrKey, type IpAddr, type PortRuleKey, type StatName } from './structs.ts';
 
 export interface SidecarEbpfOptions {
   /** bpffs directory for this driver's pins (maps/, links/). */
@@ -52,26 +50,11 @@ const NAT_SWEEP_MS = 10_000;
 const TRACE_DRAIN_MS = 50;
 export const LEGACY_TC_PRIORITY = 0xc000;
 
-const CGROUP_PROGRAMS = ['sidecar_connect4', 'sidecar_connect6', 'sidecar_sockops', 'sidecar_getsockopt'] as const;
-const TC_PROGRAMS = {
-  egress: 'sidecar_tc_to_pod',    // host veth egress = packets going into the pod
-  ingress: 'sidecar_tc_from_pod', // host veth ingress = packets leaving the pod
-} as const;
 
 /** What this run applied for one sandbox. */
 interface Applied { pod: PodTarget; cookie: bigint; entries: PodEntries }
 
-interface Maps {
-  podConfig: BpfMap<bigint, PodConfig>;
-  localPods: BpfMap<IpAddr, LocalPod>;
-  portRules: BpfMap<PortRuleKey, number>;
-  cidrRules: BpfMap<CidrKey, number>;
-  originByTuple: BpfMap<TupleKey, Origin>;
-  inboundNat: BpfMap<NatKey, NatEntry>;
-  nodeIps: BpfMap<IpAddr, number>;
-  stats: BpfMap<number, bigint>;
-  traceConfig: BpfMap<number, TraceConfig>;
-}
+type Maps = SidecarMaps;
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const portKey = (k: PortRuleKey): string => `${k.netns_cookie}/${k.direction}/${k.port}`;
@@ -116,24 +99,21 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     const obj = BpfObject.load(this.opts.objectPath ?? sidecarObject, { pinRoot: this.opts.pinRoot });
     const fresh: Link[] = [];
     try {
-      this.#maps = {
-        podConfig: obj.map('pod_config', codec.u64, podConfig),
-        localPods: obj.map('local_pods', ipAddr, localPod),
-        portRules: obj.map('port_rules', portRuleKey, codec.u8),
-        cidrRules: obj.map('cidr_rules', cidrKey, codec.u8),
-        originByTuple: obj.map('origin_by_tuple', tupleKey, origin),
-        inboundNat: obj.map('inbound_nat', natKey, natEntry),
-        nodeIps: obj.map('node_ips', ipAddr, codec.u8),
-        stats: obj.map('stats', codec.u32, codec.u64),
-        traceConfig: obj.map('trace_config', codec.u32, traceConfig),
-      };
+      this.#maps = openSidecarMaps(obj);
       this.#writeNodeIps(this.opts.nodeIps);
-      for (const name of CGROUP_PROGRAMS) {
+      for (const name of SIDECAR_CGROUP_PROGS) {
         const pin = join(this.opts.pinRoot, 'links', name);
+        const oldPin = join(this.opts.pinRoot, 'links', name.replace(/^mwsc_/, 'sidecar_'));
         let link: Link;
         if (existsSync(pin)) {
           link = Link.open(pin);
           link.update(obj.program(name));
+        } else if (existsSync(oldPin)) {
+          // Pinned by a build before the 15-character names: adopt it in place, re-pin under the new name.
+          link = Link.open(oldPin);
+          link.update(obj.program(name));
+          link.pin(pin);
+          rmSync(oldPin);
         } else {
           link = attachCgroupExplained(obj.program(name), this.opts.cgroupPath);
           fresh.push(link);
@@ -180,7 +160,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       maps.podConfig.update(cookie, entries.config);
       undo.push(() => maps.podConfig.delete(cookie));
       if (pod.hostVeth) {
-        this.#tc.attach(key, pod.hostVeth, { egress: obj.program(TC_PROGRAMS.egress), ingress: obj.program(TC_PROGRAMS.ingress) });
+        this.#tc.attach(key, pod.hostVeth, { egress: obj.program(SIDECAR_TC_PROG.egress), ingress: obj.program(SIDECAR_TC_PROG.ingress) });
       }
     } catch (e) {
       if (!previous) for (const u of undo.reverse()) { try { u(); } catch { /* best effort */ } }
@@ -354,7 +334,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       // A map write: no reload.
       setEnabled: (on) => { this.#need().maps.traceConfig.update(0, { enabled: on ? 1 : 0 }); },
       // The datapath wakes the reader only once MW_TRACE_WAKEUP_BYTES are pending.
-      read: (onEvent) => new RingBufferReader(this.#need().obj.mapInfo('trace_events').fd, (b) => onEvent(decodeTrace(b)), { drainMs: TRACE_DRAIN_MS }),
+      read: (onEvent) => new RingBufferReader(this.#need().obj.mapInfo(SIDECAR_MAP.traceEvents).fd, (b) => onEvent(decodeTrace(b)), { drainMs: TRACE_DRAIN_MS }),
       cookies: () => new Map([...this.#pods.values()].map((p) => [String(p.cookie), podName(p.pod.key)])),
     };
   }

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// TS mirrors of bpf/include/meshwarp.h (one codec per C struct; checked
-// against the object's BTF by test/kernel/btf-layout.test.ts). Names are the
-// C names; ports the C side keeps in network order use be16.
+// TS mirrors of bpf/include/meshwarp.h: one codec per C struct and one table
+// per C enum, all checked against the object's BTF by
+// test/unit/btf-layout.test.ts. Names are the C names (enum members without
+// their prefix); ports the C side keeps in network order use be16.
 import { fileURLToPath } from 'node:url';
 import { struct, bytes, array, pad, u8, u32, u64, be16, type Codec } from '../../bpf/codec.ts';
+import { listMirror, namesMirror, type EnumMirror } from '../../bpf/layout.ts';
 
 export const sidecarObject = fileURLToPath(new URL('../../../build/bpf/sidecar.bpf.o', import.meta.url));
 
@@ -11,6 +13,7 @@ export const sidecarObject = fileURLToPath(new URL('../../../build/bpf/sidecar.b
 export interface IpAddr { addr: Uint8Array }
 export const ipAddr: Codec<IpAddr> = struct('ip_addr', [['addr', bytes(16)]], { align: 4 });
 
+/** enum mw_pod_flag (pod_config.flags) and enum mw_pod_limit. */
 export const POD_F = { HAS_INCLUDE_IN_PORTS: 1, HAS_INCLUDE_OUT_CIDRS: 2 } as const;
 export const MAX_EXCLUDE_UIDS = 4;
 
@@ -30,6 +33,7 @@ export const localPod: Codec<LocalPod> = struct('local_pod', [
   ['netns_cookie', u64], ['inbound_port', be16], ['_pad0', pad(2)], ['ifindex', u32],
 ]);
 
+/** enum mw_dir (port_rule_key.direction) and enum mw_rule (the rule maps' value). */
 export const DIR = { OUT: 0, IN: 1 } as const;
 export const RULE = { EXCLUDE: 1, INCLUDE: 2 } as const;
 
@@ -44,6 +48,7 @@ export const cidrKey: Codec<CidrKey> = struct('cidr_key', [
   ['prefixlen', u32], ['netns_cookie', bytes(8)], ['addr', bytes(16)],
 ]);
 
+/** enum mw_origin_flag (origin.flags). */
 export const ORIGIN_F = { CONNECT: 1, ACCEPTED: 2, TUPLE: 4, NAT: 8, INBOUND: 16 } as const;
 export interface Origin { addr: IpAddr; port: number; family: number; flags: number }
 export const origin: Codec<Origin> = struct('origin', [
@@ -60,6 +65,7 @@ export const natKey: Codec<NatKey> = struct('nat_key', [
   ['remote', ipAddr], ['local', ipAddr], ['remote_port', be16], ['_pad', pad(6)],
 ]);
 
+/** enum mw_nat_flag (nat_entry.flags). */
 export const NAT_F = { ESTABLISHED: 1, TIME_WAIT: 2 } as const;
 export interface NatEntry { orig_port: number; inbound_port: number; flags: number; since_ns: bigint }
 export const natEntry: Codec<NatEntry> = struct('nat_entry', [
@@ -79,7 +85,7 @@ export type StatName = (typeof STATS)[number];
 export interface TraceConfig { enabled: number }
 export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled', u32]]);
 
-/** trace_event.program / .verdict values (MW_PROG_* / MW_VERDICT_* in meshwarp.h). */
+/** trace_event.program / .verdict values (enum mw_trace_prog / mw_trace_verdict in meshwarp.h). */
 export const TRACE_PROGRAMS: Record<number, string> = {
   1: 'connect4', 2: 'connect6', 3: 'sockops', 4: 'getsockopt', 5: 'tc_to_pod', 6: 'tc_from_pod',
 };
@@ -97,4 +103,17 @@ export const traceEvent: Codec<TraceEvent> = struct('trace_event', [
 /** Every codec that crosses into sidecar.bpf.o, for the BTF layout test. */
 export const sidecarStructs: Codec<any>[] = [
   ipAddr, podConfig, localPod, portRuleKey, cidrKey, origin, tupleKey, natKey, natEntry, traceConfig, traceEvent,
+];
+
+/** Every TS table that mirrors an enum of meshwarp.h, for the BTF check. */
+export const sidecarEnums: EnumMirror[] = [
+  { cName: 'mw_pod_limit', prefix: 'MW_MAX_', values: { EXCLUDE_UIDS: MAX_EXCLUDE_UIDS } },
+  { cName: 'mw_pod_flag', prefix: 'MW_POD_F_', values: POD_F },
+  { cName: 'mw_dir', prefix: 'MW_DIR_', values: DIR },
+  { cName: 'mw_rule', prefix: 'MW_RULE_', values: RULE },
+  { cName: 'mw_origin_flag', prefix: 'MW_ORIGIN_F_', values: ORIGIN_F },
+  { cName: 'mw_nat_flag', prefix: 'MW_NAT_F_', values: NAT_F },
+  listMirror('mw_stat', 'MW_STAT_', STATS),
+  namesMirror('mw_trace_prog', 'MW_PROG_', TRACE_PROGRAMS),
+  namesMirror('mw_trace_verdict', 'MW_VERDICT_', TRACE_VERDICTS),
 ];

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* Maps of the sidecar dataplane: per-pod config and rules, and the original
+ * destination of captured connections. Defined like mw_maps.h (MW_MAP). */
+#ifndef MW_SIDECAR_MAPS_H
+#define MW_SIDECAR_MAPS_H
+
+#include "mw_maps.h"
+
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* written by userspace only */
+	__uint(max_entries, MW_MAX_PODS);
+	__type(key, __u64);			/* netns cookie */
+	__type(value, struct pod_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pod_config SEC(".maps");
+
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* written by userspace only */
+	__uint(max_entries, MW_MAX_PORT_RULES);
+	__type(key, struct port_rule_key);
+	__type(value, __u8);			/* enum mw_rule */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} port_rules SEC(".maps");
+
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MW_MAX_CIDR_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* required for LPM tries */
+	__type(key, struct cidr_key);
+	__type(value, __u8);			/* enum mw_rule */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cidr_rules SEC(".maps");
+
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* required for socket storage */
+	__type(key, int);
+	__type(value, struct origin);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} origin_by_sock SEC(".maps");
+
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MW_MAX_TUPLES);
+	__type(key, struct tuple_key);
+	__type(value, struct origin);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} origin_by_tuple SEC(".maps");
+
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MW_MAX_INBOUND_NAT);
+	__type(key, struct nat_key);
+	__type(value, struct nat_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} inbound_nat SEC(".maps");
+
+#endif /* MW_SIDECAR_MAPS_H */
