@@ -13,12 +13,49 @@
 //   GET  /v1/pods                             -> 200 { pods: [...] }
 //   POST /v1/uninstall                        -> 200 {} (removes everything, then exits)
 
+// Errors answer `{ error, code }`: `error` is for people, `code` is what clients branch on.
+//   ERR_BAD_REQUEST     400  the request is invalid (the message says which field)
+//   ERR_INVALID_JSON    400  the body is not JSON
+//   ERR_NOT_FOUND       404  no such route
+//   ERR_BODY_TOO_LARGE  413
+//   ERR_INTERNAL        500  anything unexpected (logged and counted by the agent)
+//   ERR_UNSUPPORTED     501  the agent's mode lacks the feature (e.g. trace in iptables mode)
+const STATUS_CODES: Record<number, string> = {
+  400: 'ERR_BAD_REQUEST', 404: 'ERR_NOT_FOUND', 413: 'ERR_BODY_TOO_LARGE', 500: 'ERR_INTERNAL', 501: 'ERR_UNSUPPORTED',
+};
+
+/** The code an error of this HTTP status carries unless it names a more precise one. */
+export function codeForStatus(status: number): string {
+  return STATUS_CODES[status] ?? (status >= 500 ? 'ERR_INTERNAL' : 'ERR_BAD_REQUEST');
+}
+
 export class ApiError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  readonly code: string;
+  constructor(status: number, message: string, code = codeForStatus(status)) {
     super(message);
+    this.name = 'ApiError';
     this.status = status;
+    this.code = code;
   }
+}
+
+/**
+ * What the CNI plugin sends to /v1/cni/{add,check,del} (docs/cni.md). parseAddRequest keeps
+ * the AddRequest fields of it; the rest (podUid, networkName, cniVersion, mode) is not used yet.
+ */
+export interface CniPodRequest {
+  cniVersion: string;
+  networkName: string;
+  containerId: string;
+  netns: string;
+  ifName: string;
+  podNamespace: string;
+  podName: string;
+  podUid: string;
+  podInfraContainerId: string;
+  prevResult?: Record<string, unknown>;
+  mode?: string;
 }
 
 export interface AddRequest {

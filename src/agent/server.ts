@@ -4,7 +4,7 @@
 import http from 'node:http';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { ApiError, parseAddRequest, parseContainerRef, parseGcRequest } from './api.ts';
+import { ApiError, codeForStatus, parseAddRequest, parseContainerRef, parseGcRequest } from './api.ts';
 import { log, type Agent } from './agent.ts';
 import { renderMetrics } from './metrics.ts';
 
@@ -21,7 +21,7 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
     });
     req.on('end', () => {
       if (chunks.length === 0) return resolve(undefined);
-      try { resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))); } catch (e) { reject(new ApiError(400, `invalid JSON: ${(e as Error).message}`)); }
+      try { resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))); } catch (e) { reject(new ApiError(400, `invalid JSON: ${(e as Error).message}`, 'ERR_INVALID_JSON')); }
     });
     req.on('error', reject);
   });
@@ -53,7 +53,7 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
     })().catch((e: unknown) => {
       const status = e instanceof ApiError ? e.status : 500;
       if (status >= 500) { agent.counters.cniErrors++; log('error', 'request failed', { url: req.url, error: (e as Error).message }); }
-      send(status, { error: (e as Error).message });
+      send(status, { error: (e as Error).message, code: e instanceof ApiError ? e.code : codeForStatus(500) });
     });
   };
 }

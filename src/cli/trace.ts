@@ -3,7 +3,7 @@
 // (the agent switches kernel tracing on while someone listens).
 import { parseArgs } from 'node:util';
 import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
-import { agentStream } from './client.ts';
+import { agentStream } from '../agent/client.ts';
 
 const HELP = `usage: meshwarp trace [--pod NS/NAME] [--verdict captured|bypassed|failed|answered] [--json] [--count N] [--socket PATH]
 

@@ -16,7 +16,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Lab, LabAgent, uniquePrefix, waitForLine, labRunDir, type LabNode, type LabPod } from '../lab/index.ts';
 import { getProfile } from '../profiles/index.ts';
-import { agentStream } from '../cli/client.ts';
+import { agentStream } from '../agent/client.ts';
 import type { TraceRecord } from '../datapath/sidecar/trace.ts';
 import type { Mode } from '../datapath/driver.ts';
 
