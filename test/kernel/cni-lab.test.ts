@@ -142,7 +142,7 @@ kernelTest('Fail-closed and fail-open', async (t) => {
   assert.ok(err instanceof CniChainError, `a CniChainError, got ${String(err)}`);
   assert.equal(err.plugin, 'meshwarp-cni');
   assert.equal(err.command, 'ADD');
-  assert.equal(err.code, 11, 'try again later');
+  assert.equal(err.cniCode, 11, 'try again later');
   assert.ok(err.msg.includes(agent.socket), `the message names the socket: ${err.msg}`);
   assert.match(err.details, /failurePolicy/);
   assert.ok(!n1.pods.has('web'));
@@ -190,7 +190,7 @@ kernelTest('A pod in an excluded namespace is created without contacting the age
   const dns = await lab.addPodCni(n1, 'coredns', { namespace: 'kube-system' });
   assert.match(dns.ip4, /^10\.244\.1\.1\d\d$/);
   assert.deepEqual(logs.filter((l) => l.command === 'ADD'), [], 'no warning: the agent was not asked');
-  await assert.rejects(lab.addPodCni(n1, 'web', { namespace: 'demo' }), (e: unknown) => e instanceof CniChainError && e.code === 11,
+  await assert.rejects(lab.addPodCni(n1, 'web', { namespace: 'demo' }), (e: unknown) => e instanceof CniChainError && e.cniCode === 11,
     'the same config refuses a pod of another namespace: the agent really is unreachable');
   assert.ok((await dns.check(['ip', '-o', 'addr', 'show', 'dev', 'eth0'])).includes(`${dns.ip4}/24`), 'the pod has its address');
   await lab.removePodCni(dns);
