@@ -5,8 +5,7 @@
 // pins keep traffic flowing; the state file says which pods are ours).
 import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { ifNameToIndex } from '../sys/libc.ts';
-import { run } from '../sys/exec.ts';
+import { hostVethOf } from '../sys/links.ts';
 import type { InterceptionDriver, PodRef } from '../datapath/driver.ts';
 import { resolvePodPolicy, type PodPolicy } from '../profiles/index.ts';
 import { ApiError, type AddRequest } from './api.ts';
@@ -227,18 +226,6 @@ export class Agent {
 /** namespace/name, or the container id when the runtime did not say (not Kubernetes). */
 export function podId(r: Pick<PodRecord, 'podNamespace' | 'podName' | 'containerId'>): string {
   return r.podName ? `${r.podNamespace || 'default'}/${r.podName}` : r.containerId;
-}
-
-/** The host-side peer of the pod's interface, in the agent's netns (the node's). */
-function hostVethOf(netns: string, ifName: string): { name: string; ifindex: number } | undefined {
-  // `ip -j link` reports a veth's peer ifindex as link_index (in the peer's netns).
-  const out = run(['nsenter', `--net=${netns}`, 'ip', '-j', 'link', 'show', 'dev', ifName]);
-  const peer = (JSON.parse(out)[0] ?? {}).link_index as number | undefined;
-  if (!peer) return undefined;
-  const links = JSON.parse(run(['ip', '-j', 'link', 'show'])) as { ifindex: number; ifname: string }[];
-  const host = links.find((l) => l.ifindex === peer);
-  if (!host || ifNameToIndex(host.ifname) !== peer) return undefined;
-  return { name: host.ifname, ifindex: peer };
 }
 
 export function log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {

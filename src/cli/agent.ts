@@ -6,7 +6,7 @@ import { DEFAULTS, validateConfig, type AgentConfig } from '../agent/config.ts';
 import { listenApi, listenMetrics } from '../agent/server.ts';
 import { createDriver } from '../datapath/index.ts';
 import { ensureBpffs } from '../sys/bpffs.ts';
-import { run as exec } from '../sys/exec.ts';
+import { addresses } from '../sys/links.ts';
 
 const HELP = `usage: meshwarp agent [options]
 
@@ -50,8 +50,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
  * (bridge gateway, uplink) the route picks.
  */
 function nodeAddresses(): string[] {
-  const links = JSON.parse(exec(['ip', '-j', 'addr', 'show'])) as { addr_info?: { local: string; scope: string }[] }[];
-  return links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.scope !== 'host' && a.scope !== 'link').map((a) => a.local));
+  return addresses().filter((a) => a.scope !== 'host' && a.scope !== 'link').map((a) => a.local);
 }
 
 export async function makeDriver(cfg: AgentConfig): Promise<Driver> {
