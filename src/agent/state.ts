@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The agent's record of meshed pods, written atomically so a crash at any
 // moment leaves either the old or the new file, never half of one.
-import { mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../sys/fs.ts';
 
 export interface PodRecord {
   containerId: string;
@@ -37,9 +38,7 @@ export class StateStore {
   }
 
   save(pods: PodRecord[]): void {
-    const tmp = `${this.file}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify({ version: 1, pods }, null, 2)}\n`, { mode: 0o600 });
-    renameSync(tmp, this.file);
+    writeFileAtomic(this.file, `${JSON.stringify({ version: 1, pods }, null, 2)}\n`, 0o600);
   }
 
   remove(): void {
