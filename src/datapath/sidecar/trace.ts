@@ -3,6 +3,9 @@
 import { formatIp } from '../../profiles/ip.ts';
 import { STATS, TRACE_PROGRAMS, TRACE_VERDICTS, traceEvent, type IpAddr } from './structs.ts';
 
+/** The verdicts a TraceRecord can carry (for filters and help texts). */
+export const VERDICTS: readonly string[] = Object.values(TRACE_VERDICTS);
+
 export interface TraceRecord {
   /** Kernel monotonic time of the decision, ns. */
   tsNs: string;
