@@ -14,7 +14,7 @@
 // node: tc on node2 DNATs the SYN to v2's inbound port.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Lab, LabAgent, uniquePrefix, waitForLine, labRunDir, type LabNode, type LabPod } from '../lab/index.ts';
+import { Lab, LabAgent, eventually, uniquePrefix, waitForLine, labRunDir, type LabNode, type LabPod } from '../lab/index.ts';
 import { getProfile } from '../profiles/index.ts';
 import { agentStream } from '../agent/client.ts';
 import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
@@ -169,12 +169,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 }
 
 async function waitForListening(p: LabPod, port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const r = await p.run(['sh', '-c', `ss -Htln 'sport = :${port}' | grep -q .`]);
-    if (r.code === 0) return;
-    await new Promise((res) => setTimeout(res, 30));
-  }
-  throw new Error(`${p.name}: nothing listening on :${port}`);
+  const listening = async () => (await p.run(['sh', '-c', `ss -Htln 'sport = :${port}' | grep -q .`])).code === 0;
+  if (!await eventually(listening, 5000, 30)) throw new Error(`${p.name}: nothing listening on :${port}`);
 }
 
 function keepHints(lab: Lab, hosts: string, agent: LabAgent): string[] {
