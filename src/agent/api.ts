@@ -13,13 +13,32 @@
 //   GET  /v1/pods                             -> 200 { pods: [...] }
 //   POST /v1/uninstall                        -> 200 {} (removes everything, then exits)
 
+// Errors answer `{ error, code }`: `error` is for people, `code` is what clients branch on.
+//   ERR_BAD_REQUEST     400  the request is invalid (the message says which field)
+//   ERR_INVALID_JSON    400  the body is not JSON
+//   ERR_NOT_FOUND       404  no such route
+//   ERR_BODY_TOO_LARGE  413
+//   ERR_INTERNAL        500  anything unexpected (logged and counted by the agent)
+//   ERR_UNSUPPORTED     501  the agent's mode lacks the feature (e.g. trace in iptables mode)
+const STATUS_CODES: Record<number, string> = {
+  400: 'ERR_BAD_REQUEST', 404: 'ERR_NOT_FOUND', 413: 'ERR_BODY_TOO_LARGE', 500: 'ERR_INTERNAL', 501: 'ERR_UNSUPPORTED',
+};
+
+/** The code an error of this HTTP status carries unless it names a more precise one. */
+export function codeForStatus(status: number): string {
+  return STATUS_CODES[status] ?? (status >= 500 ? 'ERR_INTERNAL' : 'ERR_BAD_REQUEST');
+}
+
 export class ApiError extends Error {
   readonly status: number;
+  readonly code: string;
   /** The CNI error code the plugin reports for this refusal (CniCode in src/cni/errors.ts). */
   readonly cniCode: number | undefined;
-  constructor(status: number, message: string, cniCode?: number) {
+  constructor(status: number, message: string, cniCode?: number, code = codeForStatus(status)) {
     super(message);
+    this.name = 'ApiError';
     this.status = status;
+    this.code = code;
     this.cniCode = cniCode;
   }
 }
@@ -34,6 +53,9 @@ export const AGENT_CNI_CODE = {
   /** The pod asks for a dataplane this node's agent does not run (meshwarp-specific). */
   dataplaneUnavailable: 104,
 } as const;
+
+/** The plugin's name for the wire type (the body of /v1/cni/{add,check,del}). */
+export type CniPodRequest = Omit<AddRequest, 'prevResult'> & { prevResult?: Record<string, unknown> };
 
 /**
  * The one CNI wire type: what meshwarp-cni sends on ADD, CHECK and DEL (it

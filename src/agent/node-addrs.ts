@@ -4,12 +4,11 @@
 // often the bridge gateway the first pod's ADD created after the agent
 // started — so the set is re-read on every netlink address event.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { run } from '../sys/exec.ts';
+import { addresses } from '../sys/links.ts';
 
 /** Every global address of the caller's netns (the node's). */
 export function nodeAddresses(): string[] {
-  const links = JSON.parse(run(['ip', '-j', 'addr', 'show'])) as { addr_info?: { local: string; scope: string }[] }[];
-  return links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.scope !== 'host' && a.scope !== 'link').map((a) => a.local));
+  return addresses().filter((a) => a.scope !== 'host' && a.scope !== 'link').map((a) => a.local);
 }
 
 /**

@@ -5,7 +5,7 @@ import http from 'node:http';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { firstIps } from '../datapath/pod.ts';
-import { ApiError, parseAddRequest, parseContainerRef, parseGcRequest } from './api.ts';
+import { ApiError, codeForStatus, parseAddRequest, parseContainerRef, parseGcRequest } from './api.ts';
 import { log, type Agent } from './agent.ts';
 import { renderMetrics } from './metrics.ts';
 import type { PodRecord } from './state.ts';
@@ -29,7 +29,7 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
     req.on('end', () => {
       if (size > MAX_BODY) return reject(new ApiError(413, `request body over ${MAX_BODY} bytes`));
       if (chunks.length === 0) return resolve(undefined);
-      try { resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))); } catch (e) { reject(new ApiError(400, `invalid JSON: ${(e as Error).message}`)); }
+      try { resolve(JSON.parse(Buffer.concat(chunks).toString('utf8'))); } catch (e) { reject(new ApiError(400, `invalid JSON: ${(e as Error).message}`, undefined, 'ERR_INVALID_JSON')); }
     });
     req.on('aborted', () => reject(new ClientGone()));
     req.on('close', () => { if (!req.complete) reject(new ClientGone()); });
@@ -75,7 +75,7 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
       if (e instanceof ClientGone) return;
       const status = e instanceof ApiError ? e.status : 500;
       if (status >= 500) { agent.countError(); log('error', 'request failed', { url: req.url, error: (e as Error).message }); }
-      const body: Record<string, unknown> = { error: (e as Error).message };
+      const body: Record<string, unknown> = { error: (e as Error).message, code: e instanceof ApiError ? e.code : codeForStatus(500) };
       if (e instanceof ApiError && e.cniCode !== undefined) body.cniCode = e.cniCode;
       if (!res.headersSent && !res.destroyed) send(status, body);
     });

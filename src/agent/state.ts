@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // The agent's record of applied pods (PodIntents), written atomically so a
 // crash at any moment leaves either the old or the new file, never half of one.
-import { mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { PodIntent } from '../datapath/pod.ts';
+import { writeFileAtomic } from '../sys/fs.ts';
 
 /** A recorded intent, with the identity of the netns it was applied to. */
 export type PodRecord = PodIntent & { netnsId?: string };
@@ -44,9 +45,7 @@ export class StateStore {
   }
 
   save(pods: PodRecord[]): void {
-    const tmp = `${this.file}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify({ version: 2, pods }, null, 2)}\n`, { mode: 0o600 });
-    renameSync(tmp, this.file);
+    writeFileAtomic(this.file, `${JSON.stringify({ version: 2, pods }, null, 2)}\n`, 0o600);
   }
 
   remove(): void {

@@ -4,7 +4,6 @@
 // round (and their order rotates from round to round), so slow drifts of the
 // machine hit every mode alike. Then the tc programs' per-packet cost.
 import os from 'node:os';
-import fs from 'node:fs';
 import { benchTcPrograms, type TcProgResult } from './tcprog.ts';
 import { buildFigures, evaluateGoals, testSpecs, type CpuUse, type Figure, type Goal, type Sample, type TestSpec } from './figures.ts';
 import { APP_UID, BenchLab, PROFILE, type BenchMode, type Block, type CpuSnapshot, type Placement } from './topology.ts';
@@ -262,11 +261,4 @@ function describe(t: TestSpec): string {
   if (t.kind === 'rr') return `wrk ${t.connections} keep-alive conn${t.connections === 1 ? '' : 's'}`;
   if (t.kind === 'conn') return `wrk ${t.connections} conns, 1 request each`;
   return 'iperf3 bulk';
-}
-
-/** Writes a file atomically enough for a report (temp + rename). */
-export function writeFileAtomic(path: string, data: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, data);
-  fs.renameSync(tmp, path);
 }

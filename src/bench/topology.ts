@@ -19,7 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { Lab, Sandbox, labPinRoot, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
+import { Lab, Sandbox, labPinRoot, runAll, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
 import { createDriver, labTarget, type DatapathDriver, type PodTarget } from '../datapath/index.ts';
 import { resolvePodPolicy, type PodPolicy } from '../profiles/index.ts';
 import { createCgroup, removeCgroupTree } from '../sys/cgroup.ts';
@@ -355,16 +355,13 @@ export class BenchLab {
 
   /** Stops the drivers, destroys the lab (pods, processes, pins, config files). */
   async destroy(): Promise<void> {
-    const errors: unknown[] = [];
-    for (const d of this.drivers.values()) {
-      try { await d.stop(); } catch (e) { errors.push(e); }
-    }
+    const drivers = [...this.drivers.values()];
     this.drivers.clear();
-    try { await this.lab.destroy(); } catch (e) { errors.push(e); }
-    try { this.#removeDir(); } catch (e) { errors.push(e); }
-    process.off('exit', this.#removeDir);
-    if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, `bench lab ${this.prefix}: teardown failed`);
+    try {
+      await runAll(`bench lab ${this.prefix}: teardown`, [...drivers.map((d) => () => d.stop()), () => this.lab.destroy(), this.#removeDir]);
+    } finally {
+      process.off('exit', this.#removeDir);
+    }
   }
 }
 

@@ -5,11 +5,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { sidecarObject } from '../datapath/sidecar/structs.ts';
-import { FULL, QUICK, runBench, writeFileAtomic, type BenchOptions, type Progress } from '../bench/run.ts';
+import { FULL, QUICK, runBench, type BenchOptions, type Progress } from '../bench/run.ts';
 import { formatReport } from '../bench/report.ts';
 import { renderChart } from '../bench/svg.ts';
 import { BENCH_MODES, PLACEMENTS, parseModes, parsePlacements } from '../bench/topology.ts';
 import { duration } from '../bench/stats.ts';
+import { writeFileAtomic } from '../sys/fs.ts';
 
 const HELP = `usage: meshwarp bench [--full] [--json] [--chart PATH] [--rounds N] [--duration S]
                       [--conns LIST] [--conn-concurrency N] [--modes LIST] [--placements LIST]

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // `meshwarp status` and `meshwarp pods`: what the agent has attached and meshed.
 import { parseArgs } from 'node:util';
-import { agentRequest } from './client.ts';
+import { agentRequest } from '../agent/client.ts';
 
 function args(argv: string[]) {
   return parseArgs({ args: argv, options: { json: { type: 'boolean' }, socket: { type: 'string' } }, strict: true }).values;

@@ -2,10 +2,10 @@
 // `meshwarp trace`: streams the datapath's decisions from the running agent
 // (the agent switches kernel tracing on while someone listens).
 import { parseArgs } from 'node:util';
-import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
-import { agentStream } from './client.ts';
+import { VERDICTS, formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
+import { agentStream } from '../agent/client.ts';
 
-const HELP = `usage: meshwarp trace [--pod NS/NAME] [--verdict captured|bypassed|failed|answered] [--json] [--count N] [--socket PATH]
+const HELP = `usage: meshwarp trace [--pod NS/NAME] [--verdict ${VERDICTS.join('|')}] [--json] [--count N] [--socket PATH]
 
 Streams one line per datapath decision (program, pod, verdict and reason,
 original -> new destination) until Ctrl-C, or until --count events.
@@ -21,7 +21,7 @@ export async function run(argv: string[]): Promise<number> {
     strict: true,
   });
   if (o.help) { process.stdout.write(HELP); return 0; }
-  if (o.verdict && !['captured', 'bypassed', 'failed', 'answered'].includes(o.verdict)) throw new Error(`--verdict: unknown verdict "${o.verdict}"`);
+  if (o.verdict && !VERDICTS.includes(o.verdict)) throw new Error(`--verdict: unknown verdict "${o.verdict}"`);
   const max = o.count === undefined ? Infinity : Number(o.count);
   if (!(max > 0)) throw new Error(`--count: expected a positive number, got ${o.count}`);
   const q = new URLSearchParams();

@@ -2,7 +2,7 @@
 // `meshwarp uninstall`: removes everything meshwarp made on this node and
 // nothing else — through the running agent, or offline from its pins and state.
 import { parseAgentArgs, makeDriver } from './agent.ts';
-import { agentRequest } from './client.ts';
+import { AgentUnreachableError, agentRequest } from '../agent/client.ts';
 import { Agent } from '../agent/agent.ts';
 
 export async function run(argv: string[]): Promise<number> {
@@ -13,7 +13,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write('uninstalled through the running agent\n');
     return 0;
   } catch (e) {
-    if (!/no agent listening/.test((e as Error).message)) throw e;
+    if (!(e instanceof AgentUnreachableError)) throw e;
   }
   const agent = new Agent(cfg, await makeDriver(cfg));
   await agent.start(); // adopts pins and recorded pods so it knows what to remove

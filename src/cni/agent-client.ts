@@ -4,6 +4,7 @@
 // "ok" (2xx), "rejected" (4xx: the agent refused, policy does not apply) or
 // "unavailable" (no socket, refused, timeout, 5xx, unreadable answer).
 import type * as Http from 'node:http';
+import type { CniPodRequest } from '../agent/api.ts';
 
 // An ESM `import` of node:http costs ~30 ms of start-up (the namespace pulls in every lazy
 // export); the CommonJS object from getBuiltinModule costs ~2 ms. The plugin is start-up bound.
@@ -14,13 +15,18 @@ export type AgentResult =
   | { kind: 'rejected'; status: number; error: string; details?: string; cniCode?: number }
   | { kind: 'unavailable'; reason: string };
 
+/** A pod request (add, check, del), or the bodies of status and gc (docs/cni.md). */
+export type AgentRequest =
+  | CniPodRequest
+  | { cniVersion: string; networkName: string; validAttachments?: { containerId: string; ifName: string }[] };
+
 const MAX_REPLY = 64 * 1024;
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-export function postAgent(socketPath: string, path: string, body: unknown, timeoutMs: number): Promise<AgentResult> {
+export function postAgent(socketPath: string, path: string, body: AgentRequest, timeoutMs: number): Promise<AgentResult> {
   return new Promise((resolve) => {
     let settled = false;
     const done = (r: AgentResult): void => {

@@ -3,13 +3,11 @@
 // The runtime uses the lexically first config file of the conf dir; we append our entry
 // to it (converting a lone .conf into a .conflist), keep the bytes we replaced in a state
 // file, and on uninstall put those exact bytes back when the file is still what we wrote.
-import { createHash, randomBytes } from 'node:crypto';
-import {
-  chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync,
-  unlinkSync, watch, writeSync, type FSWatcher,
-} from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../sys/fs.ts';
 import { DEFAULT_SOCKET, PLUGIN_TYPE, parseMeshwarpSettings, type MeshwarpSettings } from './config.ts';
 import {
   candidateNames, confToConflist, conflistNameFor, extOf, isOurEntry, jsonEqual, ourEntry, parseConfFile, pluginEntry,
@@ -105,28 +103,6 @@ function writeState(stateDir: string, s: InstallState): void {
   if (readMaybe(statePath(stateDir))?.toString('utf8') === text) return;
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   writeFileAtomic(statePath(stateDir), text, 0o600);
-}
-
-/** temp file in the same directory + fsync + rename: readers see the old or the new file, never half. */
-export function writeFileAtomic(path: string, data: string | Buffer, mode: number): void {
-  // The ".tmp" suffix keeps runtimes from ever loading the temp file as a network config.
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', mode);
-  try {
-    try {
-      const buf = typeof data === 'string' ? Buffer.from(data) : data;
-      let off = 0;
-      while (off < buf.length) off += writeSync(fd, buf, off);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    chmodSync(tmp, mode); // openSync's mode is filtered by the umask
-    renameSync(tmp, path);
-  } catch (e) {
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw e;
-  }
 }
 
 function projectRoot(): string {

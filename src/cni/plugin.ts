@@ -2,7 +2,8 @@
 // The chained CNI plugin's logic: one call per invocation, env + stdin in, exit code +
 // stdout + log lines out. It never changes prevResult and never touches the kernel:
 // the agent does the work, the plugin only tells it and applies the failure policy.
-import { postAgent, type AgentResult } from './agent-client.ts';
+import type { CniPodRequest } from '../agent/api.ts';
+import { postAgent, type AgentRequest, type AgentResult } from './agent-client.ts';
 import {
   FALLBACK_VERSION, SUPPORTED_VERSIONS, decodeJsonObject, parseCommand, parseEnv, parseNetConf, podRef,
   reportVersion, skipReason, validAttachments, type CniEnv, type NetConf, type PodRef,
@@ -25,7 +26,7 @@ export interface PluginOutput {
 }
 
 export interface PluginDeps {
-  post: (socketPath: string, path: string, body: unknown, timeoutMs: number) => Promise<AgentResult>;
+  post: (socketPath: string, path: string, body: AgentRequest, timeoutMs: number) => Promise<AgentResult>;
 }
 
 const defaultDeps: PluginDeps = { post: postAgent };
@@ -92,9 +93,9 @@ function versionReply(stdin: Buffer): string {
   return `${JSON.stringify({ cniVersion, supportedVersions: SUPPORTED_VERSIONS })}\n`;
 }
 
-function podRequest(ctx: Ctx): AgentPodRequest {
+function podRequest(ctx: Ctx): CniPodRequest {
   const { conf, env, pod } = ctx;
-  const body: AgentPodRequest = {
+  const body: CniPodRequest = {
     cniVersion: conf.cniVersion,
     networkName: conf.name,
     containerId: env.containerId,
@@ -150,7 +151,7 @@ function rejected(op: string, r: Extract<AgentResult, { kind: 'rejected' }>): Cn
   return new CniError(code, `meshwarp agent refused ${op}: ${r.error}`, r.details ?? '');
 }
 
-async function call(ctx: Ctx, op: string, body: unknown): Promise<AgentResult> {
+async function call(ctx: Ctx, op: string, body: AgentRequest): Promise<AgentResult> {
   const m = ctx.conf.meshwarp;
   return ctx.deps.post(m.socket, `/v1/cni/${op}`, body, m.timeoutMs);
 }

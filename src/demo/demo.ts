@@ -14,10 +14,10 @@
 // node: tc on node2 DNATs the SYN to v2's inbound port.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Lab, LabAgent, uniquePrefix, waitForLine, labRunDir, type LabNode, type LabPod } from '../lab/index.ts';
+import { Lab, LabAgent, eventually, uniquePrefix, waitForLine, labRunDir, type LabNode, type LabPod } from '../lab/index.ts';
 import { getProfile } from '../profiles/index.ts';
-import { agentStream } from '../cli/client.ts';
-import type { TraceRecord } from '../datapath/sidecar/trace.ts';
+import { agentStream } from '../agent/client.ts';
+import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
 import type { Mode } from '../datapath/driver.ts';
 
 const PROXY = fileURLToPath(new URL('../proxy/main.ts', import.meta.url));
@@ -138,10 +138,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     o.say('');
     if (o.mode === 'ebpf') {
       o.say('what the datapath did for request 1 (meshwarp trace):');
-      for (const t of firstTrace) {
-        const arrow = t.orig === t.to ? t.orig : `${t.orig} -> ${t.to}`;
-        o.say(`  ${t.node}  ${t.program.padEnd(10)} ${(t.pod ?? '').padEnd(18)} ${`${t.verdict} (${t.reason})`.padEnd(30)} ${arrow}${t.uid ? `  uid ${t.uid}` : ''}`);
-      }
+      for (const t of firstTrace) o.say(`  ${t.node}  ${formatTrace(t)}`);
     }
     o.say('what the sidecars did for request 1:');
     for (const s of sidecars) o.say(`  ${s.pod.padEnd(11)} ${s.dir.padEnd(8)} original destination ${s.origDst} -> connected to ${s.upstream}`);
@@ -172,12 +169,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 }
 
 async function waitForListening(p: LabPod, port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const r = await p.run(['sh', '-c', `ss -Htln 'sport = :${port}' | grep -q .`]);
-    if (r.code === 0) return;
-    await new Promise((res) => setTimeout(res, 30));
-  }
-  throw new Error(`${p.name}: nothing listening on :${port}`);
+  const listening = async () => (await p.run(['sh', '-c', `ss -Htln 'sport = :${port}' | grep -q .`])).code === 0;
+  if (!await eventually(listening, 5000, 30)) throw new Error(`${p.name}: nothing listening on :${port}`);
 }
 
 function keepHints(lab: Lab, hosts: string, agent: LabAgent): string[] {

@@ -4,7 +4,7 @@
 // live under the lab's prefix, so cleanupPrefix() removes them.
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { agentRequest } from '../cli/client.ts';
+import { agentRequest } from '../agent/client.ts';
 import { labPinRoot, labRunDir } from './cleanup.ts';
 import { waitForLine } from './proc.ts';
 import type { LabNode } from './lab.ts';

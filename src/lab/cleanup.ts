@@ -17,6 +17,19 @@ export function labNetns(prefix: string): string[] {
 }
 
 /**
+ * Runs every teardown step in order, each whatever the ones before did, then throws the
+ * one failure, or an AggregateError `what failed` of all of them.
+ */
+export async function runAll(what: string, steps: (() => unknown)[]): Promise<void> {
+  const errors: unknown[] = [];
+  for (const step of steps) {
+    try { await step(); } catch (e) { errors.push(e); }
+  }
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, `${what} failed`);
+}
+
+/**
  * Removes everything a lab with this prefix may have left: its cgroup subtree (killing its
  * processes first) and every netns named `${prefix}-…`. Synchronous and idempotent.
  */

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { join } from 'node:path';
 import { installCni } from '../cni/install.ts';
 import { candidateNames, confToConflist, parseConfFile } from '../cni/conflist.ts';
+import { cniErrorCode } from '../cni/errors.ts';
 import type { NodeAddrs } from './addr.ts';
 import type { PodNetwork } from './wire.ts';
 
@@ -48,21 +49,26 @@ export interface PluginRun {
   timedOut: boolean;
 }
 
-/** A plugin of the chain failed. code/msg/details are its CNI error; code is -1 when it printed none (crash, timeout). */
+/**
+ * A plugin of the chain failed. cniCode/msg/details are its CNI error; cniCode is -1 when it
+ * printed none (not found, crash, timeout), and `code` is then 'ERR_CNI_PLUGIN_FAILED'.
+ */
 export class CniChainError extends Error {
+  readonly code: string;
   readonly plugin: string;
   readonly command: CniCommand;
-  readonly code: number;
+  readonly cniCode: number;
   readonly msg: string;
   readonly details: string;
   readonly stderr: string;
 
-  constructor(plugin: string, command: CniCommand, code: number, msg: string, details: string, stderr: string) {
-    super(`CNI ${command}: plugin ${plugin} failed with code ${code}: ${msg}${details ? ` (${details})` : ''}`);
+  constructor(plugin: string, command: CniCommand, cniCode: number, msg: string, details: string, stderr: string) {
+    super(`CNI ${command}: plugin ${plugin} failed with code ${cniCode}: ${msg}${details ? ` (${details})` : ''}`);
     this.name = 'CniChainError';
+    this.code = cniCode === -1 ? 'ERR_CNI_PLUGIN_FAILED' : cniErrorCode(cniCode);
     this.plugin = plugin;
     this.command = command;
-    this.code = code;
+    this.cniCode = cniCode;
     this.msg = msg;
     this.details = details;
     this.stderr = stderr;

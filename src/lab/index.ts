@@ -8,8 +8,8 @@ export {
   CniChainError, CNI_FIRST_HOST, DEBIAN_CNI_DIR, LAB_CNI_VERSION, LAB_NETWORK, LOOPBACK_CONFLIST, execPlugin, findPlugin, labNodeConflist,
   loadConflist, runChain, type ChainContext, type CniCommand, type CniResult, type Conflist, type PluginRun, type PodCniAttachment,
 } from './cni.ts';
-export { cleanupPrefix, labNetns, prefixIsClean } from './cleanup.ts';
-export { waitForLine, wrapArgv, type RunOptions, type RunResult, type SpawnOptions } from './proc.ts';
+export { cleanupPrefix, labNetns, prefixIsClean, runAll } from './cleanup.ts';
+export { eventually, waitForLine, wrapArgv, type RunOptions, type RunResult, type SpawnOptions } from './proc.ts';
 export { nodeAddrs, podAddrs, TRANSIT_CIDR4, TRANSIT_CIDR6, type NodeAddrs } from './addr.ts';
 export { NODE_BRIDGE, FABRIC_BRIDGE, POD_IFNAME, NODE_UPLINK, type PodNetwork } from './wire.ts';
 export { LabAgent, type LabAgentOptions } from './agent.ts';

@@ -128,3 +128,13 @@ export function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs = 50
     child.on('exit', onExit);
   });
 }
+
+/** Polls `cond` every `stepMs` until it returns true (→ true) or `timeoutMs` pass (→ false). */
+export async function eventually(cond: () => boolean | Promise<boolean>, timeoutMs = 3000, stepMs = 20): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}

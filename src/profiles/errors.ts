@@ -3,6 +3,7 @@
 // (agent, CNI, CLI) catch a single class and can show `field` next to the message.
 
 export class PolicyError extends Error {
+  readonly code = 'ERR_INVALID_POLICY';
   /** The annotation key, option name or parameter that was wrong. */
   readonly field: string;
   /** The offending input as given, when there is one. */

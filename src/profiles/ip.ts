@@ -184,7 +184,3 @@ export function compareCidr(a: Cidr, b: Cidr): number {
   for (let i = 0; i < a.addr.length; i++) if (a.addr[i] !== b.addr[i]) return a.addr[i] - b.addr[i];
   return a.prefixLen - b.prefixLen;
 }
-
-export function sameCidr(a: Cidr, b: Cidr): boolean {
-  return compareCidr(a, b) === 0;
-}

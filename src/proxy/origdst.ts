@@ -26,15 +26,21 @@ export function decodeSockaddr(buf: Buffer, len = buf.length): OrigDst {
   throw new Error(`unexpected sockaddr: family ${family}, length ${len}`);
 }
 
+/** The kernel fd of a connected TCP socket, for getsockopt. */
+export function socketFd(socket: net.Socket): number {
+  // Node exposes no public fd accessor; the TCPWrap handle of a connected
+  // socket carries the kernel fd on Unix, which is all getsockopt needs.
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');
+  return fd;
+}
+
 /**
  * The original destination of an accepted socket, or null when the connection
  * was not redirected (no conntrack/BPF answer). Throws on unexpected errors.
  */
 export function originalDst(socket: net.Socket): OrigDst | null {
-  // Node exposes no public fd accessor; the TCPWrap handle of an accepted
-  // socket carries the kernel fd on Unix, which is all getsockopt needs.
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('originalDst: socket has no file descriptor');
+  const fd = socketFd(socket);
   // IPv4 peers, including v4-mapped ones on a dual-stack (AF_INET6) listener, are
   // answered at SOL_IP; an AF_INET6 socket may also be answered at SOL_IPV6
   // (asking an AF_INET socket at SOL_IPV6 is EOPNOTSUPP, so never do that).

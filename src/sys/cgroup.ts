@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// cgroup v2 helpers: find the mount, create/remove subtrees, ids and fds for BPF attach.
+// cgroup v2 helpers: find the mount, create/remove subtrees, pids and cgroup ids.
 // Everything is synchronous so it can run from a process 'exit' handler.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -45,11 +45,6 @@ export function createCgroup(relPath: string): string {
   return abs;
 }
 
-/** Moves a process into a cgroup. */
-export function moveToCgroup(absPath: string, pid: number): void {
-  fs.writeFileSync(path.join(absPath, 'cgroup.procs'), `${pid}\n`);
-}
-
 /** Pids directly in one cgroup (not its descendants). */
 export function cgroupPids(absPath: string): number[] {
   return fs.readFileSync(path.join(absPath, 'cgroup.procs'), 'utf8')
@@ -73,11 +68,6 @@ export function cgroupOfPid(pid: number): string {
 /** Kernel cgroup id (what bpf_get_current_cgroup_id() returns) = inode of the directory. */
 export function cgroupId(absPath: string): bigint {
   return fs.statSync(absPath, { bigint: true }).ino;
-}
-
-/** O_RDONLY fd on the cgroup directory, for BPF_PROG_ATTACH / bpf_link_create. Caller closes. */
-export function openCgroupFd(absPath: string): number {
-  return fs.openSync(absPath, 'r');
 }
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));

@@ -3,6 +3,7 @@
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 
 export class CommandError extends Error {
+  readonly code = 'ERR_COMMAND_FAILED';
   readonly argv: string[];
   readonly status: number | null;
   readonly stderr: string;

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Named network namespaces (/run/netns) and batched iproute2 calls inside them.
-// Commands enter a netns with `nsenter --net=` rather than `ip netns exec`, which
-// remounts /sys and would hide /sys/fs/bpf pins.
 import fs from 'node:fs';
 import { run, tryRun } from './exec.ts';
+import { inNetns, linkByName } from './links.ts';
 import { AF_INET, CLONE_NEWNET, SO_NETNS_COOKIE, SOCK_STREAM, SOL_SOCKET, close, getsockopt, setns, socket, sysError } from './libc.ts';
 
 export const NETNS_DIR = '/run/netns';
@@ -45,9 +44,9 @@ export function ipBatch(ns: string, lines: string[], json = false): string {
   return run(argv, { input: lines.map((l) => l + '\n').join('') });
 }
 
-/** Runs argv inside a netns (no cgroup change, as the caller's user). Returns stdout. */
+/** Runs argv inside a named netns (no cgroup change, as the caller's user). Returns stdout. */
 export function nsRun(ns: string, argv: string[], input?: string): string {
-  return run(['nsenter', `--net=${netnsPath(ns)}`, '--', ...argv], input === undefined ? {} : { input });
+  return inNetns(netnsPath(ns), argv, input);
 }
 
 /** Shell-quotes one word for sh. */
@@ -68,15 +67,9 @@ export function sysctlScript(values: Record<string, string | number>): string {
     .join(' && ');
 }
 
-/** Sets sysctls inside a netns with one process. */
-export function setNetnsSysctls(ns: string, values: Record<string, string | number>): void {
-  nsRun(ns, ['sh', '-c', sysctlScript(values)]);
-}
-
-/** ifindex of a link inside a netns. */
+/** ifindex of a link inside a named netns. */
 export function linkIndex(ns: string, ifname: string): number {
-  const out = JSON.parse(run(['ip', '-n', ns, '-j', 'link', 'show', 'dev', ifname])) as Array<{ ifindex: number }>;
-  return out[0].ifindex;
+  return linkByName(ifname, netnsPath(ns)).ifindex;
 }
 
 /**

@@ -6,8 +6,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  APP_PORT, FAMILIES, MODE, MeshLab, assertDirect, assertProxied, connectFrom, famName, hostPort, norm, serveIn, splitHostPort, stat,
-  suiteSkip,
+  APP_PORT, FAMILIES, MODE, MeshLab, assertDirect, assertProxied, connectFrom, famName, hostPort, norm, presetPods, serveIn, splitHostPort,
+  stat, suiteSkip,
 } from './harness.ts';
 
 const EXTERNAL_PORT = 9000;
@@ -16,12 +16,7 @@ describe(`capture (${MODE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
 
   before(async () => {
-    env = await MeshLab.create([
-      { node: 'node1', name: 'a', profile: 'istio' },
-      { node: 'node1', name: 'b' },
-      { node: 'node1', name: 'c', profile: 'osm' },
-      { node: 'node2', name: 'd', profile: 'istio' },
-    ], { tag: 'mcp' });
+    env = await MeshLab.create(presetPods(['a', 'b', 'c', 'd']), { tag: 'mcp' });
     // A server in node2's netns: a non-pod, non-local destination for node1's pods.
     await serveIn(env.node('node2'), 'external', [EXTERNAL_PORT]);
   });

@@ -13,7 +13,7 @@ import type { Codec } from '../../src/bpf/codec.ts';
 import {
   natEntry, natKey, origin, podConfig, tupleKey, type NatEntry, type NatKey, type Origin, type PodConfig, type TupleKey,
 } from '../../src/datapath/sidecar/structs.ts';
-import { FAMILIES, MODE, MeshLab, assertDirect, assertProxied, famName, skipIfLimited, stat, suiteSkip } from './harness.ts';
+import { FAMILIES, MODE, MeshLab, assertDirect, assertProxied, famName, presetPods, skipIfLimited, stat, suiteSkip } from './harness.ts';
 
 /** Fake keys live far above any real netns cookie (a counter from 1). */
 const FAKE_COOKIE = 0xfeed_0000_0000_0000n;
@@ -46,12 +46,7 @@ describe(`map update failures (${MODE})`, { skip: suiteSkip() }, () => {
   const opened: BpfMap<unknown, unknown>[] = [];
 
   before(async () => {
-    env = await MeshLab.create([
-      { node: 'node1', name: 'a', profile: 'istio' },
-      { node: 'node1', name: 'b' },
-      { node: 'node1', name: 'c' },
-      { node: 'node2', name: 'd', profile: 'istio' },
-    ], { tag: 'mfl' });
+    env = await MeshLab.create(presetPods(['a', 'b', 'c', 'd'], { unmeshed: ['c'] }), { tag: 'mfl' });
   });
 
   after(async () => {

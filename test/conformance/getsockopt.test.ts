@@ -8,7 +8,7 @@
 //   node1: a (istio, meshed)  u (unmeshed)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { APP_PORT, FAMILIES, MODE, MeshLab, assertProxied, famName, hostPort, probeFrom, suiteSkip } from './harness.ts';
+import { APP_PORT, FAMILIES, MODE, MeshLab, assertProxied, famName, hostPort, presetPods, probeFrom, suiteSkip } from './harness.ts';
 
 type Call = { ret: number; errno: number; optlen: number; bytes: string };
 type Battery = Record<string, Call>;
@@ -17,10 +17,7 @@ describe(`getsockopt pass-through (${MODE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
 
   before(async () => {
-    env = await MeshLab.create([
-      { node: 'node1', name: 'a', profile: 'istio' },
-      { node: 'node1', name: 'u' },
-    ], { tag: 'mgs' });
+    env = await MeshLab.create(presetPods(['a', 'u']), { tag: 'mgs' });
   });
 
   after(async () => {

@@ -11,7 +11,8 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { APP_PORT, APP_UID, MODE, MeshLab, eventually, hostPort, norm, suiteSkip, type ServerReply } from './harness.ts';
+import { eventually } from '../helpers/poll.ts';
+import { APP_PORT, APP_UID, MODE, MeshLab, hostPort, norm, suiteSkip, type ServerReply } from './harness.ts';
 
 interface HapLine { fi: string; si: string; ci: string; ts: string }
 

@@ -16,10 +16,13 @@ import { fileURLToPath } from 'node:url';
 import { createDriver as createModeDriver } from '../../src/datapath/index.ts';
 import { limitations, parseEngine, type DatapathDriver, type Engine } from '../../src/datapath/driver.ts';
 import { labTarget, type PodTarget } from '../../src/datapath/pod.ts';
-import { Lab, Sandbox, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
+import { Lab, Sandbox, runAll, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
 import { resolvePodPolicy, type PodPolicy, type Profile } from '../../src/profiles/index.ts';
 import { createCgroup } from '../../src/sys/cgroup.ts';
+import { hostPort } from '../helpers/http.ts';
 import { inCI, kernelUnavailable } from '../helpers/kernel.ts';
+
+export { hostPort };
 
 /** The engine under test (MESHWARP_ENGINE; MESHWARP_MODE is its old name). */
 export const MODE: Engine = parseEngine(process.env.MESHWARP_ENGINE ?? process.env.MESHWARP_MODE ?? 'ebpf');
@@ -98,10 +101,6 @@ export function norm(addr: string | undefined): string {
   return (addr ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
 }
 
-/** host:port the way src/proxy logs it ([v6]:port). */
-export function hostPort(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
 
 /** Splits "1.2.3.4:80" / "[::1]:80" / "[::ffff:1.2.3.4]:80" into a normalised address and port. */
 export function splitHostPort(s: string): { addr: string; port: number } {
@@ -271,6 +270,30 @@ export interface PodSpec {
   annotations?: Record<string, string>;
 }
 
+/**
+ * The pods the scenario files share, by name, so each file lists the ones it needs (and
+ * its header draws its lab):
+ *   a: node1, meshed (istio)   b, u: node1, unmeshed   c: node1, meshed by another mesh (osm)
+ *   d: node2, meshed (istio)   w: node2, unmeshed
+ */
+const PRESET: Record<string, Omit<PodSpec, 'name'>> = {
+  a: { node: 'node1', profile: 'istio' },
+  b: { node: 'node1' },
+  c: { node: 'node1', profile: 'osm' },
+  d: { node: 'node2', profile: 'istio' },
+  u: { node: 'node1' },
+  w: { node: 'node2' },
+};
+
+/** Specs of the preset pods `names`, in that order; those in `unmeshed` start unmeshed (the test meshes them). */
+export function presetPods(names: string[], opts: { unmeshed?: string[] } = {}): PodSpec[] {
+  return names.map((name) => {
+    const p = PRESET[name];
+    if (!p) throw new Error(`no preset pod ${name}`);
+    return opts.unmeshed?.includes(name) ? { node: p.node, name } : { ...p, name };
+  });
+}
+
 export class MeshPod {
   readonly env: MeshLab;
   readonly sb: LabPod;
@@ -417,16 +440,14 @@ export class MeshLab {
 
   /** Stops the drivers and sidecars, destroys the lab, removes the pin base; reports every failure. */
   async destroy(): Promise<void> {
-    const errors: unknown[] = [];
-    for (const p of this.pods.values()) await p.sidecar?.stop().catch((e: unknown) => errors.push(e));
-    for (const d of this.drivers.values()) {
-      try { await d.stop(); } catch (e) { errors.push(e); }
-    }
+    const drivers = [...this.drivers.values()];
     this.drivers.clear();
-    try { await this.lab.destroy(); } catch (e) { errors.push(e); }
-    try { rmSync(this.pinBase, { recursive: true, force: true }); } catch (e) { errors.push(e); }
-    if (errors.length === 1) throw errors[0];
-    if (errors.length > 1) throw new AggregateError(errors, `teardown of ${this.prefix} failed`);
+    await runAll(`teardown of ${this.prefix}`, [
+      ...[...this.pods.values()].map((p) => () => p.sidecar?.stop()),
+      ...drivers.map((d) => () => d.stop()),
+      () => this.lab.destroy(),
+      () => rmSync(this.pinBase, { recursive: true, force: true }),
+    ]);
   }
 }
 
@@ -445,16 +466,6 @@ export function skipIfLimited(t: { skip(msg?: string): void }, env: MeshLab, fea
 /** A counter of the driver by its C name (e.g. tuple_failed); undefined when the mode has no stats. */
 export function stat(d: ConformanceDriver, name: string): bigint | undefined {
   return d.features.stats?.()[name];
-}
-
-/** Polls `fn` until it returns true or the time is up; returns the last value of `fn`. */
-export async function eventually(fn: () => boolean | Promise<boolean>, timeoutMs = 3000, stepMs = 25): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await fn()) return true;
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
 }
 
 export function famName(fam: Family): string {

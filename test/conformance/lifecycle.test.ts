@@ -6,8 +6,9 @@
 //   node2: d (istio, meshed)  w (unmeshed)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { eventually } from '../helpers/poll.ts';
 import {
-  APP_PORT, FAMILIES, MODE, MeshLab, assertDirect, assertProxied, eventually, famName, loadFrom, skipIfLimited, stat, suiteSkip,
+  APP_PORT, FAMILIES, MODE, MeshLab, assertDirect, assertProxied, famName, loadFrom, presetPods, skipIfLimited, stat, suiteSkip,
   type ConformanceDriver,
 } from './harness.ts';
 
@@ -30,13 +31,7 @@ describe(`lifecycle and per-connection state (${MODE})`, { skip: suiteSkip() }, 
   let env: MeshLab;
 
   before(async () => {
-    env = await MeshLab.create([
-      { node: 'node1', name: 'a', profile: 'istio' },
-      { node: 'node1', name: 'b' },
-      { node: 'node1', name: 'c', profile: 'osm' },
-      { node: 'node2', name: 'd', profile: 'istio' },
-      { node: 'node2', name: 'w' },
-    ], { tag: 'mlc' });
+    env = await MeshLab.create(presetPods(['a', 'b', 'c', 'd', 'w']), { tag: 'mlc' });
   });
 
   after(async () => {

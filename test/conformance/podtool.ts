@@ -132,16 +132,12 @@ async function load(): Promise<void> {
  */
 async function probe(): Promise<void> {
   const { getsockopt, errno, SOL_IP, SOL_IPV6, SOL_SOCKET, SO_ORIGINAL_DST } = await import('../../src/sys/libc.ts');
+  const { socketFd } = await import('../../src/proxy/origdst.ts');
   const IPPROTO_TCP = 6;
   const TCP_INFO = 11;
   const TCP_CONGESTION = 13;
   const SO_TYPE = 3;
   const SO_PEERNAME = 28;
-  const fdOf = (s: net.Socket): number => {
-    const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no fd');
-    return fd;
-  };
   /**
    * One getsockopt. A sockaddr answer whose port is the socket's own destination port
    * (conntrack answers untranslated connections with their own ends) gets that port
@@ -177,7 +173,7 @@ async function probe(): Promise<void> {
   const c = net.connect({ host, port: (srv.address() as net.AddressInfo).port });
   await new Promise<void>((r, j) => { c.once('connect', r); c.once('error', j); });
   const a = await accepted;
-  const out: Record<string, unknown> = { accepted: battery(fdOf(a), a.localPort), connected: battery(fdOf(c), c.remotePort) };
+  const out: Record<string, unknown> = { accepted: battery(socketFd(a), a.localPort), connected: battery(socketFd(c), c.remotePort) };
   if (values.remote) {
     // A client socket whose connect() a mesh may have redirected: only an accepted proxy
     // socket is ever answered, so this one must get the kernel's answer too.
@@ -185,7 +181,7 @@ async function probe(): Promise<void> {
     if (!m) throw new Error(`bad --remote ${values.remote}`);
     const r = net.connect({ host: m[1], port: Number(m[2]) });
     await new Promise<void>((res, j) => { r.once('connect', res); r.once('error', j); });
-    out.remoteClient = battery(fdOf(r), undefined);
+    out.remoteClient = battery(socketFd(r), undefined);
     r.destroy();
   }
   a.destroy();

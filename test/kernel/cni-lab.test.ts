@@ -14,14 +14,15 @@ import {
 } from '../../src/lab/index.ts';
 import { tryRun } from '../../src/sys/exec.ts';
 import { withNetns } from '../../src/sys/netns.ts';
+import { get as httpGet, startServer as startHttpServer } from '../helpers/http.ts';
 import { inCI, kernelTest } from '../helpers/kernel.ts';
+import { waitUntil } from '../helpers/poll.ts';
 
 const node = process.execPath;
 const PROXY = fileURLToPath(new URL('../../src/proxy/main.ts', import.meta.url));
 const APP_UID = 1000;
 /** The osm profile's proxy uid (the agent's default profile). */
 const PROXY_UID = 1500;
-const SERVER = `require('http').createServer((q,r)=>r.end('ok')).listen(8080,'::',()=>console.log('listening'))`;
 
 interface Ctx { lab: Lab; n1: LabNode; agent: LabAgent; logs: { line: string; plugin: string; command: string }[] }
 
@@ -42,9 +43,7 @@ async function setup(t: { after(fn: () => unknown): void; skip(msg: string): voi
   return { lab, n1, agent, logs };
 }
 
-async function startServer(pod: LabPod): Promise<void> {
-  await waitForLine(pod.spawn([node, '-e', SERVER], { uid: APP_UID }), /listening/);
-}
+const startServer = (pod: LabPod) => startHttpServer(pod, { port: 8080, reply: 'ok', uid: APP_UID });
 
 /** The test sidecar as the proxy uid; returns its parsed log lines (one per finished connection). */
 async function startSidecar(pod: LabPod): Promise<Record<string, unknown>[]> {
@@ -61,18 +60,7 @@ async function startSidecar(pod: LabPod): Promise<Record<string, unknown>[]> {
   return lines;
 }
 
-async function get(from: LabPod, host: string): Promise<string> {
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:8080/`;
-  const r = await from.run(['curl', '-sS', '-m', '5', url], { uid: APP_UID });
-  assert.equal(r.code, 0, `GET ${url} from ${from.name}: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function until(what: string, cond: () => boolean, ms = 2000): Promise<void> {
-  for (const end = Date.now() + ms; !cond(); await new Promise((r) => setTimeout(r, 20))) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-  }
-}
+const get = (from: LabPod, host: string): Promise<string> => httpGet(from, host, { port: 8080, uid: APP_UID, maxTimeS: 5 });
 
 /** Addresses host-local holds on the node (one file per IP in its dataDir). */
 function allocated(n: LabNode): string[] {
@@ -106,7 +94,7 @@ kernelTest('Pods created through the chain are captured; DEL leaves no map entry
   const [clientLog, serverLog] = await Promise.all([startSidecar(client), startSidecar(server)]);
   assert.equal(await get(client, server.ip4), 'ok');
   assert.equal(await get(client, server.ip6), 'ok');
-  await until('both sidecars to log the two connections', () => clientLog.length >= 2 && serverLog.length >= 2);
+  await waitUntil('both sidecars to log the two connections', () => clientLog.length >= 2 && serverLog.length >= 2, 2000);
   assert.deepEqual(clientLog.map((l) => [l.dir, l.origDst]), [['outbound', `${server.ip4}:8080`], ['outbound', `[${server.ip6}]:8080`]]);
   assert.deepEqual(serverLog.map((l) => [l.dir, l.origDst]), [['inbound', `${server.ip4}:8080`], ['inbound', `[${server.ip6}]:8080`]]);
 
@@ -144,7 +132,7 @@ kernelTest('Fail-closed and fail-open', async (t) => {
   assert.ok(err instanceof CniChainError, `a CniChainError, got ${String(err)}`);
   assert.equal(err.plugin, 'meshwarp-cni');
   assert.equal(err.command, 'ADD');
-  assert.equal(err.code, 11, 'try again later');
+  assert.equal(err.cniCode, 11, 'try again later');
   assert.ok(err.msg.includes(agent.socket), `the message names the socket: ${err.msg}`);
   assert.match(err.details, /failurePolicy/);
   assert.ok(!n1.pods.has('web'));
@@ -175,7 +163,7 @@ kernelTest('Fail-closed and fail-open', async (t) => {
   const lateLog = await startSidecar(late);
   assert.equal(await get(late, srv.ip4), 'ok', 'the unmeshed pod works');
   assert.equal(await get(web, srv.ip4), 'ok');
-  await until('the meshed pod\'s sidecar to log', () => webLog.length >= 1);
+  await waitUntil('the meshed pod\'s sidecar to log', () => webLog.length >= 1, 2000);
   assert.deepEqual(webLog.map((l) => l.origDst), [`${srv.ip4}:8080`], 'the meshed pod is still captured with the agent down');
   await new Promise((r) => setTimeout(r, 200));
   assert.deepEqual(lateLog, [], 'the unmeshed pod went direct, not through its sidecar');
@@ -192,7 +180,7 @@ kernelTest('A pod in an excluded namespace is created without contacting the age
   const dns = await lab.addPodCni(n1, 'coredns', { namespace: 'kube-system' });
   assert.match(dns.ip4, /^10\.244\.1\.1\d\d$/);
   assert.deepEqual(logs.filter((l) => l.command === 'ADD'), [], 'no warning: the agent was not asked');
-  await assert.rejects(lab.addPodCni(n1, 'web', { namespace: 'demo' }), (e: unknown) => e instanceof CniChainError && e.code === 11,
+  await assert.rejects(lab.addPodCni(n1, 'web', { namespace: 'demo' }), (e: unknown) => e instanceof CniChainError && e.cniCode === 11,
     'the same config refuses a pod of another namespace: the agent really is unreachable');
   assert.ok((await dns.check(['ip', '-o', 'addr', 'show', 'dev', 'eth0'])).includes(`${dns.ip4}/24`), 'the pod has its address');
   await lab.removePodCni(dns);

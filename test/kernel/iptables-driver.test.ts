@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import type { TestContext } from 'node:test';
+import { get, hostPort } from '../helpers/http.ts';
 import { inCI, kernelTest } from '../helpers/kernel.ts';
 import { Lab, uniquePrefix, waitForLine, type LabNode, type LabPod, type Sandbox } from '../../src/lab/index.ts';
 import { run } from '../../src/sys/exec.ts';
@@ -34,10 +35,6 @@ function saveAll(pod: LabPod): string[] {
 }
 
 const ours = (line: string) => OUR_CHAINS.some((c) => new RegExp(`\\b${c}\\b`).test(line));
-
-function url(ip: string): string {
-  return ip.includes(':') ? `http://[${ip}]:${APP_PORT}/` : `http://${ip}:${APP_PORT}/`;
-}
 
 /** Proxy log lines (one JSON object per finished connection). */
 class ProxyLog {
@@ -97,11 +94,8 @@ kernelTest('iptables driver: own chains only, exact removal, capture semantics (
   const podRef = { ...labTarget('a', a.netnsPath, [a.ip4, a.ip6], { name: a.hostVeth, ifindex: a.hostIfindex }), key: { sandboxId: 'a', uid: '', namespace: 'default', name: 'a' } };
   const policy = resolvePodPolicy('istio');
 
-  const curl = async (from: Sandbox, ip: string, uid?: number): Promise<{ remote: string; name: string }> => {
-    const r = await from.run(['curl', '-sS', '--max-time', '3', url(ip)], { uid, timeoutMs: 5000 });
-    assert.equal(r.code, 0, `curl ${from.name} -> ${ip} (uid ${uid ?? 0}): ${r.stderr}`);
-    return JSON.parse(r.stdout);
-  };
+  const curl = async (from: Sandbox, ip: string, uid?: number): Promise<{ remote: string; name: string }> =>
+    JSON.parse(await get(from, ip, { port: APP_PORT, uid }));
   /** Runs a curl and returns the proxy log entry it produced, or null if none came. */
   const through = async (from: Sandbox, ip: string, uid?: number) => {
     const n = log.entries.length;
@@ -109,7 +103,6 @@ kernelTest('iptables driver: own chains only, exact removal, capture semantics (
     await log.waitFor(n, 400);
     return { reply, entry: log.entries[n] ?? null };
   };
-  const hp = (ip: string, port: number) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
 
   await t.test('mesh adds our chains and jumps only; foreign rules are untouched', async (st) => {
     const t0 = performance.now();
@@ -135,7 +128,7 @@ kernelTest('iptables driver: own chains only, exact removal, capture semantics (
       assert.equal(reply.name, 'b');
       assert.ok(entry, `no proxy log entry for app -> ${ip}`);
       assert.equal(entry.dir, 'outbound');
-      assert.equal(entry.origDst, hp(ip, APP_PORT));
+      assert.equal(entry.origDst, hostPort(ip, APP_PORT));
       assert.equal(entry.error, undefined);
     }
   });
@@ -155,7 +148,7 @@ kernelTest('iptables driver: own chains only, exact removal, capture semantics (
       const { reply, entry } = await through(b, ip);
       assert.ok(entry, `no proxy log entry for b -> ${ip}`);
       assert.equal(entry.dir, 'inbound');
-      assert.equal(entry.origDst, hp(ip, APP_PORT));
+      assert.equal(entry.origDst, hostPort(ip, APP_PORT));
       assert.equal(entry.error, undefined);
       assert.match(reply.remote, new RegExp(`${ip.replace(/\./g, '\\.')}$`), 'the app sees the proxy (from the pod IP)');
     }

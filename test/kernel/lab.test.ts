@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import { cgroup2Mount, cgroupId, cgroupOfPid } from '../../src/sys/cgroup.ts';
 import { linkIndex, listNetns } from '../../src/sys/netns.ts';
 import { Lab, type LabNode, type LabPod, prefixIsClean, uniquePrefix, waitForLine } from '../../src/lab/index.ts';
+import { get as httpGet, startServer, type WhoAmI } from '../helpers/http.ts';
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot && process.env.CI === 'true') throw new Error('kernel tests need root under CI');
@@ -16,30 +17,13 @@ const skip = isRoot ? false : 'needs root (network namespaces, cgroups)';
 const LAB_URL = new URL('../../src/lab/index.ts', import.meta.url).href;
 const PORT = 8080;
 
-// A tiny HTTP server that reports who connected and who it runs as.
-const SERVER = `
-const http = require('node:http');
-http.createServer((q, s) => s.end(JSON.stringify({ remote: q.socket.remoteAddress, uid: process.getuid(), name: process.env.POD })))
-  .listen(${PORT}, '::', () => console.log('listening'));
-`;
-
-function url(ip: string): string {
-  return ip.includes(':') ? `http://[${ip}]:${PORT}/` : `http://${ip}:${PORT}/`;
-}
-
-async function get(from: LabNode | LabPod, ip: string): Promise<{ remote: string; uid: number; name: string }> {
-  const r = await from.run(['curl', '-sS', '--max-time', '3', url(ip)], { timeoutMs: 5000 });
-  assert.equal(r.code, 0, `curl ${from.name} -> ${ip}: ${r.stderr}`);
-  return JSON.parse(r.stdout);
+/** Who the server at ip:PORT saw connecting, and who it runs as. */
+async function get(from: LabNode | LabPod, ip: string): Promise<WhoAmI> {
+  return JSON.parse(await httpGet(from, ip, { port: PORT }));
 }
 
 function netnsInode(pid: number): string {
   return fs.readlinkSync(`/proc/${pid}/ns/net`);
-}
-
-function startServer(pod: LabPod, uid?: number): { child: ChildProcess; ready: Promise<string> } {
-  const child = pod.spawn([process.execPath, '-e', SERVER], { uid, env: { ...process.env, POD: pod.name } });
-  return { child, ready: waitForLine(child, /^listening$/) };
 }
 
 describe('lab topology', { skip }, () => {
@@ -58,11 +42,9 @@ describe('lab topology', { skip }, () => {
     b = lab.addPod(n1, 'b');
     c = lab.addPod(n2, 'c');
     createMs = performance.now() - t0;
-    const sb = startServer(b, 1500);
-    const sc = startServer(c);
-    serverB = sb.child;
-    serverC = sc.child;
-    await Promise.all([sb.ready, sc.ready]);
+    [serverB, serverC] = await Promise.all([
+      startServer(b, { port: PORT, reply: 'whoami', uid: 1500 }), startServer(c, { port: PORT, reply: 'whoami' }),
+    ]);
   });
 
   after(async () => {

@@ -13,7 +13,7 @@ const code = (fn: () => unknown): number => {
   try {
     fn();
   } catch (e) {
-    if (e instanceof CniError) return e.code;
+    if (e instanceof CniError) return e.cniCode;
     throw e;
   }
   return 0;

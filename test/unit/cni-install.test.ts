@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { installCni, statePath, uninstallCni, watchConflist, type CniInstallOptions } from '../../src/cni/install.ts';
+import { waitUntil } from '../helpers/poll.ts';
 
 // A realistic primary config in its own formatting (4 spaces, key order, no trailing newline).
 const PRIMARY = `{
@@ -44,15 +45,6 @@ function dirs(t: TestContext): Required<Pick<CniInstallOptions, 'binDir' | 'conf
 type Plugins = { type: string; meshwarp?: Record<string, unknown> }[];
 const plugins = (path: string): Plugins => (JSON.parse(readFileSync(path, 'utf8')) as { plugins: Plugins }).plugins;
 const types = (path: string): string[] => plugins(path).map((p) => p.type);
-
-async function waitFor(what: string, cond: () => boolean, ms = 3000): Promise<number> {
-  const start = performance.now();
-  while (!cond()) {
-    if (performance.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return performance.now() - start;
-}
 
 const hasEntry = (path: string): boolean => {
   try {
@@ -116,9 +108,9 @@ test('watch re-inserts after the primary rewrites its file; uninstall leaves the
   t.after(() => ac.abort());
   const events: string[] = [];
   const watching = watchConflist({ ...d, debounceMs: 50, onEvent: (e) => events.push(e.action) }, ac.signal);
-  await waitFor('initial insert', () => hasEntry(file));
+  await waitUntil('initial insert', () => hasEntry(file));
   writeFileSync(file, PRIMARY_V2); // in place, not atomic: as many primaries do
-  const ms = await waitFor('re-insert', () => hasEntry(file));
+  const ms = await waitUntil('re-insert', () => hasEntry(file));
   assert.ok(ms < 2000, `re-inserted after ${ms} ms`);
   assert.deepEqual(types(file), ['bridge', 'portmap', 'bandwidth', 'meshwarp-cni']);
   t.diagnostic(`re-inserted ${ms.toFixed(0)} ms after the rewrite`);
@@ -126,7 +118,7 @@ test('watch re-inserts after the primary rewrites its file; uninstall leaves the
   const first = join(d.confDir, '05-new.conflist');
   const firstText = '{"cniVersion":"1.1.0","name":"new","plugins":[{"type":"ptp","ipam":{"type":"host-local"}}]}\n';
   writeFileSync(first, firstText);
-  await waitFor('insert into the new first file', () => hasEntry(first));
+  await waitUntil('insert into the new first file', () => hasEntry(first));
   await new Promise((r) => setTimeout(r, 200));
   ac.abort();
   await watching;
@@ -171,10 +163,10 @@ test('watch follows a .conf the primary writes again after conversion', async (t
   t.after(() => ac.abort());
   const watching = watchConflist({ ...d, debounceMs: 50 }, ac.signal);
   const list = join(d.confDir, '10-bridge.conflist');
-  await waitFor('conversion', () => hasEntry(list) && !existsSync(conf));
+  await waitUntil('conversion', () => hasEntry(list) && !existsSync(conf));
   const v2 = '{"cniVersion":"1.0.0","name":"solo","type":"bridge","mtu":1400}';
   writeFileSync(conf, v2);
-  await waitFor('re-conversion', () => !existsSync(conf) && hasEntry(list) && readFileSync(list, 'utf8').includes('1400'));
+  await waitUntil('re-conversion', () => !existsSync(conf) && hasEntry(list) && readFileSync(list, 'utf8').includes('1400'));
   ac.abort();
   await watching;
   uninstallCni({ stateDir: d.stateDir });

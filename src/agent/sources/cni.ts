@@ -6,8 +6,7 @@
 // the CNI code that names it, never a 500 (which the plugin would report as
 // "agent unavailable", making the runtime retry forever).
 import { isIP } from 'node:net';
-import { ifNameToIndex } from '../../sys/libc.ts';
-import { run } from '../../sys/exec.ts';
+import { hostVethOf, linkByName } from '../../sys/links.ts';
 import { netnsIdentity, ownNetnsIdentity } from '../../sys/netns.ts';
 import { parseDataplane, type Dataplane } from '../../datapath/driver.ts';
 import type { HostVeth, PodIntent } from '../../datapath/pod.ts';
@@ -25,7 +24,7 @@ export function intentFromAdd(req: AddRequest, defaults: CniDefaults): PodIntent
   const ns = netnsIdentity(req.netns);
   if ('error' in ns) return invalidEnv(`CNI_NETNS: ${ns.error}`);
   if (ns.id === ownNetnsIdentity()) invalidEnv(`CNI_NETNS: ${req.netns} is the node's own network namespace, not a pod's`);
-  const hostVeth = hostVethOf(req.netns, req.ifName);
+  const hostVeth = hostVethIn(req.netns, req.ifName);
   const ips = podIps(req);
   const annotations = req.annotations ?? {};
   let dataplane = defaults.dataplane;
@@ -72,19 +71,12 @@ export function podIps(req: Pick<AddRequest, 'prevResult' | 'ifName'>): string[]
   return [...new Set(ips)];
 }
 
-/** The host-side peer of the pod's interface, in the agent's netns (the node's). */
-export function hostVethOf(netns: string, ifName: string): HostVeth | undefined {
-  // `ip -j link` reports a veth's peer ifindex as link_index (in the peer's netns).
-  let out: string;
+/** The host-side peer of the pod's interface; a missing interface is the runtime's mistake (4xx). */
+function hostVethIn(netns: string, ifName: string): HostVeth | undefined {
   try {
-    out = run(['nsenter', `--net=${netns}`, 'ip', '-j', 'link', 'show', 'dev', ifName]);
+    linkByName(ifName, netns);
   } catch {
     return invalidEnv(`CNI_IFNAME: no interface ${JSON.stringify(ifName)} in ${netns}`);
   }
-  const peer = (JSON.parse(out)[0] ?? {}).link_index as number | undefined;
-  if (!peer) return undefined;
-  const links = JSON.parse(run(['ip', '-j', 'link', 'show'])) as { ifindex: number; ifname: string }[];
-  const host = links.find((l) => l.ifindex === peer);
-  if (!host || ifNameToIndex(host.ifname) !== peer) return undefined;
-  return { name: host.ifname, ifindex: peer };
+  return hostVethOf(netns, ifName);
 }

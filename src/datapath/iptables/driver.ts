@@ -12,6 +12,7 @@
 // family; only our four chains and two jump lines are ever touched.
 import fs from 'node:fs';
 import { run, tryRun } from '../../sys/exec.ts';
+import { inNetns } from '../../sys/links.ts';
 import { limitations, type DatapathDriver, type DriverFeatures, type Limitation, type LimitationId, type SidecarPlan } from '../driver.ts';
 import { firstIps, podName, type PodTarget } from '../pod.ts';
 import { FAMILIES, address, meshScript, parseNatSave, unmeshScript, type Family, type NatState } from './rules.ts';
@@ -64,10 +65,6 @@ function procList(name: string): string[] {
   } catch {
     return [];
   }
-}
-
-function inNetns(netnsPath: string, argv: string[], input?: string): string {
-  return run(['nsenter', `--net=${netnsPath}`, '--', ...argv], input === undefined ? {} : { input });
 }
 
 function natState(netnsPath: string, f: Family): NatState {

@@ -7,6 +7,9 @@ import type { TraceRecord } from '../trace.ts';
 
 export type { TraceRecord };
 
+/** The verdicts a TraceRecord can carry (for filters and help texts). */
+export const VERDICTS: readonly string[] = Object.values(TRACE_VERDICTS);
+
 /** "10.0.0.1:80" / "[fd00::1]:80" from the 16-byte map form (v4-mapped for IPv4). */
 export function formatEndpoint(a: IpAddr, port: number): string {
   const b = a.addr;
