@@ -45,13 +45,16 @@ test: setup typecheck
 unit: setup
 	$(NODE) --test test/unit/*.test.ts
 
-# One mode (MESHWARP_MODE, default ebpf), or every mode with conformance-all.
+# One engine (MESHWARP_ENGINE, default ebpf; MESHWARP_TC=legacy for cls_bpf), or all of them with conformance-all.
 conformance: setup
 	$(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
 
+# The eBPF engine runs its tc scenarios (lifecycle, capture) again with legacy cls_bpf:
+# what the agent uses by itself on kernels without tcx (< 6.6).
 conformance-all:
-	MESHWARP_MODE=ebpf $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
-	MESHWARP_MODE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
+	MESHWARP_ENGINE=ebpf $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
+	MESHWARP_ENGINE=ebpf MESHWARP_TC=legacy $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/lifecycle.test.ts test/conformance/capture.test.ts
+	MESHWARP_ENGINE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
 
 demo: setup
 	bin/meshwarp demo

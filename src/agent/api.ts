@@ -21,7 +21,7 @@
 //   ERR_INTERNAL        500  anything unexpected (logged and counted by the agent)
 //   ERR_UNSUPPORTED     501  the agent's mode lacks the feature (e.g. trace in iptables mode)
 const STATUS_CODES: Record<number, string> = {
-  400: 'ERR_BAD_REQUEST', 404: 'ERR_NOT_FOUND', 413: 'ERR_BODY_TOO_LARGE', 500: 'ERR_INTERNAL', 501: 'ERR_UNSUPPORTED',
+  400: 'ERR_BAD_REQUEST', 404: 'ERR_NOT_FOUND', 409: 'ERR_CONFLICT', 413: 'ERR_BODY_TOO_LARGE', 500: 'ERR_INTERNAL', 501: 'ERR_UNSUPPORTED',
 };
 
 /** The code an error of this HTTP status carries unless it names a more precise one. */

@@ -9,14 +9,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  APP_PORT, FAMILIES, MODE, MeshLab, assertDirect, assertProxied, connectFrom, famName, norm, splitHostPort, suiteSkip,
-} from './harness.ts';
+  APP_PORT, FAMILIES, MeshLab, assertDirect, assertProxied, connectFrom, famName, norm, splitHostPort, suiteSkip, SUITE } from './harness.ts';
 
 const EXCLUDED_OUT_PORT = 9090;
 const EXCLUDED_IN_PORT = 9091;
 const STATUS_PORT = 15021; // istio's status port (the profile's, not annotated)
 
-describe(`bypass and exclusions (${MODE})`, { skip: suiteSkip() }, () => {
+describe(`bypass and exclusions (${SUITE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
 
   before(async () => {

@@ -6,13 +6,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  APP_PORT, FAMILIES, MODE, MeshLab, assertDirect, assertProxied, connectFrom, famName, hostPort, norm, presetPods, serveIn, splitHostPort,
-  stat, suiteSkip,
-} from './harness.ts';
+  APP_PORT, FAMILIES, MeshLab, assertDirect, assertProxied, connectFrom, famName, hostPort, norm, presetPods, serveIn, splitHostPort,
+  stat, suiteSkip, SUITE } from './harness.ts';
 
 const EXTERNAL_PORT = 9000;
 
-describe(`capture (${MODE})`, { skip: suiteSkip() }, () => {
+describe(`capture (${SUITE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
 
   before(async () => {

@@ -13,8 +13,7 @@ import { BpfObject, Link, codec } from '../../src/bpf/index.ts';
 import { selftestObject } from '../../src/bpf/selftest.ts';
 import { run } from '../../src/sys/exec.ts';
 import {
-  APP_PORT, FAMILIES, MODE, MeshLab, assertDirect, assertProxied, famName, hostPort, splitHostPort, suiteSkip,
-} from './harness.ts';
+  APP_PORT, FAMILIES, MeshLab, assertDirect, assertProxied, famName, hostPort, splitHostPort, suiteSkip, SUITE } from './harness.ts';
 
 const FOREIGN_FROM = 7070;
 const FOREIGN_TO = 7071;
@@ -25,7 +24,7 @@ function attachedPrograms(cgroupPath: string): string[] {
   return out.map((p) => p.name ?? '?').sort();
 }
 
-describe(`coexistence with a foreign cgroup program (${MODE})`, { skip: suiteSkip() }, () => {
+describe(`coexistence with a foreign cgroup program (${SUITE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
   let theirs: BpfObject | undefined;
   let theirLink: Link | undefined;

@@ -13,7 +13,7 @@ import type { Codec } from '../../src/bpf/codec.ts';
 import {
   natEntry, natKey, origin, podConfig, tupleKey, type NatEntry, type NatKey, type Origin, type PodConfig, type TupleKey,
 } from '../../src/datapath/sidecar/structs.ts';
-import { FAMILIES, MODE, MeshLab, assertDirect, assertProxied, famName, presetPods, skipIfLimited, stat, suiteSkip } from './harness.ts';
+import { FAMILIES, MODE, MeshLab, assertDirect, assertProxied, famName, presetPods, skipIfLimited, stat, suiteSkip, SUITE } from './harness.ts';
 
 /** Fake keys live far above any real netns cookie (a counter from 1). */
 const FAKE_COOKIE = 0xfeed_0000_0000_0000n;
@@ -41,7 +41,7 @@ function drain<K, V>(map: BpfMap<K, V>, keys: K[]): void {
   for (const k of keys) map.delete(k);
 }
 
-describe(`map update failures (${MODE})`, { skip: suiteSkip() }, () => {
+describe(`map update failures (${SUITE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
   const opened: BpfMap<unknown, unknown>[] = [];
 

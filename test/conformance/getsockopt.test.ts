@@ -8,12 +8,12 @@
 //   node1: a (istio, meshed)  u (unmeshed)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { APP_PORT, FAMILIES, MODE, MeshLab, assertProxied, famName, hostPort, presetPods, probeFrom, suiteSkip } from './harness.ts';
+import { APP_PORT, FAMILIES, MeshLab, assertProxied, famName, hostPort, presetPods, probeFrom, suiteSkip, SUITE } from './harness.ts';
 
 type Call = { ret: number; errno: number; optlen: number; bytes: string };
 type Battery = Record<string, Call>;
 
-describe(`getsockopt pass-through (${MODE})`, { skip: suiteSkip() }, () => {
+describe(`getsockopt pass-through (${SUITE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
 
   before(async () => {

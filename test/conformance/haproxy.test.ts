@@ -12,7 +12,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eventually } from '../helpers/poll.ts';
-import { APP_PORT, APP_UID, MODE, MeshLab, hostPort, norm, suiteSkip, type ServerReply } from './harness.ts';
+import { APP_PORT, APP_UID, MeshLab, hostPort, norm, suiteSkip, type ServerReply, SUITE } from './harness.ts';
 
 interface HapLine { fi: string; si: string; ci: string; ts: string }
 
@@ -38,7 +38,7 @@ listen out
 `;
 }
 
-describe(`haproxy sidecar and curl (${MODE})`, { skip: suiteSkip() }, () => {
+describe(`haproxy sidecar and curl (${SUITE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
   let dir: string;
   let haproxy: ChildProcess;

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { createDriver as createModeDriver } from '../../src/datapath/index.ts';
 import { limitations, parseEngine, type DatapathDriver, type Engine } from '../../src/datapath/driver.ts';
 import { labTarget, type PodTarget } from '../../src/datapath/pod.ts';
+import type { TcMode } from '../../src/datapath/ebpf/tc.ts';
 import { Lab, Sandbox, runAll, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
 import { resolvePodPolicy, type PodPolicy, type Profile } from '../../src/profiles/index.ts';
 import { createCgroup } from '../../src/sys/cgroup.ts';
@@ -26,7 +27,17 @@ export { hostPort };
 
 /** The engine under test (MESHWARP_ENGINE; MESHWARP_MODE is its old name). */
 export const MODE: Engine = parseEngine(process.env.MESHWARP_ENGINE ?? process.env.MESHWARP_MODE ?? 'ebpf');
+/** tc attachment of the eBPF engine (MESHWARP_TC: auto, tcx or legacy cls_bpf). */
+export const TC = parseTc(process.env.MESHWARP_TC ?? 'auto');
 export const APP_PORT = 8080;
+
+/** The suite's label: the engine, plus the tc method when one is forced. */
+export const SUITE = TC === 'auto' ? MODE : `${MODE}, tc ${TC}`;
+
+function parseTc(s: string): TcMode {
+  if (s === 'auto' || s === 'tcx' || s === 'legacy') return s;
+  throw new Error(`MESHWARP_TC: expected auto, tcx or legacy, got ${JSON.stringify(s)}`);
+}
 /** An ordinary application uid (not any mesh's proxy uid). */
 export const APP_UID = 1000;
 export const FAMILIES = [4, 6] as const;
@@ -40,6 +51,7 @@ export interface DriverNodeOptions {
   cgroupPath: string;
   nodeNetnsPath: string;
   nodeIps: string[];
+  tc?: TcMode;
 }
 
 /**
@@ -406,6 +418,7 @@ export class MeshLab {
       nodeNetnsPath: n.netnsPath,
       // Probes to local pods leave the node from its bridge address; keep the transit IP too.
       nodeIps: [n.addrs.gw4, n.addrs.gw6, n.ip4, n.ip6],
+      tc: TC,
     };
   }
 

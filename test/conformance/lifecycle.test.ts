@@ -9,8 +9,7 @@ import assert from 'node:assert/strict';
 import { eventually } from '../helpers/poll.ts';
 import {
   APP_PORT, FAMILIES, MODE, MeshLab, assertDirect, assertProxied, famName, loadFrom, presetPods, skipIfLimited, stat, suiteSkip,
-  type ConformanceDriver,
-} from './harness.ts';
+  type ConformanceDriver, SUITE } from './harness.ts';
 
 /** Maps that hold state of live connections only: must drain to 0. */
 const PER_CONNECTION_MAPS = ['origin_by_tuple', 'inbound_nat'];
@@ -27,7 +26,7 @@ function delta(x: Record<string, number>, y: Record<string, number>): Record<str
   return Object.fromEntries(Object.keys(y).map((k) => [k, y[k] - (x[k] ?? 0)]));
 }
 
-describe(`lifecycle and per-connection state (${MODE})`, { skip: suiteSkip() }, () => {
+describe(`lifecycle and per-connection state (${SUITE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
 
   before(async () => {

@@ -288,9 +288,9 @@ export function tcHook(n: LabNode, veth: string, dir: 'ingress' | 'egress'): TcP
   return out;
 }
 
-/** Our datapath's programs on a hook (sidecar_tc_to_pod / sidecar_tc_from_pod; kernel names are cut at 15 chars). */
+/** Our datapath's programs on a hook (mwsc_to_pod / mwsc_from_pod: the sidecar's tc programs, named `mwsc_` by meshwarp.h). */
 export function ourTc(n: LabNode, veth: string, dir: 'ingress' | 'egress'): TcProg[] {
-  return tcHook(n, veth, dir).filter((p) => p.name.startsWith('sidecar_tc'));
+  return tcHook(n, veth, dir).filter((p) => p.name === 'mwsc_to_pod' || p.name === 'mwsc_from_pod');
 }
 
 /** Every non-BPF (or BPF) filter on a hook as `tc -j` prints them: for foreign-filter checks. */

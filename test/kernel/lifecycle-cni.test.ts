@@ -197,7 +197,7 @@ for (const tc of TC_MODES) {
       const err = await rt.check(neu).then(() => undefined, (e: unknown) => e);
       assert.ok(err instanceof CniChainError, `CHECK must fail when the datapath is not in place, got ${String(err)}`);
       assert.equal(err.plugin, 'meshwarp-cni');
-      assert.equal(err.code, 101, err.message);
+      assert.equal(err.cniCode, 101, err.message);
       assert.match(err.msg, /tc|program|datapath|attached/i, 'the reason names what is missing');
     });
   }, { timeout: 120_000 });

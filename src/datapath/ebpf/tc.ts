@@ -154,7 +154,7 @@ export class TcAttacher {
         if (existsSync(tcxPin)) {
           const link = Link.open(tcxPin);
           try {
-            if (link.info().ifindex !== veth.ifindex) return `tcx ${dir} link is not on ${veth.name} (device gone?)`;
+            if (link.info().ifindex !== veth.ifindex) return `tcx ${dir} link is no longer attached to ${veth.name} (detached, or the device is gone)`;
           } finally { link.close(); }
           continue;
         }

@@ -11,8 +11,7 @@
 // hands it to the sidecar's accepted socket -> mwsc_getsockopt answers the
 // sidecar's SO_ORIGINAL_DST.
 import { existsSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { BpfObject, Link, BpfError, RingBufferReader, type Program } from '../../bpf/index.ts';
+import { BpfObject, Link, BpfError, type Program } from '../../bpf/index.ts';
 import { ERRNO } from '../../bpf/uapi.ts';
 import { run } from '../../sys/exec.ts';
 import { decodeTrace } from './trace.ts';
@@ -21,6 +20,8 @@ import { limitations as deriveLimitations, type DatapathDriver, type DriverFeatu
 import { firstIps, podName, type PodTarget } from '../pod.ts';
 import type { TraceSource } from '../trace.ts';
 import { TcAttacher, type TcMode } from '../ebpf/tc.ts';
+import { pinLayout, type PinLayout } from '../ebpf/pins.ts';
+import { ringTrace, sumStats } from '../ebpf/observe.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
 import { SIDECAR_CGROUP_PROGS, SIDECAR_MAP, SIDECAR_TC_PROG, openSidecarMaps, type SidecarMaps } from './object.ts';
 import { NAT_F, STATS, sidecarObject, type CidrKey, type IpAddr, type PortRuleKey, type StatName } from './structs.ts';
@@ -46,8 +47,6 @@ export const NAT_TIME_WAIT_NS = 65n * 1_000_000_000n;
 /** A SYN is retried for about 127 s (tcp_syn_retries = 6), plus a margin. */
 export const NAT_HANDSHAKE_NS = 150n * 1_000_000_000n;
 const NAT_SWEEP_MS = 10_000;
-/** How soon a quiet trace is shown (the datapath batches reader wakeups). */
-const TRACE_DRAIN_MS = 50;
 export const LEGACY_TC_PRIORITY = 0xc000;
 
 
@@ -70,13 +69,15 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
   #maps: Maps | undefined;
   #links: Link[] = [];
   #tc: TcAttacher;
+  readonly #pins: PinLayout;
   readonly #pods = new Map<string, Applied>();
   #sweep: NodeJS.Timeout | undefined;
 
   constructor(opts: SidecarEbpfOptions) {
     this.opts = opts;
+    this.#pins = pinLayout(opts.pinRoot);
     this.#tc = new TcAttacher({
-      pinDir: join(opts.pinRoot, 'links', 'tc'), mode: opts.tc ?? 'auto',
+      pinDir: this.#pins.tc, mode: opts.tc ?? 'auto',
       priority: opts.legacyTcPriority ?? LEGACY_TC_PRIORITY, nodeNetns: opts.nodeNetnsPath,
     });
     this.features = {
@@ -102,8 +103,8 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       this.#maps = openSidecarMaps(obj);
       this.#writeNodeIps(this.opts.nodeIps);
       for (const name of SIDECAR_CGROUP_PROGS) {
-        const pin = join(this.opts.pinRoot, 'links', name);
-        const oldPin = join(this.opts.pinRoot, 'links', name.replace(/^mwsc_/, 'sidecar_'));
+        const pin = this.#pins.link(name);
+        const oldPin = this.#pins.link(name.replace(/^mwsc_/, 'sidecar_'));
         let link: Link;
         if (existsSync(pin)) {
           link = Link.open(pin);
@@ -291,10 +292,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
 
   /** Datapath counters summed over CPUs, by name (enum mw_stat). */
   stats(): Record<StatName, bigint> {
-    const { maps } = this.#need();
-    const out = {} as Record<StatName, bigint>;
-    STATS.forEach((name, i) => { out[name] = (maps.stats.lookupPerCpu(i) ?? []).reduce((a, b) => a + b, 0n); });
-    return out;
+    return sumStats(this.#need().maps.stats, STATS);
   }
 
   /** Entries per map (per-connection maps must drain to 0 when connections close). */
@@ -330,13 +328,12 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
   }
 
   #traceSource(): TraceSource {
-    return {
-      // A map write: no reload.
-      setEnabled: (on) => { this.#need().maps.traceConfig.update(0, { enabled: on ? 1 : 0 }); },
-      // The datapath wakes the reader only once MW_TRACE_WAKEUP_BYTES are pending.
-      read: (onEvent) => new RingBufferReader(this.#need().obj.mapInfo(SIDECAR_MAP.traceEvents).fd, (b) => onEvent(decodeTrace(b)), { drainMs: TRACE_DRAIN_MS }),
+    return ringTrace({
+      setSwitch: (on) => { this.#need().maps.traceConfig.update(0, { enabled: on ? 1 : 0 }); }, // a map write: no reload
+      ringFd: () => this.#need().obj.mapInfo(SIDECAR_MAP.traceEvents).fd,
+      decode: decodeTrace,
       cookies: () => new Map([...this.#pods.values()].map((p) => [String(p.cookie), podName(p.pod.key)])),
-    };
+    });
   }
 
   /** The sandboxes this driver meshed in this run, by key. */
