@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // From raw samples to figures: one figure per (placement, test, statistic),
-// each mode's median and min–max over rounds, the ratios the issue asks for
-// (ebpf/iptables and each mode / direct) and the mission's goals.
+// each scenario's median and min–max over rounds, the ratios the issue asks for
+// (ebpf/iptables and each scenario / direct) and the mission's goals.
 import { ratio, summarize, type Summary } from './stats.ts';
-import { BENCH_MODES, PLACEMENTS, type BenchMode, type Placement } from './topology.ts';
+import { SCENARIOS, PLACEMENTS, type Scenario, type Placement } from './topology.ts';
 import type { IperfResult, WrkResult } from './tools.ts';
 import { TC_GOAL_NS, worstTcPath, type TcProgResult } from './tcprog.ts';
 
@@ -33,14 +33,14 @@ export interface CpuUse {
   /** /proc/stat, all CPUs (includes whatever else runs on the machine). */
   machineBusyUs: number;
   machineTotalUs: number;
-  /** Time the hypervisor gave to others: high values mean a noisy neighbour, not the mode. */
+  /** Time the hypervisor gave to others: high values mean a noisy neighbour, not the scenario. */
   machineStealUs: number;
 }
 
 /** One measurement as taken. */
 export interface Sample {
   round: number;
-  mode: BenchMode;
+  scenario: Scenario;
   placement: Placement;
   test: string;
   wrk?: WrkResult;
@@ -75,12 +75,12 @@ export interface Figure {
   unit: string;
   better: 'higher' | 'lower';
   connections: number;
-  /** Per mode: median and min–max over rounds (NaN, i.e. null in JSON, when not measured). */
-  modes: Record<BenchMode, Summary>;
+  /** Per scenario: median and min–max over rounds (NaN, i.e. null in JSON, when not measured). */
+  scenarios: Record<Scenario, Summary>;
   /** Ratios of medians. */
   ratios: Record<RatioKey, number>;
-  /** Per mode: failed requests over all rounds (wrk socket errors and non-2xx), failed measurements. */
-  errors: Record<BenchMode, number>;
+  /** Per scenario: failed requests over all rounds (wrk socket errors and non-2xx), failed measurements. */
+  errors: Record<Scenario, number>;
 }
 
 function statsOf(t: TestSpec): Stat[] {
@@ -112,20 +112,20 @@ export function buildFigures(samples: readonly Sample[], tests: readonly TestSpe
     for (const t of tests) {
       for (const stat of statsOf(t)) {
         const info = STAT_INFO[stat];
-        const modes = {} as Record<BenchMode, Summary>;
-        const errors = {} as Record<BenchMode, number>;
-        for (const m of BENCH_MODES) {
-          const mine = samples.filter((s) => s.mode === m && s.placement === placement && s.test === t.id);
-          modes[m] = summarize(mine.map((s) => value(s, stat)));
+        const scenarios = {} as Record<Scenario, Summary>;
+        const errors = {} as Record<Scenario, number>;
+        for (const m of SCENARIOS) {
+          const mine = samples.filter((s) => s.scenario === m && s.placement === placement && s.test === t.id);
+          scenarios[m] = summarize(mine.map((s) => value(s, stat)));
           errors[m] = mine.reduce((a, s) => a + failures(s), 0);
         }
-        const med = (m: BenchMode) => modes[m].median;
+        const med = (m: Scenario) => scenarios[m].median;
         const label = t.kind === 'bulk' ? `${info.label}, 1 stream`
           : t.kind === 'conn' ? `${info.label}, ${t.connections} concurrent, 1 request per connection`
           : `${info.label}, ${t.connections} keep-alive connection${t.connections === 1 ? '' : 's'}`;
         out.push({
           id: `${placement}.${t.id}.${stat}`, placement, test: t.id, stat, label, unit: info.unit, better: info.better,
-          connections: t.connections, modes, errors,
+          connections: t.connections, scenarios, errors,
           ratios: {
             'ebpf/iptables': ratio(med('ebpf'), med('iptables')),
             'direct+sidecar/direct': ratio(med('direct+sidecar'), med('direct')),

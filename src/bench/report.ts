@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// The benchmark's table for people: per placement the modes' medians with
+// The benchmark's table for people: per placement the scenarios' medians with
 // their min–max over rounds, then the ratio table, the goals, the tc programs.
 import type { BenchReport } from './run.ts';
 import { RATIO_KEYS, type Figure, type Sample } from './figures.ts';
 import { duration, median, spread, times } from './stats.ts';
-import type { BenchMode } from './topology.ts';
+import type { Scenario } from './topology.ts';
 import type { TcProgResult } from './tcprog.ts';
 
 function table(rows: string[][], align: ('l' | 'r')[]): string[] {
@@ -30,21 +30,21 @@ const PLACEMENT_TITLE: Record<string, string> = {
 export function formatReport(r: BenchReport, chartPath?: string): string {
   const out: string[] = [];
   const o = r.options;
-  out.push(`meshwarp bench — ${o.rounds} round${o.rounds === 1 ? '' : 's'} × ${o.durationS} s per measurement, modes interleaved; median [min–max] over rounds`);
+  out.push(`meshwarp bench — ${o.rounds} round${o.rounds === 1 ? '' : 's'} × ${o.durationS} s per measurement, scenarios interleaved; median [min–max] over rounds`);
   out.push(`kernel ${r.machine.kernel}, ${r.machine.cpus} CPUs (${r.machine.cpuModel}); ${r.tools.haproxy ?? 'haproxy'}; ${r.tools.wrk ?? 'wrk'}; ${r.tools.iperf3 ?? 'iperf3'}`);
   out.push(`sidecar: ${r.setup.sidecar}`);
   out.push(`took ${duration(r.wallS)}`);
-  const modes = r.modes;
+  const scenarios = r.scenarios;
   for (const pl of r.placements) {
     out.push('', PLACEMENT_TITLE[pl] ?? pl);
-    const rows: string[][] = [['', ...modes]];
+    const rows: string[][] = [['', ...scenarios]];
     for (const f of r.figures.filter((x) => x.placement === pl)) {
-      rows.push([rowLabel(f), ...modes.map((m) => spread(f.modes[m]) + errMark(f, m))]);
+      rows.push([rowLabel(f), ...scenarios.map((m) => spread(f.scenarios[m]) + errMark(f, m))]);
     }
-    out.push(...table(rows, ['l', ...modes.map(() => 'r' as const)]).map((l) => `  ${l}`));
+    out.push(...table(rows, ['l', ...scenarios.map(() => 'r' as const)]).map((l) => `  ${l}`));
   }
 
-  const keys = RATIO_KEYS.filter((k) => k.split('/').every((m) => modes.includes(m as BenchMode)));
+  const keys = RATIO_KEYS.filter((k) => k.split('/').every((m) => scenarios.includes(m as Scenario)));
   if (keys.length > 0) {
     out.push('', 'ratios of medians (higher is better for /s and Gbit/s, lower for µs)');
     const rows: string[][] = [['', ...keys]];
@@ -77,7 +77,7 @@ export function formatReport(r: BenchReport, chartPath?: string): string {
 
   if (r.tc) out.push('', formatTcTable(r.tc).trimEnd());
 
-  const nErr = r.figures.reduce((a, f) => a + modes.reduce((b, m) => b + f.errors[m], 0), 0);
+  const nErr = r.figures.reduce((a, f) => a + scenarios.reduce((b, m) => b + f.errors[m], 0), 0);
   if (nErr > 0) out.push('', '* some requests failed in that cell (wrk socket errors or non-2xx): see "errors" and "samples" in --json');
   if (r.errors.length > 0) {
     out.push('', `errors (${r.errors.length}):`);
@@ -104,8 +104,8 @@ function cpuSection(r: BenchReport): string[] {
   for (const pl of r.placements) {
     for (const t of tests) {
       rows.push([`${pl}, ${t.kind === 'rr' ? `${t.connections} keep-alive conns` : `conn test (${t.connections} conc.)`}`, ...cols.map(() => '')]);
-      for (const m of r.modes) {
-        const ss = r.samples.filter((s) => s.mode === m && s.placement === pl && s.test === t.id && s.cpu && s.wrk && s.wrk.requests > 0);
+      for (const m of r.scenarios) {
+        const ss = r.samples.filter((s) => s.scenario === m && s.placement === pl && s.test === t.id && s.cpu && s.wrk && s.wrk.requests > 0);
         if (ss.length === 0) continue;
         const per = (f: (s: Sample) => number) => median(ss.map((s) => f(s) / s.wrk!.requests));
         const v = [
@@ -133,6 +133,6 @@ export function formatTcTable(tc: TcProgResult): string {
   return `${out.join('\n')}\n`;
 }
 
-function errMark(f: Figure, m: BenchMode): string {
+function errMark(f: Figure, m: Scenario): string {
   return f.errors[m] > 0 ? '*' : '';
 }

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// The A/B benchmark (B1): every round creates each mode's pods afresh and
-// measures every test in both placements; the modes are interleaved within a
+// The A/B benchmark (B1): every round creates each scenario's pods afresh and
+// measures every test in both placements; the scenarios are interleaved within a
 // round (and their order rotates from round to round), so slow drifts of the
-// machine hit every mode alike. Then the tc programs' per-packet cost.
+// machine hit every scenario alike. Then the tc programs' per-packet cost.
 import os from 'node:os';
 import { benchTcPrograms, type TcProgResult } from './tcprog.ts';
 import { buildFigures, evaluateGoals, testSpecs, type CpuUse, type Figure, type Goal, type Sample, type TestSpec } from './figures.ts';
-import { APP_UID, BenchLab, PROFILE, type BenchMode, type Block, type CpuSnapshot, type Placement } from './topology.ts';
+import { APP_UID, BenchLab, PROFILE, type Scenario, type Block, type CpuSnapshot, type Placement } from './topology.ts';
 import { runIperf, runWrk, toolVersion } from './tools.ts';
 import { withNetns } from '../sys/netns.ts';
 
@@ -18,7 +18,7 @@ export interface BenchOptions {
   conns: number[];
   /** Concurrent connections of the connection-rate test. */
   connConcurrency: number;
-  modes: BenchMode[];
+  scenarios: Scenario[];
   placements: Placement[];
   /** Run the tc program section. */
   tc: boolean;
@@ -26,15 +26,15 @@ export interface BenchOptions {
   tcSingleRuns: number;
   /** Lab prefix (default: random). */
   prefix?: string;
-  /** Another build of sidecar.bpf.o to measure (ebpf mode and tc section). */
+  /** Another build of sidecar.bpf.o to measure (ebpf scenario and tc section). */
   objectPath?: string;
   onProgress?: (p: Progress) => void;
 }
 
-export const QUICK: Omit<BenchOptions, 'modes' | 'placements'> = {
+export const QUICK: Omit<BenchOptions, 'scenarios' | 'placements'> = {
   rounds: 3, durationS: 1, conns: [1, 10, 100], connConcurrency: 10, tc: true, tcRepeat: 1_000_000, tcSingleRuns: 20_000,
 };
-export const FULL: Omit<BenchOptions, 'modes' | 'placements'> = {
+export const FULL: Omit<BenchOptions, 'scenarios' | 'placements'> = {
   ...QUICK, rounds: 5, durationS: 3, tcSingleRuns: 100_000,
 };
 
@@ -68,7 +68,7 @@ export interface BenchReport {
     topology: string;
     notes: string[];
   };
-  modes: BenchMode[];
+  scenarios: Scenario[];
   placements: Placement[];
   tests: TestSpec[];
   figures: Figure[];
@@ -88,7 +88,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const errors: string[] = [];
   const samples: Sample[] = [];
   const datapath: BenchReport['datapath'] = [];
-  const total = o.rounds * o.modes.length * o.placements.length * tests.length + (o.tc ? 1 : 0);
+  const total = o.rounds * o.scenarios.length * o.placements.length * tests.length + (o.tc ? 1 : 0);
   let done = 0;
   // Seconds a measurement takes, learned as we go (for the estimate).
   let perMeasurement = o.durationS + 0.3;
@@ -98,7 +98,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     o.onProgress?.({ done, total, round, rounds: o.rounds, what, elapsedS, etaS: left * perMeasurement });
   };
 
-  const bl = await BenchLab.create(o.modes, o.prefix, o.objectPath);
+  const bl = await BenchLab.create(o.scenarios, o.prefix, o.objectPath);
   let tools: Record<string, string> = {};
   let tc: TcProgResult | null = null;
   let measureStart = 0;
@@ -124,30 +124,30 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     measureStart = performance.now();
     for (let round = 1; round <= o.rounds; round++) {
-      const order = modeOrder(round - 1, o.modes.length).map((i) => o.modes[i]);
-      for (const mode of order) {
-        progress(round, `${mode}: setting up pods and sidecars`);
+      const order = scenarioOrder(round - 1, o.scenarios.length).map((i) => o.scenarios[i]);
+      for (const scenario of order) {
+        progress(round, `${scenario}: setting up pods and sidecars`);
         let block: Block;
         try {
-          block = await bl.block(mode, round);
+          block = await bl.block(scenario, round);
           // Let the kernel finish tearing down the previous block's netns
           // (conntrack, sockets) before measuring, so it is not billed to this one.
           await new Promise((r) => setTimeout(r, SETTLE_MS));
         } catch (e) {
           // One broken block does not void a long run: its cells stay empty.
           const error = `setup failed: ${(e as Error).message}`;
-          errors.push(`round ${round}, ${mode}: ${error}`);
-          for (const placement of o.placements) for (const t of tests) samples.push({ round, mode, placement, test: t.id, error });
+          errors.push(`round ${round}, ${scenario}: ${error}`);
+          for (const placement of o.placements) for (const t of tests) samples.push({ round, scenario, placement, test: t.id, error });
           done += o.placements.length * tests.length;
           continue;
         }
-        const statsBefore = mode === 'ebpf' ? bl.datapathStats() : {};
+        const statsBefore = scenario === 'ebpf' ? bl.datapathStats() : {};
         try {
           for (const placement of o.placements) {
             const target = block.targets[placement];
             for (const t of tests) {
-              progress(round, `${mode} · ${placement} · ${describe(t)} (${o.durationS} s)`);
-              const s: Sample = { round, mode, placement, test: t.id };
+              progress(round, `${scenario} · ${placement} · ${describe(t)} (${o.durationS} s)`);
+              const s: Sample = { round, scenario, placement, test: t.id };
               const before = block.cpu(placement);
               const t1 = performance.now();
               try {
@@ -163,7 +163,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
                 s.cpu = cpuUse(before, after);
               } catch (e) {
                 s.error = (e as Error).message;
-                errors.push(`round ${round}, ${mode}, ${placement}, ${t.id}: ${s.error}`);
+                errors.push(`round ${round}, ${scenario}, ${placement}, ${t.id}: ${s.error}`);
               }
               s.ms = Math.round(performance.now() - t1);
               samples.push(s);
@@ -172,7 +172,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
               perMeasurement = (performance.now() - measureStart) / 1000 / measured;
             }
           }
-          if (mode === 'ebpf') {
+          if (scenario === 'ebpf') {
             const after = bl.datapathStats();
             const delta: Record<string, number> = {};
             for (const [k, v] of Object.entries(after)) if (v - (statsBefore[k] ?? 0) !== 0) delta[k] = v - (statsBefore[k] ?? 0);
@@ -209,16 +209,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       proxyUid: bl.policy.proxyUid,
       appUid: APP_UID,
       sidecar: `haproxy, mode tcp, 1 thread, uid ${bl.policy.proxyUid}; transparent (server 0.0.0.0:0, SO_ORIGINAL_DST) ` +
-        `on ${bl.policy.outboundPort}/${bl.policy.inboundPort} in iptables and ebpf modes, explicit relays in direct+sidecar`,
+        `on ${bl.policy.outboundPort}/${bl.policy.inboundPort} in iptables and ebpf scenarios, explicit relays in direct+sidecar`,
       server: `haproxy, mode http, 1 thread, fixed 200 "ok" on :8080; iperf3 -s on :5201 (uid ${APP_UID})`,
-      topology: 'lab with node1 and node2; client pod on node1; server pods on node1 (same-node) and node2 (cross-node); fresh pods per mode and round',
+      topology: 'lab with node1 and node2; client pod on node1; server pods on node1 (same-node) and node2 (cross-node); fresh pods per scenario and round',
       notes: [
         'direct and direct+sidecar and iptables pods run in a cgroup outside the nodes\' cgroups: no eBPF program sees them',
         'the eBPF drivers are started once for the run; iptables rules live in each pod\'s netns and go with it',
         'wrk -t1; latency percentiles from wrk\'s histogram (done() hook); conn test sends Connection: close (one request per connection)',
       ],
     },
-    modes: o.modes,
+    scenarios: o.scenarios,
     placements: o.placements,
     tests,
     figures,
@@ -233,12 +233,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 const SETTLE_MS = 250;
 
 /**
- * The order of the modes in a round: rows of a Williams square, so over n
- * rounds (2n for an odd n) every mode runs first once and follows every other
- * mode equally often: what one mode leaves behind (e.g. a netns still being
- * torn down) does not always weigh on the same next mode.
+ * The order of the scenarios in a round: rows of a Williams square, so over n
+ * rounds (2n for an odd n) every scenario runs first once and follows every other
+ * scenario equally often: what one scenario leaves behind (e.g. a netns still being
+ * torn down) does not always weigh on the same next scenario.
  */
-export function modeOrder(round: number, n: number): number[] {
+export function scenarioOrder(round: number, n: number): number[] {
   const base: number[] = [];
   for (let i = 0, lo = 0, hi = n - 1; i < n; i++) base.push(i % 2 === 0 ? lo++ : hi--);
   // base = 0, n-1, 1, n-2, ...: consecutive differences are all distinct mod n.

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // The benchmark's chart: one panel per headline figure (bars = medians per
-// mode, whiskers = min–max over rounds, both placements side by side), and a
+// scenario, whiskers = min–max over rounds, both placements side by side), and a
 // full-width panel of the tc programs' ns per packet with the 100 ns goal.
 // Plain SVG 1.1, no scripts or external resources.
 import type { BenchReport } from './run.ts';
 import type { Figure } from './figures.ts';
 import { short } from './stats.ts';
-import type { BenchMode, Placement } from './topology.ts';
+import type { Scenario, Placement } from './topology.ts';
 
-export const MODE_COLORS: Record<BenchMode, string> = {
+export const SCENARIO_COLORS: Record<Scenario, string> = {
   direct: '#8c8c8c',
   'direct+sidecar': '#b07aa1',
   iptables: '#e15759',
@@ -58,7 +58,7 @@ function panelTitle(f: Figure): [string, string] {
 
 interface Box { x: number; y: number; w: number; h: number }
 
-function barPanel(box: Box, figs: Figure[], modes: BenchMode[]): string {
+function barPanel(box: Box, figs: Figure[], scenarios: Scenario[]): string {
   const out: string[] = [];
   const [title, sub] = panelTitle(figs[0]);
   out.push(`<rect x="${n(box.x)}" y="${n(box.y)}" width="${n(box.w)}" height="${n(box.h)}" fill="#ffffff" stroke="#d0d0d0"/>`);
@@ -66,8 +66,8 @@ function barPanel(box: Box, figs: Figure[], modes: BenchMode[]): string {
   out.push(text(box.x + box.w / 2, box.y + 33, sub, 'text-anchor="middle" font-size="10.5" fill="#555"'));
   const plot: Box = { x: box.x + 52, y: box.y + 58, w: box.w - 62, h: box.h - 58 - 34 };
   // A whisker far above every median (one bad round) is clipped, so the bars stay readable.
-  const tops = figs.flatMap((f) => modes.map((m) => f.modes[m].max)).filter(Number.isFinite);
-  const meds = figs.flatMap((f) => modes.map((m) => f.modes[m].median)).filter(Number.isFinite);
+  const tops = figs.flatMap((f) => scenarios.map((m) => f.scenarios[m].max)).filter(Number.isFinite);
+  const meds = figs.flatMap((f) => scenarios.map((m) => f.scenarios[m].median)).filter(Number.isFinite);
   const top = Math.min(Math.max(...tops, 0), 2.5 * Math.max(...meds, 0));
   const { max, step } = niceScale(top * 1.08);
   const y = (v: number) => plot.y + plot.h - (Math.max(0, v) / max) * plot.h;
@@ -82,15 +82,15 @@ function barPanel(box: Box, figs: Figure[], modes: BenchMode[]): string {
   figs.forEach((f, gi) => {
     const gx = plot.x + gi * groupW;
     const pad = groupW * 0.05;
-    const bw = (groupW - 2 * pad) / modes.length;
-    modes.forEach((m, i) => {
-      const s = f.modes[m];
+    const bw = (groupW - 2 * pad) / scenarios.length;
+    scenarios.forEach((m, i) => {
+      const s = f.scenarios[m];
       const x = gx + pad + i * bw;
       if (!Number.isFinite(s.median)) {
         out.push(text(x + bw / 2, y(0) - 4, 'n/a', 'text-anchor="middle" font-size="9" fill="#999"'));
         return;
       }
-      out.push(`<rect class="bar" data-mode="${esc(m)}" data-figure="${esc(f.id)}" x="${n(x + 1.5)}" y="${n(y(s.median))}" width="${n(bw - 3)}" height="${n(y(0) - y(s.median))}" fill="${MODE_COLORS[m]}"><title>${esc(`${m}, ${PLACEMENT_LABEL[f.placement]}: ${short(s.median)} ${f.unit} (min ${short(s.min)}, max ${short(s.max)})`)}</title></rect>`);
+      out.push(`<rect class="bar" data-scenario="${esc(m)}" data-figure="${esc(f.id)}" x="${n(x + 1.5)}" y="${n(y(s.median))}" width="${n(bw - 3)}" height="${n(y(0) - y(s.median))}" fill="${SCENARIO_COLORS[m]}"><title>${esc(`${m}, ${PLACEMENT_LABEL[f.placement]}: ${short(s.median)} ${f.unit} (min ${short(s.min)}, max ${short(s.max)})`)}</title></rect>`);
       const cx = x + bw / 2;
       const clipped = s.max > max;
       const hi = Math.min(s.max, max);
@@ -171,11 +171,11 @@ export function renderChart(r: BenchReport): string {
   out.push(text(margin, 34, 'meshwarp bench: sidecar traffic through iptables vs eBPF redirection', 'font-size="22" font-weight="bold" fill="#111"'));
   const o = r.options;
   out.push(text(margin, 56, `${r.startedAt.slice(0, 16).replace('T', ' ')} UTC · kernel ${r.machine.kernel}, ${r.machine.cpus} CPUs · ` +
-    `${o.rounds} round${o.rounds === 1 ? '' : 's'} × ${o.durationS} s, modes interleaved · haproxy sidecars (mode tcp, 1 thread), haproxy HTTP server, wrk, iperf3`, 'font-size="12.5" fill="#444"'));
+    `${o.rounds} round${o.rounds === 1 ? '' : 's'} × ${o.durationS} s, scenarios interleaved · haproxy sidecars (mode tcp, 1 thread), haproxy HTTP server, wrk, iperf3`, 'font-size="12.5" fill="#444"'));
   // Legend.
   let lx = margin;
-  for (const m of r.modes) {
-    out.push(`<rect x="${lx}" y="70" width="14" height="14" fill="${MODE_COLORS[m]}"/>`);
+  for (const m of r.scenarios) {
+    out.push(`<rect x="${lx}" y="70" width="14" height="14" fill="${SCENARIO_COLORS[m]}"/>`);
     out.push(text(lx + 19, 81.5, m, 'font-size="12.5" fill="#111"'));
     lx += 19 + m.length * 8 + 22;
   }
@@ -184,7 +184,7 @@ export function renderChart(r: BenchReport): string {
 
   panels.forEach((figs, i) => {
     const box = { x: margin + (i % cols) * (pw + gap), y: top + Math.floor(i / cols) * (ph + gap), w: pw, h: ph };
-    out.push(`<g class="panel">\n${barPanel(box, figs, r.modes)}\n</g>`);
+    out.push(`<g class="panel">\n${barPanel(box, figs, r.scenarios)}\n</g>`);
   });
   if (r.tc) {
     const box = { x: margin, y: top + gridRows * (ph + gap), w: W - 2 * margin, h: tcH };

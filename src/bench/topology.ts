@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The benchmark's lab: two nodes, one eBPF and one iptables driver per node
-// (started once), and for every measurement block (one mode, one round) three
+// (started once), and for every measurement block (one scenario, one round) three
 // fresh pods: client `c` on node1, servers `s1` (node1) and `s2` (node2).
 //
 //   direct           wrk/iperf3 in c -> s1|s2 app; no sidecar anywhere
@@ -8,13 +8,13 @@
 //                    haproxy (explicit listener) -> the app: the same two hops
 //                    as a mesh, without interception
 //   iptables, ebpf   c, s1, s2 meshed (osm profile) with a transparent haproxy
-//                    sidecar each; the app is addressed as in direct mode
+//                    sidecar each; the app is addressed as in direct scenario
 //
 // Fresh pods per block: the iptables driver leaves empty nat chains (and so
-// conntrack) behind in a netns after unmesh, which would tax the modes that
-// run after it. Pods of the modes other than ebpf run their processes in a
+// conntrack) behind in a netns after unmesh, which would tax the scenarios that
+// run after it. Pods of the scenarios other than ebpf run their processes in a
 // cgroup outside the nodes' cgroups, so the eBPF programs attached there (for
-// the whole run) never see them: those modes pay nothing for meshwarp.
+// the whole run) never see them: those scenarios pay nothing for meshwarp.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,12 +27,12 @@ import { ipBatch, nsRun } from '../sys/netns.ts';
 import { appServerConfig, explicitSidecarConfig, transparentSidecarConfig, type Relay } from './haproxy.ts';
 import { CHILD_ENV, WRK_REPORT_LUA, httpGet, waitListening } from './tools.ts';
 
-export const BENCH_MODES = ['direct', 'direct+sidecar', 'iptables', 'ebpf'] as const;
-export type BenchMode = (typeof BENCH_MODES)[number];
+export const SCENARIOS = ['direct', 'direct+sidecar', 'iptables', 'ebpf'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
 export const PLACEMENTS = ['same-node', 'cross-node'] as const;
 export type Placement = (typeof PLACEMENTS)[number];
 
-/** The mesh profile of the meshed modes (outbound 15001, inbound 15003, proxy uid 1500). */
+/** The mesh profile of the meshed scenarios (outbound 15001, inbound 15003, proxy uid 1500). */
 export const PROFILE = 'osm';
 /** The app's uid (wrk, iperf3, the servers): not the proxy's. */
 export const APP_UID = 1000;
@@ -46,12 +46,12 @@ const EXPLICIT = {
   serverBulk: 15112,
 } as const;
 
-const SHORT: Record<BenchMode, string> = { direct: 'dir', 'direct+sidecar': 'dsc', iptables: 'ipt', ebpf: 'ebpf' };
+const SHORT: Record<Scenario, string> = { direct: 'dir', 'direct+sidecar': 'dsc', iptables: 'ipt', ebpf: 'ebpf' };
 
-export function parseModes(list: string): BenchMode[] {
+export function parseScenarios(list: string): Scenario[] {
   const out = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  for (const m of out) if (!(BENCH_MODES as readonly string[]).includes(m)) throw new Error(`unknown mode "${m}" (known: ${BENCH_MODES.join(', ')})`);
-  return BENCH_MODES.filter((m) => out.includes(m));
+  for (const m of out) if (!(SCENARIOS as readonly string[]).includes(m)) throw new Error(`unknown scenario "${m}" (known: ${SCENARIOS.join(', ')})`);
+  return SCENARIOS.filter((m) => out.includes(m));
 }
 
 export function parsePlacements(list: string): Placement[] {
@@ -80,10 +80,10 @@ export interface CpuSnapshot {
   machine: { busyUs: number; totalUs: number; stealUs: number };
 }
 
-/** One mode's pods and processes, ready to measure. */
+/** One scenario's pods and processes, ready to measure. */
 export interface Block {
-  mode: BenchMode;
-  /** Where wrk and iperf3 run (the client pod, in the cgroup of the mode). */
+  scenario: Scenario;
+  /** Where wrk and iperf3 run (the client pod, in the cgroup of the scenario). */
   client: Sandbox;
   targets: Record<Placement, Target>;
   /** CPU counters for a measurement towards `placement` (take one before and after). */
@@ -125,7 +125,7 @@ export class BenchLab {
   /** Config files (readable by the app and proxy uids); removed by destroy() or at exit. */
   readonly dir: string;
   readonly wrkScript: string;
-  readonly drivers = new Map<string, DatapathDriver>(); // `${mode}/${node}`
+  readonly drivers = new Map<string, DatapathDriver>(); // `${scenario}/${node}`
   #plain = 0;
 
   readonly #removeDir = (): void => { fs.rmSync(this.dir, { recursive: true, force: true }); };
@@ -140,8 +140,8 @@ export class BenchLab {
 
   get prefix(): string { return this.lab.prefix; }
 
-  /** `objectPath`: another build of sidecar.bpf.o for the ebpf mode (default: build/bpf/sidecar.bpf.o). */
-  static async create(modes: readonly BenchMode[], prefix = uniquePrefix('mwb'), objectPath?: string): Promise<BenchLab> {
+  /** `objectPath`: another build of sidecar.bpf.o for the ebpf scenario (default: build/bpf/sidecar.bpf.o). */
+  static async create(scenarios: readonly Scenario[], prefix = uniquePrefix('mwb'), objectPath?: string): Promise<BenchLab> {
     const missing = missingTools();
     if (missing.length > 0) throw new Error(`meshwarp bench needs ${missing.join(', ')} (run \`make setup\`)`);
     const lab = await Lab.create({ prefix });
@@ -153,17 +153,17 @@ export class BenchLab {
       fs.chmodSync(dir, 0o755);
       bl = new BenchLab(lab, dir);
       fs.writeFileSync(bl.wrkScript, WRK_REPORT_LUA, { mode: 0o644 });
-      for (const mode of ['ebpf', 'iptables'] as const) {
-        if (!modes.includes(mode)) continue;
+      for (const scenario of ['ebpf', 'iptables'] as const) {
+        if (!scenarios.includes(scenario)) continue;
         for (const node of lab.nodes.values()) {
-          const d = await createDriver(mode, {
+          const d = await createDriver(scenario, {
             pinRoot: `${labPinRoot(prefix)}/${node.name}`,
             cgroupPath: node.cgroupPath,
             nodeNetnsPath: node.netnsPath,
             nodeIps: [node.addrs.gw4, node.addrs.gw6, node.ip4, node.ip6],
             ...(objectPath ? { objectPath } : {}),
           });
-          bl.drivers.set(`${mode}/${node.name}`, d);
+          bl.drivers.set(`${scenario}/${node.name}`, d);
           await d.start();
         }
       }
@@ -175,7 +175,7 @@ export class BenchLab {
     }
   }
 
-  /** The eBPF datapath counters of both nodes, summed (empty without the ebpf mode). */
+  /** The eBPF datapath counters of both nodes, summed (empty without the ebpf scenario). */
   datapathStats(): Record<string, number> {
     const out: Record<string, number> = {};
     for (const node of this.lab.nodes.values()) {
@@ -185,15 +185,15 @@ export class BenchLab {
     return out;
   }
 
-  #driver(mode: 'ebpf' | 'iptables', node: LabNode): DatapathDriver {
-    const d = this.drivers.get(`${mode}/${node.name}`);
-    if (!d) throw new Error(`no ${mode} driver on ${node.name}`);
+  #driver(scenario: 'ebpf' | 'iptables', node: LabNode): DatapathDriver {
+    const d = this.drivers.get(`${scenario}/${node.name}`);
+    if (!d) throw new Error(`no ${scenario} driver on ${node.name}`);
     return d;
   }
 
   /** Creates the pods and processes of one block and checks the traffic path. */
-  async block(mode: BenchMode, round: number): Promise<Block> {
-    const tag = `r${round}-${SHORT[mode]}`;
+  async block(scenario: Scenario, round: number): Promise<Block> {
+    const tag = `r${round}-${SHORT[scenario]}`;
     const n1 = this.lab.node('node1');
     const n2 = this.lab.node('node2');
     const pods: LabPod[] = [];
@@ -233,7 +233,7 @@ export class BenchLab {
         const pod = this.lab.addPod(node, `${tag}-${name}`);
         pods.push(pod);
         let base = pod.cgroupPath;
-        if (mode !== 'ebpf') {
+        if (scenario !== 'ebpf') {
           base = createCgroup(`${this.prefix}/plain/${++this.#plain}`);
           plainCgroups.push(base);
         }
@@ -279,19 +279,19 @@ export class BenchLab {
           spawn(s.role('app'), 'iperf3 -s', ['iperf3', '-s', '-p', String(BULK_PORT)], APP_UID),
         ];
         const ports: number[] = [HTTP_PORT, BULK_PORT];
-        if (mode === 'direct+sidecar') {
+        if (scenario === 'direct+sidecar') {
           ps.push(haproxy(s.role('sidecar'), 'sidecar', explicitSidecarConfig([
             { name: 'in_http', bind: `0.0.0.0:${EXPLICIT.serverHttp}`, to: `${s.pod.ip4}:${HTTP_PORT}` },
             { name: 'in_bulk', bind: `0.0.0.0:${EXPLICIT.serverBulk}`, to: `${s.pod.ip4}:${BULK_PORT}` },
           ]), this.policy.proxyUid));
           ports.push(EXPLICIT.serverHttp, EXPLICIT.serverBulk);
-        } else if (mode === 'iptables' || mode === 'ebpf') {
+        } else if (scenario === 'iptables' || scenario === 'ebpf') {
           ps.push(haproxy(s.role('sidecar'), 'sidecar', transparentSidecarConfig(this.policy.outboundPort, this.policy.inboundPort), this.policy.proxyUid));
           ports.push(this.policy.outboundPort, this.policy.inboundPort);
         }
         ready.push(waitListening(s.role('app'), ports, 5000, why(ps)));
       }
-      if (mode === 'direct+sidecar') {
+      if (scenario === 'direct+sidecar') {
         const relays: Relay[] = [];
         for (const pl of PLACEMENTS) {
           const ip = servers[pl].pod.ip4;
@@ -300,15 +300,15 @@ export class BenchLab {
         }
         const p = haproxy(c.role('sidecar'), 'sidecar', explicitSidecarConfig(relays), this.policy.proxyUid);
         ready.push(waitListening(c.role('sidecar'), relays.map((r) => Number(r.bind.split(':')[1])), 5000, why([p])));
-      } else if (mode === 'iptables' || mode === 'ebpf') {
+      } else if (scenario === 'iptables' || scenario === 'ebpf') {
         const p = haproxy(c.role('sidecar'), 'sidecar', transparentSidecarConfig(this.policy.outboundPort, this.policy.inboundPort), this.policy.proxyUid);
         ready.push(waitListening(c.role('sidecar'), [this.policy.outboundPort, this.policy.inboundPort], 5000, why([p])));
       }
       await Promise.all(ready);
 
-      if (mode === 'iptables' || mode === 'ebpf') {
+      if (scenario === 'iptables' || scenario === 'ebpf') {
         for (const p of [c, s1, s2]) {
-          const driver = this.#driver(mode, p.pod.node);
+          const driver = this.#driver(scenario, p.pod.node);
           const ref = podRef(p.pod);
           meshed.push({ driver, ref });
           await driver.mesh(ref, this.policy);
@@ -318,35 +318,35 @@ export class BenchLab {
       const targets = {} as Record<Placement, Target>;
       for (const pl of PLACEMENTS) {
         const ip = servers[pl].pod.ip4;
-        targets[pl] = mode === 'direct+sidecar'
+        targets[pl] = scenario === 'direct+sidecar'
           ? { url: `http://127.0.0.1:${EXPLICIT[pl].http}/`, bulk: { host: '127.0.0.1', port: EXPLICIT[pl].bulk } }
           : { url: `http://${ip}:${HTTP_PORT}/`, bulk: { host: ip, port: BULK_PORT } };
         // The path check: the app sees the client pod itself only in direct
-        // mode; through sidecars it sees its own pod's sidecar.
-        const want = mode === 'direct' ? c.pod.ip4 : ip;
+        // scenario; through sidecars it sees its own pod's sidecar.
+        const want = scenario === 'direct' ? c.pod.ip4 : ip;
         let seen: string;
         try {
           seen = (await httpGet(c.role('load'), `${targets[pl].url}whoami`, APP_UID)).trim();
         } catch (e) {
-          throw new Error(`${mode}, ${pl}: request through the path failed: ${(e as Error).message}${why(procs)()}`, { cause: e });
+          throw new Error(`${scenario}, ${pl}: request through the path failed: ${(e as Error).message}${why(procs)()}`, { cause: e });
         }
         if (seen !== want) {
-          throw new Error(`${mode}, ${pl}: the app saw a request from ${seen}, expected ${want}: ` +
-            `traffic did not take the ${mode === 'direct' ? 'direct' : 'sidecar'} path`);
+          throw new Error(`${scenario}, ${pl}: the app saw a request from ${seen}, expected ${want}: ` +
+            `traffic did not take the ${scenario === 'direct' ? 'direct' : 'sidecar'} path`);
         }
       }
       const usage = (sb: Sandbox | undefined) => (sb ? cgroupUsageUs(sb.cgroupPath) : 0);
       const cpu = (pl: Placement): CpuSnapshot => ({
         roles: {
           load: usage(c.role('load')),
-          clientSidecar: mode === 'direct' ? 0 : usage(c.role('sidecar')),
-          serverSidecar: mode === 'direct' ? 0 : usage(servers[pl].role('sidecar')),
+          clientSidecar: scenario === 'direct' ? 0 : usage(c.role('sidecar')),
+          serverSidecar: scenario === 'direct' ? 0 : usage(servers[pl].role('sidecar')),
           app: usage(servers[pl].role('app')),
         },
         labUs: cgroupUsageUs(this.lab.cgroupPath),
         machine: machineCpuUs(),
       });
-      return { mode, client: c.role('load'), targets, cpu, teardown };
+      return { scenario, client: c.role('load'), targets, cpu, teardown };
     } catch (e) {
       await teardown().catch(() => {});
       throw e;

@@ -8,18 +8,18 @@ import { sidecarObject } from '../datapath/sidecar/structs.ts';
 import { FULL, QUICK, runBench, type BenchOptions, type Progress } from '../bench/run.ts';
 import { formatReport } from '../bench/report.ts';
 import { renderChart } from '../bench/svg.ts';
-import { BENCH_MODES, PLACEMENTS, parseModes, parsePlacements } from '../bench/topology.ts';
+import { SCENARIOS, PLACEMENTS, parseScenarios, parsePlacements } from '../bench/topology.ts';
 import { duration } from '../bench/stats.ts';
 import { writeFileAtomic } from '../sys/fs.ts';
 
 const HELP = `usage: meshwarp bench [--full] [--json] [--chart PATH] [--rounds N] [--duration S]
-                      [--conns LIST] [--conn-concurrency N] [--modes LIST] [--placements LIST]
+                      [--conns LIST] [--conn-concurrency N] [--scenarios LIST] [--placements LIST]
                       [--no-tc] [--tc-repeat N] [--tc-runs N] [--bpf-object PATH] [--prefix P]
 
 Builds a two-node lab and measures a client pod talking to a server pod on
-the same node and on the other node, in four modes: direct (no sidecar),
+the same node and on the other node, in four scenarios: direct (no sidecar),
 direct+sidecar (haproxy sidecars used explicitly), iptables and ebpf (haproxy
-sidecars, traffic intercepted). Modes are interleaved within each round;
+sidecars, traffic intercepted). Scenarios are interleaved within each round;
 medians with min–max over rounds and the ratios ebpf/iptables and
 each/direct are reported. Also measures each tc program's ns per packet
 (BPF_PROG_TEST_RUN). Needs root; everything it creates is removed at the end
@@ -28,11 +28,11 @@ and on Ctrl-C.
   --full               longer run: ${FULL.rounds} rounds × ${FULL.durationS} s (default: ${QUICK.rounds} × ${QUICK.durationS} s, about 2½ minutes)
   --json               print the report as JSON (every figure and sample) instead of the table
   --chart PATH         where to write the SVG chart (default: ./meshwarp-bench-<time>.svg)
-  --rounds N           rounds (each mode once per round)
+  --rounds N           rounds (each scenario once per round)
   --duration S         seconds per measurement (whole seconds)
   --conns LIST         keep-alive connection counts (default ${QUICK.conns.join(',')})
   --conn-concurrency N concurrent connections of the connection-rate test (default ${QUICK.connConcurrency})
-  --modes LIST         subset of ${BENCH_MODES.join(',')}
+  --scenarios LIST     subset of ${SCENARIOS.join(',')} (--modes: the old name)
   --placements LIST    subset of ${PLACEMENTS.join(',')}
   --no-tc              skip the tc program section
   --tc-repeat N        runs per BPF_PROG_TEST_RUN call (default ${QUICK.tcRepeat})
@@ -65,7 +65,7 @@ export async function run(argv: string[]): Promise<number> {
     options: {
       full: { type: 'boolean' }, json: { type: 'boolean' }, chart: { type: 'string' },
       rounds: { type: 'string' }, duration: { type: 'string' }, conns: { type: 'string' },
-      'conn-concurrency': { type: 'string' }, modes: { type: 'string' }, placements: { type: 'string' },
+      'conn-concurrency': { type: 'string' }, scenarios: { type: 'string' }, modes: { type: 'string' }, placements: { type: 'string' },
       'no-tc': { type: 'boolean' }, 'tc-repeat': { type: 'string' }, 'tc-runs': { type: 'string' },
       prefix: { type: 'string' }, 'bpf-object': { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
@@ -78,7 +78,7 @@ export async function run(argv: string[]): Promise<number> {
     durationS: positiveInt('--duration', v.duration, base.durationS),
     conns: intList('--conns', v.conns, base.conns),
     connConcurrency: positiveInt('--conn-concurrency', v['conn-concurrency'], base.connConcurrency),
-    modes: v.modes === undefined ? [...BENCH_MODES] : parseModes(v.modes),
+    scenarios: (v.scenarios ?? v.modes) === undefined ? [...SCENARIOS] : parseScenarios((v.scenarios ?? v.modes)!),
     placements: v.placements === undefined ? [...PLACEMENTS] : parsePlacements(v.placements),
     tc: !v['no-tc'],
     tcRepeat: positiveInt('--tc-repeat', v['tc-repeat'], base.tcRepeat),
@@ -86,7 +86,7 @@ export async function run(argv: string[]): Promise<number> {
     prefix: v.prefix,
     objectPath: v['bpf-object'] === undefined ? undefined : path.resolve(v['bpf-object']),
   };
-  if (opts.modes.length === 0) throw new Error('--modes: no mode selected');
+  if (opts.scenarios.length === 0) throw new Error('--scenarios: no scenario selected');
   if (opts.placements.length === 0) throw new Error('--placements: no placement selected');
   if (process.getuid?.() !== 0) throw new Error('meshwarp bench needs root (network namespaces, cgroups, BPF)');
   const object = opts.objectPath ?? sidecarObject;

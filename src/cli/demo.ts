@@ -2,38 +2,40 @@
 // `meshwarp demo`: the seed's two-node demo (src/demo/demo.ts).
 import { parseArgs } from 'node:util';
 import { runDemo } from '../demo/demo.ts';
-import { parseMode } from '../datapath/driver.ts';
+import { parseEngine } from '../datapath/driver.ts';
 import { getProfile } from '../profiles/index.ts';
 import { ensureBpffs } from '../sys/bpffs.ts';
 
-const HELP = `usage: meshwarp demo [--mode ebpf|iptables] [--profile osm|istio|linkerd|kuma|fsm] [--requests N] [--keep] [--json]
+const HELP = `usage: meshwarp demo [--engine ebpf|iptables] [--profile osm|istio|linkerd|kuma|fsm] [--requests N] [--keep] [--json]
 
 Builds a two-node lab (network namespaces), creates the pods curl and
 pipy-ok-v1 on node1 and pipy-ok-v2 on node2 through the real CNI chain with a
 meshwarp agent per node, runs \`curl -s pipy-ok:8080\` from the curl pod, and
 shows what the datapath and the sidecars did. Exits non-zero if a request
 failed or none was captured. --keep leaves the lab up until Ctrl-C.
+--mode is the old name of --engine.
 `;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: o } = parseArgs({
     args: argv,
     options: {
-      mode: { type: 'string', default: 'ebpf' }, profile: { type: 'string', default: 'osm' },
+      engine: { type: 'string' }, mode: { type: 'string' }, profile: { type: 'string', default: 'osm' },
       requests: { type: 'string', default: '4' }, keep: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean' },
     },
     strict: true,
   });
   if (o.help) { process.stdout.write(HELP); return 0; }
-  const mode = parseMode(o.mode!);
+  if (o.engine !== undefined && o.mode !== undefined && o.engine !== o.mode) throw new Error('--mode is the old name of --engine: give one of them');
+  const engine = parseEngine(o.engine ?? o.mode ?? 'ebpf');
   getProfile(o.profile!);
   const requests = Number(o.requests);
   if (!Number.isInteger(requests) || requests < 1 || requests > 1000) throw new Error(`--requests: expected 1-1000, got ${o.requests}`);
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces and loads eBPF: run it as root');
-  if (mode === 'ebpf') ensureBpffs();
+  if (engine === 'ebpf') ensureBpffs();
   const say = o.json ? () => {} : (l: string) => process.stdout.write(`${l}\n`);
   const result = await runDemo({
-    mode, profile: o.profile!, requests, keep: !!o.keep, say,
+    engine, profile: o.profile!, requests, keep: !!o.keep, say,
     onResult: (r) => { if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`); },
   });
   return result.ok ? 0 : 1;

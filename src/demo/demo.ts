@@ -18,7 +18,7 @@ import { Lab, LabAgent, eventually, uniquePrefix, waitForLine, labRunDir, type L
 import { getProfile } from '../profiles/index.ts';
 import { agentStream } from '../agent/client.ts';
 import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
-import type { Mode } from '../datapath/driver.ts';
+import type { Engine } from '../datapath/driver.ts';
 
 const PROXY = fileURLToPath(new URL('../proxy/main.ts', import.meta.url));
 const NODE = process.execPath;
@@ -28,7 +28,7 @@ export const NAMESPACE = 'ebpf';
 const APP_UID = 1000;
 
 export interface DemoOptions {
-  mode: Mode;
+  engine: Engine;
   profile: string;
   requests: number;
   /** Leave the lab up until SIGINT/SIGTERM (after onResult), for exploring. */
@@ -41,14 +41,14 @@ export interface DemoOptions {
 
 export interface DemoRequest { n: number; ok: boolean; answer: string; endpoint?: string }
 export interface DemoResult {
-  mode: Mode;
+  engine: Engine;
   profile: string;
   prefix: string;
   pods: { name: string; node: string; ip4: string; ip6: string }[];
   requests: DemoRequest[];
   /** Requests the client's sidecar saw (i.e. captured). */
   captured: number;
-  /** What the datapath did for the first request (eBPF mode). */
+  /** What the datapath did for the first request (eBPF engine). */
   trace: (TraceRecord & { node: string })[];
   /** What the sidecars logged for the first request. */
   sidecars: { pod: string; dir: string; origDst: string; upstream: string }[];
@@ -62,11 +62,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const profile = getProfile(o.profile);
   const lab = await Lab.create({ prefix: uniquePrefix('dm') });
   try {
-    o.say(`lab ${lab.prefix}: 2 nodes, mode ${o.mode}, profile ${profile.name} (sidecar uid ${profile.proxyUid}, outbound ${profile.outboundPort}, inbound ${profile.inboundPort})`);
+    o.say(`lab ${lab.prefix}: 2 nodes, engine ${o.engine}, profile ${profile.name} (sidecar uid ${profile.proxyUid}, outbound ${profile.outboundPort}, inbound ${profile.inboundPort})`);
     const nodes = [lab.addNode('node1'), lab.addNode('node2')];
     const agents = new Map<LabNode, LabAgent>();
     for (const node of nodes) {
-      const agent = new LabAgent(node, { mode: o.mode, profile: profile.name });
+      const agent = new LabAgent(node, { engine: o.engine, profile: profile.name });
       await agent.start();
       agents.set(node, agent);
       lab.enableCni(node, { agentSocket: agent.socket });
@@ -109,7 +109,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 
     // Trace the first request on both nodes.
     const trace: (TraceRecord & { node: string })[] = [];
-    const streams = o.mode === 'ebpf'
+    const streams = o.engine === 'ebpf'
       ? await Promise.all(nodes.map((n) => agentStream('/v1/trace', (r) => trace.push({ ...(r as TraceRecord), node: n.name }), agents.get(n)!.socket)))
       : [];
     await new Promise((r) => setTimeout(r, 100));
@@ -136,7 +136,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const firstTrace = trace.filter((t) => t.pod?.startsWith(`${NAMESPACE}/`));
 
     o.say('');
-    if (o.mode === 'ebpf') {
+    if (o.engine === 'ebpf') {
       o.say('what the datapath did for request 1 (meshwarp trace):');
       for (const t of firstTrace) o.say(`  ${t.node}  ${formatTrace(t)}`);
     }
@@ -150,7 +150,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered (${[...versions].join(' / ')}), ${captured} captured by the client's sidecar`);
 
     const result: DemoResult = {
-      mode: o.mode, profile: profile.name, prefix: lab.prefix,
+      engine: o.engine, profile: profile.name, prefix: lab.prefix,
       pods: pods.map((p) => ({ name: p.name, node: p.node.name, ip4: p.ip4, ip6: p.ip6 })),
       requests, captured, trace: firstTrace, sidecars, ok,
     };

@@ -62,7 +62,7 @@ kernelTest('agent API: bad requests are 400 and change nothing; DEL leaves no en
   assert.equal(after.pods, 0);
   for (const m of ['pod_config', 'local_pods', 'port_rules', 'cidr_rules', 'origin_by_tuple', 'inbound_nat']) assert.equal(after.maps[m], 0, m);
   assert.equal(tcx().length, 0, 'tc programs removed');
-});
+}, { needs: ['tcx'] });
 
 kernelTest('the agent socket is for root only', async (t) => {
   const { n1, agent } = await setup(t);

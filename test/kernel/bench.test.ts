@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kernelTest, inCI, testPrefix } from '../helpers/kernel.ts';
 import { Lab, prefixIsClean } from '../../src/lab/index.ts';
-import { BENCH_MODES, PLACEMENTS } from '../../src/bench/topology.ts';
+import { SCENARIOS, PLACEMENTS } from '../../src/bench/topology.ts';
 import { RATIO_KEYS } from '../../src/bench/figures.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/meshwarp', import.meta.url));
@@ -104,12 +104,12 @@ if (missing.length > 0 && !inCI) {
     assert.equal(r.code, 0, `bench exited ${r.code ?? r.signal}: ${r.err.slice(-2000)}`);
     const rep = JSON.parse(r.out);
 
-    assert.deepEqual(rep.modes, [...BENCH_MODES]);
+    assert.deepEqual(rep.scenarios, [...SCENARIOS]);
     assert.deepEqual(rep.placements, [...PLACEMENTS]);
     assert.deepEqual(rep.errors, []);
     assert.equal(rep.chart, chart);
     assert.equal(rep.setup.labPrefix, prefix);
-    assert.equal(rep.samples.length, BENCH_MODES.length * PLACEMENTS.length * 3, 'rr10, conn and bulk per mode and placement');
+    assert.equal(rep.samples.length, SCENARIOS.length * PLACEMENTS.length * 3, 'rr10, conn and bulk per scenario and placement');
 
     const want = PLACEMENTS.flatMap((pl) => [
       ...['rps', 'p50_us', 'p99_us', 'cpu_us'].map((s) => `${pl}.rr10.${s}`),
@@ -118,8 +118,8 @@ if (missing.length > 0 && !inCI) {
     ]);
     assert.deepEqual(rep.figures.map((f: { id: string }) => f.id).sort(), want.sort());
     for (const f of rep.figures) {
-      for (const m of BENCH_MODES) {
-        const s = f.modes[m];
+      for (const m of SCENARIOS) {
+        const s = f.scenarios[m];
         for (const k of ['median', 'min', 'max']) assert.ok(Number.isFinite(s[k]), `${f.id} ${m}.${k} = ${s[k]}`);
         assert.equal(s.samples.length, 1);
       }
@@ -137,9 +137,9 @@ if (missing.length > 0 && !inCI) {
     const tags = checkXml(svg);
     assert.equal(tags[0], 'svg');
     const bars = (svg.match(/<rect class="bar"/g) ?? []).length;
-    // 4 panels (rr10 req/s, rr10 p99, conn/s, bulk) × 2 placements × 4 modes, plus the tc rows.
+    // 4 panels (rr10 req/s, rr10 p99, conn/s, bulk) × 2 placements × 4 scenarios, plus the tc rows.
     assert.ok(bars >= 4 * 2 * 4 + rep.tc.rows.length, `only ${bars} bars`);
-    for (const m of BENCH_MODES) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
+    for (const m of SCENARIOS) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
 
     assert.ok(prefixIsClean(prefix), `lab ${prefix} left something behind`);
     assert.deepEqual(leftoverDirs(prefix), []);
@@ -148,7 +148,7 @@ if (missing.length > 0 && !inCI) {
   kernelTest('meshwarp bench: Ctrl-C in the middle removes everything it made', async (t) => {
     const { prefix, dir } = benchRun(t);
     let sent = false;
-    const r = await runCli(['bench', '--rounds', '1', '--duration', '1', '--conns', '10', '--no-tc', '--modes', 'ebpf,iptables',
+    const r = await runCli(['bench', '--rounds', '1', '--duration', '1', '--conns', '10', '--no-tc', '--scenarios', 'ebpf,iptables',
       '--chart', path.join(dir, 'c.svg'), '--prefix', prefix], (err, child) => {
       // Interrupt while the ebpf or iptables pods are up and a measurement runs.
       if (!sent && /round 1\/1 .*· (same|cross)-node ·/.test(err)) {

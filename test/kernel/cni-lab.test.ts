@@ -120,7 +120,7 @@ kernelTest('Pods created through the chain are captured; DEL leaves no map entry
   assert.deepEqual(allocated(n1), [server.ip4, server.ip6].sort(), 'host-local released the client\'s addresses');
   await lab.removePodCni(client); // idempotent
   assert.equal(await get(server, server.ip4), 'ok', 'the node still works');
-}, { timeout: 30_000 });
+}, { timeout: 30_000, needs: ['tcx'] });
 
 kernelTest('Fail-closed and fail-open', async (t) => {
   const c = await setup(t, 'closed');

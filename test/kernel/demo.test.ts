@@ -22,8 +22,8 @@ function demo(args: string[]): Promise<{ code: number | null; result: DemoResult
 }
 
 for (const mode of ['ebpf', 'iptables'] as const) {
-  kernelTest(`meshwarp demo --mode ${mode}: every request answered by v1 or v2, captured by the sidecar`, async () => {
-    const { code, result, stderr } = await demo(['--mode', mode, '--requests', '4']);
+  kernelTest(`meshwarp demo --engine ${mode}: every request answered by v1 or v2, captured by the sidecar`, async () => {
+    const { code, result, stderr } = await demo(['--engine', mode, '--requests', '4']);
     assert.equal(code, 0, stderr);
     assert.equal(result.ok, true);
     assert.equal(result.requests.length, 4);

@@ -129,7 +129,7 @@ for (const tc of TC_MODES) {
         assert.equal(existsSync(agent.pinRoot), false, `pins left under ${agent.pinRoot}`);
         assertDirect(await connectFrom(client, web.ip4, APP_PORT), 'web', 'after uninstall: client -> web goes direct');
       });
-    }, { timeout: 180_000 });
+    }, { timeout: 180_000, needs: tc === 'tcx' ? ['tcx'] : [] });
   }
 }
 
@@ -200,7 +200,7 @@ for (const tc of TC_MODES) {
       assert.equal(err.cniCode, 101, err.message);
       assert.match(err.msg, /tc|program|datapath|attached/i, 'the reason names what is missing');
     });
-  }, { timeout: 120_000 });
+  }, { timeout: 120_000, needs: tc === 'tcx' ? ['tcx'] : [] });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ for (const tc of TC_MODES) {
         await scClient.waitFor((l) => l.dir === 'outbound' && splitHostPort(l.client).port === r.localPort, `client outbound (IPv${fam})`);
       }
     });
-  }, { timeout: 120_000 });
+  }, { timeout: 120_000, needs: tc === 'tcx' ? ['tcx'] : [] });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ for (const tc of TC_MODES) {
       await assertInbound(srv, web, sc, 4, 'after concurrent duplicate ADDs');
       await c.rt.check(web);
     });
-  }, { timeout: 120_000 });
+  }, { timeout: 120_000, needs: tc === 'tcx' ? ['tcx'] : [] });
 
   kernelTest(`an ADD of a new pod claiming a live pod's IP (--tc ${tc}) is refused with a named conflict; DEL of it does not unmesh the live pod`, async (t) => {
     const c = await cniLab(t, { tag: 'lc', tc });
@@ -339,5 +339,5 @@ for (const tc of TC_MODES) {
       assertOneTcEach(n1, web, 'live pod after DEL of the refused pod');
       await rt.check(web);
     });
-  }, { timeout: 120_000 });
+  }, { timeout: 120_000, needs: tc === 'tcx' ? ['tcx'] : [] });
 }

@@ -77,12 +77,17 @@ export class TcAttacher {
    */
   attach(key: string, veth: HostVeth, progs: TcPrograms): void {
     this.#inNode(() => {
+      const existed = existsSync(this.#dir(key));
       const done: Direction[] = [];
       try {
         for (const dir of DIRECTIONS) { this.#attachOne(key, veth, dir, progs[dir]); done.push(dir); }
       } catch (e) {
-        // A half-attached pod is worse than none; only what this call created is undone.
-        for (const dir of done) this.#detachOne(key, dir);
+        // A new pod half attached is worse than none: undo it, pins included. An update
+        // that failed keeps what it had (the caller reports the error; CHECK sees it).
+        if (!existed) {
+          for (const dir of done) this.#detachOne(key, dir);
+          rmSync(this.#dir(key), { recursive: true, force: true });
+        }
         throw e;
       }
     });
