@@ -19,6 +19,7 @@ import {
 } from '../../src/lab/cni.ts';
 import type { TestContext } from 'node:test';
 import { DEBIAN_CNI_DIR, Lab, LabAgent, uniquePrefix, type LabNode, type LabPod, type RunResult } from '../../src/lab/index.ts';
+import { eventually as pollUntil } from '../../src/lab/proc.ts';
 import { run } from '../../src/sys/exec.ts';
 import { linkIndex, withNetns } from '../../src/sys/netns.ts';
 import { inCI } from './kernel.ts';
@@ -318,15 +319,8 @@ export function tcPins(pinRoot: string, sandboxId: string): string[] {
   return existsSync(dir) ? readdirSync(dir).sort() : [];
 }
 
-/** Polls `fn` until it is true or `ms` passed; returns the last value (bounded polling, never a sleep-as-assertion). */
-export async function eventually(fn: () => boolean | Promise<boolean>, ms = 5000, step = 50): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return true;
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, step));
-  }
-}
+/** The project's bounded polling (src/lab/proc.ts), with the longer defaults these agent-restart tests need. */
+export const eventually = (fn: () => boolean | Promise<boolean>, ms = 5000, step = 50): Promise<boolean> => pollUntil(fn, ms, step);
 
 export { CniChainError };
 
