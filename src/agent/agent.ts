@@ -40,11 +40,6 @@ export class Agent {
     this.reconciler = new Reconciler(this.drivers, new StateStore(cfg.stateDir), (p) => this.#plan(p));
   }
 
-  /** The sidecar driver (the only dataplane so far); kept for callers that know one driver. */
-  get driver(): Driver {
-    return this.drivers.values().next().value!;
-  }
-
   get counters(): Counters {
     return { ...this.#cni, ...this.reconciler.counters };
   }

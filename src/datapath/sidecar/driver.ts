@@ -335,11 +335,6 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       cookies: () => new Map([...this.#pods.values()].map((p) => [String(p.cookie), podName(p.pod.key)])),
     });
   }
-
-  /** The sandboxes this driver meshed in this run, by key. */
-  pods(): { key: string; cookie: bigint }[] {
-    return [...this.#pods].map(([key, p]) => ({ key, cookie: p.cookie }));
-  }
 }
 
 /**
