@@ -120,7 +120,7 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
     assertVia(await a.connectTo(b, 4), 'b', px('node1', 4), 'captured again once the proxy is ready');
   });
 
-  it('a second proxy instance (upgrade) takes new flows once ready; the old one keeps none broken', async () => {
+  it('a second proxy instance (upgrade) takes new flows once ready; capture goes on after the old one is removed', async () => {
     const a = env.pod('a');
     const old = env.proxy('node1');
     const next = await env.startNodeProxy('node1', 'zt2', true);
