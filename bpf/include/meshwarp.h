@@ -223,7 +223,24 @@ enum mw_stat {
 	MW_STAT_TC_REWRITE_FAILED = 22,	/* skb store/csum helper failed */
 	MW_STAT_TRACE_DROPPED = 23,	/* trace on, ring buffer full: event dropped */
 	MW_STAT_NAT_TIME_WAIT = 24,	/* inbound_nat entries kept for a socket in TIME_WAIT */
-	MW_STAT__MAX = 25,
+	/* Ambient dataplane (bpf/ambient/, mw_ambient.h). */
+	MW_STAT_AM_CAPTURED_OUT = 25,	/* new flow from an enrolled pod sent to the node proxy */
+	MW_STAT_AM_CAPTURED_IN = 26,	/* new flow to an enrolled pod sent to the node proxy */
+	MW_STAT_AM_FLOW = 27,		/* packet of a flow the node proxy has a socket for: sent to it */
+	MW_STAT_AM_BYPASS_PROXY = 28,	/* packet from the node proxy to an enrolled pod */
+	MW_STAT_AM_BYPASS_HOST = 29,	/* packet from a process of the node (probes) */
+	MW_STAT_AM_BYPASS_EXISTING = 30, /* non-SYN without a proxy socket (flow older than enrolment) */
+	MW_STAT_AM_BYPASS_UDP = 31,	/* UDP, not captured (the proxy contract has no UDP listener) */
+	MW_STAT_AM_FAIL_OPEN = 32,	/* no node proxy ready, policy open: passed uncaptured */
+	MW_STAT_AM_FAIL_CLOSED = 33,	/* no node proxy ready, policy closed: dropped */
+	MW_STAT_AM_SPOOF = 34,		/* source address is not the pod's: dropped */
+	MW_STAT_AM_REDIRECT_FAILED = 35, /* MAC rewrite failed: passed uncaptured */
+	MW_STAT_AM_ASSIGNED = 36,	/* node proxy netns: new flow assigned to its listener */
+	MW_STAT_AM_NO_LISTENER = 37,	/* node proxy netns: no listener for a captured flow: dropped */
+	MW_STAT_AM_ASSIGN_FAILED = 38,	/* node proxy netns: bpf_sk_assign refused: dropped */
+	MW_STAT_AM_DELIVERED = 39,	/* node proxy netns: packet of a proxy socket delivered locally */
+	MW_STAT_AM_NO_SOCKET = 40,	/* node proxy netns: captured non-SYN whose socket is gone: dropped */
+	MW_STAT__MAX = 41,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
@@ -249,6 +266,9 @@ enum mw_trace_prog {
 	MW_PROG_GETSOCKOPT = 4,
 	MW_PROG_TC_TO_POD = 5,
 	MW_PROG_TC_FROM_POD = 6,
+	MW_PROG_AM_FROM_POD = 7,	/* mwam_from_pod */
+	MW_PROG_AM_TO_POD = 8,		/* mwam_to_pod */
+	MW_PROG_AM_PROXY_IN = 9,	/* mwam_proxy_in */
 };
 
 /* trace_event.verdict. Values are fixed: append only. */
@@ -257,6 +277,7 @@ enum mw_trace_verdict {
 	MW_VERDICT_BYPASSED = 2,	/* left alone; reason says why */
 	MW_VERDICT_FAILED = 3,		/* should have been captured, could not (map update) */
 	MW_VERDICT_ANSWERED = 4,	/* getsockopt SO_ORIGINAL_DST answered */
+	MW_VERDICT_DROPPED = 5,		/* dropped (ambient: fail-closed, spoof, no listener) */
 };
 
 struct trace_config {

@@ -5,6 +5,7 @@
 // being killed at any moment: the drivers' pins keep traffic flowing, the
 // state file says which sandboxes are ours.
 import { limitations, type DatapathDriver, type Dataplane, type SidecarPlan } from '../datapath/driver.ts';
+import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { podName, type PodIntent } from '../datapath/pod.ts';
 import type { TraceRecord } from '../datapath/trace.ts';
 import { PolicyError, resolvePodPolicy } from '../profiles/index.ts';
@@ -105,6 +106,25 @@ export class Agent {
       counters: this.counters, maps, datapath,
       limitations: [...this.drivers.values()].flatMap((d) => limitations(d)),
     };
+  }
+
+  /** A node proxy announced itself (or changed readiness): the ambient driver programs it. */
+  async setNodeProxy(np: NodeProxy): Promise<{ ok: true }> {
+    const d = this.drivers.get('ambient') as (Driver & { setNodeProxy?: (p: NodeProxy) => Promise<void> }) | undefined;
+    if (!d?.setNodeProxy) throw new ApiError(409, 'this node runs no ambient dataplane');
+    try {
+      await d.setNodeProxy(np);
+    } catch (e) {
+      throw new ApiError(400, `node proxy ${np.id}: ${(e as Error).message}`);
+    }
+    log('info', 'node proxy announced', { id: np.id, ready: np.ready, redirectMode: 'ebpf' });
+    return { ok: true };
+  }
+
+  async removeNodeProxy(id: string): Promise<{ removed: boolean }> {
+    const d = this.drivers.get('ambient') as (Driver & { removeNodeProxy?: (id: string) => Promise<boolean> }) | undefined;
+    if (!d?.removeNodeProxy) throw new ApiError(409, 'this node runs no ambient dataplane');
+    return { removed: await d.removeNodeProxy(id) };
   }
 
   readonly #tracers = new Set<TraceSubscriber>();

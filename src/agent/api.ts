@@ -20,6 +20,7 @@
 //   ERR_BODY_TOO_LARGE  413
 //   ERR_INTERNAL        500  anything unexpected (logged and counted by the agent)
 //   ERR_UNSUPPORTED     501  the agent's mode lacks the feature (e.g. trace in iptables mode)
+import { parseNodeProxy, type NodeProxy } from '../datapath/ambient/proxy.ts';
 const STATUS_CODES: Record<number, string> = {
   400: 'ERR_BAD_REQUEST', 404: 'ERR_NOT_FOUND', 409: 'ERR_CONFLICT', 413: 'ERR_BODY_TOO_LARGE', 500: 'ERR_INTERNAL', 501: 'ERR_UNSUPPORTED',
 };
@@ -146,4 +147,20 @@ export function parseGcRequest(body: unknown): { valid: Set<string> } {
     if (!isObj(a)) return bad(`validAttachments[${i}]: expected an object`);
     return str(a, 'containerId', CONTAINER_ID, 'a container id');
   })) };
+}
+
+/** POST /v1/ambient/proxy: a node proxy's announcement (docs/ambient.md); 400 naming the bad field. */
+export function parseNodeProxyRequest(body: unknown): NodeProxy {
+  try {
+    return parseNodeProxy(body);
+  } catch (e) {
+    throw new ApiError(400, (e as Error).message, undefined, 'ERR_BAD_REQUEST');
+  }
+}
+
+/** DELETE-like POST /v1/ambient/proxy/remove: { id }. */
+export function parseNodeProxyRef(body: unknown): { id: string } {
+  const id = (body as { id?: unknown } | undefined)?.id;
+  if (typeof id !== 'string' || id === '') throw new ApiError(400, 'id: expected the node proxy instance id');
+  return { id };
 }

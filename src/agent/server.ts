@@ -5,7 +5,7 @@ import http from 'node:http';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { firstIps } from '../datapath/pod.ts';
-import { ApiError, codeForStatus, parseAddRequest, parseContainerRef, parseGcRequest } from './api.ts';
+import { ApiError, codeForStatus, parseAddRequest, parseContainerRef, parseGcRequest, parseNodeProxyRef, parseNodeProxyRequest } from './api.ts';
 import { log, type Agent } from './agent.ts';
 import { renderMetrics } from './metrics.ts';
 import type { PodRecord } from './state.ts';
@@ -63,6 +63,8 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
         case 'POST /v1/cni/check': return send(200, await agent.check(parseContainerRef(await readBody(req)).containerId));
         case 'POST /v1/cni/status': return send(200, { ready: true });
         case 'POST /v1/cni/gc': return send(200, await agent.gc(parseGcRequest(await readBody(req)).valid));
+        case 'POST /v1/ambient/proxy': return send(200, await agent.setNodeProxy(parseNodeProxyRequest(await readBody(req))));
+        case 'POST /v1/ambient/proxy/remove': return send(200, await agent.removeNodeProxy(parseNodeProxyRef(await readBody(req)).id));
         case 'GET /v1/status': return send(200, agent.status());
         case 'GET /v1/pods': return send(200, { pods: agent.pods().map(podView) });
         case 'POST /v1/uninstall':

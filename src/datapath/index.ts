@@ -3,6 +3,7 @@
 // The eBPF driver is imported lazily: the iptables engine must not need libbpf.
 import { parseDataplane, parseEngine, type DatapathDriver, type Dataplane, type SidecarPlan } from './driver.ts';
 import type { SidecarEbpfOptions } from './sidecar/driver.ts';
+import type { AmbientEbpfOptions } from './ambient/driver.ts';
 import { IptablesDriver, type IptablesOptions } from './iptables/driver.ts';
 
 export {
@@ -12,18 +13,27 @@ export {
 export { firstIps, labTarget, podName, type HostVeth, type PodIntent, type PodKey, type PodTarget } from './pod.ts';
 export { IptablesDriver, checkIptables, type IptablesInfo, type IptablesOptions } from './iptables/driver.ts';
 export type { SidecarEbpfOptions } from './sidecar/driver.ts';
+export type { AmbientEbpfOptions } from './ambient/driver.ts';
 
 /**
  * Options for every driver: `nodeIps` is common; `pinRoot` and `cgroupPath` (and the other
  * SidecarEbpfOptions) are required by `ebpf` and ignored by `iptables`.
  */
-export type DriverOptions = IptablesOptions & Partial<Omit<SidecarEbpfOptions, 'nodeIps'>>;
+export type DriverOptions = IptablesOptions & Partial<Omit<SidecarEbpfOptions, 'nodeIps'>> & {
+  /** Settings of the ambient dataplane (failure policy, mark bits, map sizes). */
+  ambient?: Partial<Omit<AmbientEbpfOptions, 'pinRoot' | 'nodeIps'>>;
+};
 
 /** The driver for (dataplane, engine); unknown words are an error naming the known ones. */
 export async function createDriver(engine: string, opts: DriverOptions, dataplane: Dataplane | string = 'sidecar'): Promise<DatapathDriver<SidecarPlan>> {
   const e = parseEngine(engine);
   const d = parseDataplane(dataplane);
-  if (d !== 'sidecar') throw new Error(`dataplane ${d} is not built yet (only sidecar)`);
+  if (d === 'ambient') {
+    if (e !== 'ebpf') throw new Error('dataplane ambient: engine iptables (in-pod redirection) is not built yet (only ebpf)');
+    if (opts.pinRoot === undefined) throw new Error('dataplane ambient needs option pinRoot');
+    const { AmbientEbpfDriver } = await import('./ambient/driver.ts');
+    return new AmbientEbpfDriver({ ...opts, ...opts.ambient, pinRoot: opts.pinRoot });
+  }
   if (e === 'iptables') return new IptablesDriver({ nodeIps: opts.nodeIps });
   const { pinRoot, cgroupPath } = opts;
   if (pinRoot === undefined || cgroupPath === undefined) throw new Error('engine ebpf needs options pinRoot and cgroupPath');

@@ -14,3 +14,4 @@ export { nodeAddrs, podAddrs, TRANSIT_CIDR4, TRANSIT_CIDR6, type NodeAddrs } fro
 export { NODE_BRIDGE, FABRIC_BRIDGE, POD_IFNAME, NODE_UPLINK, type PodNetwork } from './wire.ts';
 export { LabAgent, type LabAgentOptions } from './agent.ts';
 export { labPinRoot, labRunDir } from './cleanup.ts';
+export { LabNodeProxy, NODE_PROXY_PORTS } from './node-proxy.ts';

@@ -14,10 +14,11 @@ import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createDriver as createModeDriver } from '../../src/datapath/index.ts';
-import { limitations, parseEngine, type DatapathDriver, type Engine } from '../../src/datapath/driver.ts';
+import { limitations, parseDataplane, parseEngine, type Dataplane, type DatapathDriver, type Engine } from '../../src/datapath/driver.ts';
+import type { AmbientEbpfDriver, AmbientEbpfOptions } from '../../src/datapath/ambient/driver.ts';
 import { labTarget, type PodTarget } from '../../src/datapath/pod.ts';
 import type { TcMode } from '../../src/datapath/ebpf/tc.ts';
-import { Lab, Sandbox, runAll, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
+import { Lab, LabNodeProxy, Sandbox, runAll, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
 import { resolvePodPolicy, type PodPolicy, type Profile } from '../../src/profiles/index.ts';
 import { createCgroup } from '../../src/sys/cgroup.ts';
 import { hostPort } from '../helpers/http.ts';
@@ -27,12 +28,14 @@ export { hostPort };
 
 /** The engine under test (MESHWARP_ENGINE; MESHWARP_MODE is its old name). */
 export const MODE: Engine = parseEngine(process.env.MESHWARP_ENGINE ?? process.env.MESHWARP_MODE ?? 'ebpf');
+/** The dataplane under test (MESHWARP_DATAPLANE: sidecar, the default, or ambient). */
+export const DATAPLANE: Dataplane = parseDataplane(process.env.MESHWARP_DATAPLANE ?? 'sidecar');
 /** tc attachment of the eBPF engine (MESHWARP_TC: auto, tcx or legacy cls_bpf). */
 export const TC = parseTc(process.env.MESHWARP_TC ?? 'auto');
 export const APP_PORT = 8080;
 
 /** The suite's label: the engine, plus the tc method when one is forced. */
-export const SUITE = TC === 'auto' ? MODE : `${MODE}, tc ${TC}`;
+export const SUITE = `${DATAPLANE === 'sidecar' ? '' : `${DATAPLANE}/`}${TC === 'auto' ? MODE : `${MODE}, tc ${TC}`}`;
 
 function parseTc(s: string): TcMode {
   if (s === 'auto' || s === 'tcx' || s === 'legacy') return s;
@@ -52,6 +55,7 @@ export interface DriverNodeOptions {
   nodeNetnsPath: string;
   nodeIps: string[];
   tc?: TcMode;
+  ambient?: Partial<Omit<AmbientEbpfOptions, 'pinRoot' | 'nodeIps'>>;
 }
 
 /**
@@ -59,14 +63,15 @@ export interface DriverNodeOptions {
  * suite also covers how the agent picks a mode.
  */
 export async function createDriver(opts: DriverNodeOptions, mode: Engine = MODE): Promise<ConformanceDriver> {
-  return await createModeDriver(mode, opts);
+  return await createModeDriver(mode, opts, DATAPLANE);
 }
 
 /**
  * `describe` skip value: false when the suite can run; a reason outside CI; under CI a
  * missing kernel feature is a failure, never a skip.
  */
-export function suiteSkip(): string | false {
+export function suiteSkip(dataplane: Dataplane = 'sidecar'): string | false {
+  if (dataplane !== DATAPLANE) return `${dataplane} scenarios (this run: MESHWARP_DATAPLANE=${DATAPLANE})`;
   const why = kernelUnavailable();
   if (why && inCI) throw new Error(`conformance suite cannot run: ${why} (CI=true makes this a failure)`);
   return why ?? false;
@@ -340,6 +345,7 @@ export class MeshPod {
     const cur = this.sidecar?.policy;
     const same = cur !== undefined && cur.proxyUid === policy.proxyUid && cur.outboundPort === policy.outboundPort &&
       cur.inboundPort === policy.inboundPort;
+    if (DATAPLANE === 'ambient') opts = { ...opts, sidecar: false }; // the node proxy serves the pod
     if (opts.sidecar !== false && !same) {
       await this.sidecar?.stop();
       this.sidecar = await Sidecar.start(this.sb, policy);
@@ -370,6 +376,8 @@ export interface MeshLabOptions {
   tag?: string;
   /** Runs once nodes and pods exist, before any driver starts (e.g. to attach a foreign program first). */
   beforeDrivers?: (lab: Lab) => void | Promise<void>;
+  /** Ambient: driver settings, and whether each node gets its node proxy at creation (default true). */
+  ambient?: DriverNodeOptions['ambient'] & { nodeProxy?: boolean };
 }
 
 /** Two nodes (node1, node2), one driver each, and the pods of `specs`. */
@@ -378,6 +386,9 @@ export class MeshLab {
   readonly pinBase: string;
   readonly drivers = new Map<string, ConformanceDriver>();
   readonly pods = new Map<string, MeshPod>();
+  /** Ambient: the node proxy of each node. */
+  readonly proxies = new Map<string, LabNodeProxy>();
+  #ambient: MeshLabOptions['ambient'];
   #bare: string | undefined;
 
   private constructor(lab: Lab) {
@@ -388,6 +399,7 @@ export class MeshLab {
   static async create(specs: PodSpec[], opts: MeshLabOptions = {}): Promise<MeshLab> {
     const lab = await Lab.create({ prefix: uniquePrefix(opts.tag ?? 'mwc') });
     const env = new MeshLab(lab);
+    env.#ambient = opts.ambient;
     try {
       for (const n of ['node1', 'node2']) lab.addNode(n);
       for (const s of specs) {
@@ -400,6 +412,7 @@ export class MeshLab {
         env.drivers.set(n.name, d);
         assert.equal(d.engine, MODE, `driver for engine ${MODE} reports engine ${d.engine}`);
         await d.start();
+        if (DATAPLANE === 'ambient' && opts.ambient?.nodeProxy !== false) await env.startNodeProxy(n.name);
       }
       await Promise.all(specs.map((s) => (s.serve ?? [APP_PORT]).length > 0 ? env.pod(s.name).serve(s.serve) : undefined));
       await Promise.all(specs.filter((s) => s.profile !== undefined).map((s) => env.pod(s.name).mesh(s.profile!, s.annotations)));
@@ -419,7 +432,29 @@ export class MeshLab {
       // Probes to local pods leave the node from its bridge address; keep the transit IP too.
       nodeIps: [n.addrs.gw4, n.addrs.gw6, n.ip4, n.ip6],
       tc: TC,
+      ...(this.#ambient ? { ambient: this.#ambient } : {}),
     };
+  }
+
+  /** Ambient: the node's ambient driver. */
+  ambientDriver(node: string): AmbientEbpfDriver {
+    const d = this.driver(node);
+    if (d.dataplane !== 'ambient') throw new Error(`driver of ${node} is ${d.dataplane}, not ambient`);
+    return d as unknown as AmbientEbpfDriver;
+  }
+
+  /** Ambient: starts a node proxy (sandbox `name`) on `node` and announces it to the node's driver. */
+  async startNodeProxy(node: string, name = 'ztunnel', ready = true): Promise<LabNodeProxy> {
+    const p = await LabNodeProxy.start(this.node(node), name);
+    if (!this.proxies.has(node) || name === 'ztunnel') this.proxies.set(node, p);
+    await this.ambientDriver(node).setNodeProxy(p.announcement(ready));
+    return p;
+  }
+
+  proxy(node: string): LabNodeProxy {
+    const p = this.proxies.get(node);
+    if (!p) throw new Error(`no node proxy on ${node}`);
+    return p;
   }
 
   get prefix(): string { return this.lab.prefix; }
@@ -457,6 +492,7 @@ export class MeshLab {
     this.drivers.clear();
     await runAll(`teardown of ${this.prefix}`, [
       ...[...this.pods.values()].map((p) => () => p.sidecar?.stop()),
+      ...[...this.proxies.values()].map((p) => () => p.stop()),
       ...drivers.map((d) => () => d.stop()),
       () => this.lab.destroy(),
       () => rmSync(this.pinBase, { recursive: true, force: true }),

@@ -12,12 +12,14 @@ import { Btf, checkLayout } from '../../src/bpf/index.ts';
 import { checkEnum } from '../../src/bpf/layout.ts';
 import { selftestObject, selftestStructs } from '../../src/bpf/selftest.ts';
 import { sidecarEnums, sidecarObject, sidecarStructs } from '../../src/datapath/sidecar/structs.ts';
+import { ambientEnums, ambientObject, ambientStructs } from '../../src/datapath/ambient/structs.ts';
 import { run } from '../../src/sys/exec.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const objects = [
   { object: selftestObject, structs: selftestStructs },
   { object: sidecarObject, structs: sidecarStructs },
+  { object: ambientObject, structs: ambientStructs },
 ];
 
 for (const { object, structs } of objects) {
@@ -35,6 +37,15 @@ test('TS flag, id and stat tables match the enums in the BTF of sidecar.bpf.o', 
   const btf = Btf.fromElf(sidecarObject);
   try {
     for (const e of sidecarEnums) assert.deepEqual(checkEnum(e, btf.enumLayout(e.cName)), [], e.cName);
+  } finally {
+    btf.close();
+  }
+});
+
+test('TS tables match the enums in the BTF of ambient.bpf.o', () => {
+  const btf = Btf.fromElf(ambientObject);
+  try {
+    for (const e of ambientEnums) assert.deepEqual(checkEnum(e, btf.enumLayout(e.cName)), [], e.cName);
   } finally {
     btf.close();
   }

@@ -31,8 +31,8 @@ export interface TcOptions {
   nodeNetns?: string;
 }
 
-/** Host veth ingress = packets leaving the pod; egress = packets going into it. */
-export type TcPrograms = Record<Direction, Program>;
+/** Host veth ingress = packets leaving the pod; egress = packets going into it. A direction left out is not attached. */
+export type TcPrograms = Partial<Record<Direction, Program>>;
 
 const HANDLE = 1;
 
@@ -80,7 +80,10 @@ export class TcAttacher {
       const existed = existsSync(this.#dir(key));
       const done: Direction[] = [];
       try {
-        for (const dir of DIRECTIONS) { this.#attachOne(key, veth, dir, progs[dir]); done.push(dir); }
+        for (const dir of DIRECTIONS) {
+          const prog = progs[dir];
+          if (prog) { this.#attachOne(key, veth, dir, prog); done.push(dir); }
+        }
       } catch (e) {
         // A new pod half attached is worse than none: undo it, pins included. An update
         // that failed keeps what it had (the caller reports the error; CHECK sees it).
@@ -152,9 +155,9 @@ export class TcAttacher {
   }
 
   /** Why `key` is not attached to `veth` as it should be, or undefined when it is. */
-  verify(key: string, veth: HostVeth): string | undefined {
+  verify(key: string, veth: HostVeth, dirs: readonly Direction[] = DIRECTIONS): string | undefined {
     return this.#inNode(() => {
-      for (const dir of DIRECTIONS) {
+      for (const dir of dirs) {
         const tcxPin = join(this.#dir(key), `tcx-${dir}`);
         if (existsSync(tcxPin)) {
           const link = Link.open(tcxPin);

@@ -79,6 +79,10 @@ export const STATS = [
   'tuple_failed', 'tuple_moved', 'tuple_unclaimed', 'accept_failed', 'nat_added', 'nat_failed',
   'nat_collision', 'nat_bound', 'nat_closed', 'nat_reset', 'bypass_node', 'tc_rewrite_failed',
   'trace_dropped', 'nat_time_wait',
+  // ambient (bpf/ambient/)
+  'am_captured_out', 'am_captured_in', 'am_flow', 'am_bypass_proxy', 'am_bypass_host', 'am_bypass_existing',
+  'am_bypass_udp', 'am_fail_open', 'am_fail_closed', 'am_spoof', 'am_redirect_failed', 'am_assigned',
+  'am_no_listener', 'am_assign_failed', 'am_delivered', 'am_no_socket',
 ] as const;
 export type StatName = (typeof STATS)[number];
 
@@ -88,8 +92,9 @@ export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled
 /** trace_event.program / .verdict values (enum mw_trace_prog / mw_trace_verdict in meshwarp.h). */
 export const TRACE_PROGRAMS: Record<number, string> = {
   1: 'connect4', 2: 'connect6', 3: 'sockops', 4: 'getsockopt', 5: 'tc_to_pod', 6: 'tc_from_pod',
+  7: 'am_from_pod', 8: 'am_to_pod', 9: 'am_proxy_in',
 };
-export const TRACE_VERDICTS: Record<number, string> = { 1: 'captured', 2: 'bypassed', 3: 'failed', 4: 'answered' };
+export const TRACE_VERDICTS: Record<number, string> = { 1: 'captured', 2: 'bypassed', 3: 'failed', 4: 'answered', 5: 'dropped' };
 
 export interface TraceEvent {
   ts_ns: bigint; netns_cookie: bigint; orig: IpAddr; to: IpAddr; orig_port: number; to_port: number;

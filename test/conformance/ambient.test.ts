@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: Apache-2.0
+// Ambient dataplane (MESHWARP_DATAPLANE=ambient): enrolled pods' TCP goes through the
+// node proxy of their node (src/lab/node-proxy.ts: haproxy, transparent, connects
+// upstream from its own address). So the app server of a captured connection sees the
+// node proxy's address as the client: outbound capture shows the client node's proxy,
+// inbound capture the server node's; the proxy's own connections are not captured again.
+//   node1: a, b (enrolled)  u (not enrolled)  ztunnel (node proxy)
+//   node2: d (enrolled)     w (not enrolled)  ztunnel (node proxy)
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { BpfObject, Link, TcFilter, codec, tcxPrograms } from '../../src/bpf/index.ts';
+import { selftestObject } from '../../src/bpf/selftest.ts';
+import { withNetns } from '../../src/sys/netns.ts';
+import { FAMILIES, MeshLab, assertDirect, connectFrom, famName, norm, stat, suiteSkip, SUITE, type ConnectResult, type Family, type MeshPod } from './harness.ts';
+
+const PODS = [
+  { node: 'node1', name: 'a', profile: 'istio' },
+  { node: 'node1', name: 'b', profile: 'istio' },
+  { node: 'node1', name: 'u' },
+  { node: 'node2', name: 'd', profile: 'istio' },
+  { node: 'node2', name: 'w' },
+];
+
+/** The request went through the node proxy whose address (of family fam) the server saw. */
+function assertVia(r: ConnectResult, server: string, proxyIp: string, what: string): void {
+  assert.ok(r.ok && r.reply, `${what}: request failed: ${JSON.stringify(r)}`);
+  assert.equal(r.reply.name, server, `${what}: answered by ${r.reply.name}`);
+  assert.equal(norm(r.reply.remote), proxyIp, `${what}: the server saw ${r.reply.remote}, not the node proxy ${proxyIp}`);
+}
+
+async function pyConnect(pod: MeshPod, src: string, dst: string, port: number): Promise<string> {
+  const code = `import socket,sys\ns=socket.socket(socket.AF_INET6 if ':' in sys.argv[2] else socket.AF_INET)\ns.settimeout(1.5)\n` +
+    `s.bind((sys.argv[1],0))\ntry:\n s.connect((sys.argv[2],int(sys.argv[3])));print('connected')\nexcept Exception as e:\n print(type(e).__name__)\n`;
+  const r = await pod.sb.run(['python3', '-c', code, src, dst, String(port)], { timeoutMs: 10_000 });
+  return r.stdout.trim();
+}
+
+/** One ICMP echo from `pod` (raw socket; the lab has no ping): neighbour discovery and ICMP must pass. */
+async function icmpEcho(pod: MeshPod, dst: string): Promise<void> {
+  const code = `import socket,struct,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP)\ns.settimeout(2)\n` +
+    `def ck(b):\n t=sum(struct.unpack('!%dH'%(len(b)//2),b));t=(t>>16)+(t&0xffff);t+=t>>16;return ~t&0xffff\n` +
+    `h=struct.pack('!BBHHH',8,0,0,77,1)+b'meshwarp';h=h[:2]+struct.pack('!H',ck(h))+h[4:]\ns.sendto(h,(sys.argv[1],0))\n` +
+    `while True:\n d,a=s.recvfrom(2048)\n if a[0]==sys.argv[1] and d[20]==0:\n  print('reply');break\n`;
+  const r = await pod.sb.run(['python3', '-c', code, dst], { timeoutMs: 10_000 });
+  assert.equal(r.stdout.trim(), 'reply', `ICMP echo ${pod.name} -> ${dst}: ${r.stderr.trim()}`);
+}
+
+describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip('ambient') }, () => {
+  let env: MeshLab;
+  const px = (node: string, fam: Family) => (fam === 4 ? env.proxy(node).ip4 : env.proxy(node).ip6);
+
+  before(async () => { env = await MeshLab.create(PODS, { tag: 'mam' }); });
+  after(async () => { await env?.destroy(); });
+
+  for (const fam of FAMILIES) {
+    it(`outbound capture, same node: enrolled -> enrolled and -> not enrolled (${famName(fam)})`, async () => {
+      const a = env.pod('a');
+      const n0 = stat(a.driver, 'am_captured_out')!;
+      assertVia(await a.connectTo(env.pod('b'), fam), 'b', px('node1', fam), 'a -> b');
+      assertVia(await a.connectTo(env.pod('u'), fam), 'u', px('node1', fam), 'a -> u');
+      assert.ok(stat(a.driver, 'am_captured_out')! >= n0 + 2n, 'am_captured_out counted both');
+      assert.ok(stat(a.driver, 'am_bypass_proxy')! > 0n, 'the proxy\'s own connection to b was not captured again');
+    });
+
+    it(`cross node: outbound on node1, inbound on node2 (${famName(fam)})`, async () => {
+      const a = env.pod('a');
+      const d = env.pod('d');
+      const in0 = stat(d.driver, 'am_captured_in')!;
+      assertVia(await a.connectTo(d, fam), 'd', px('node2', fam), 'a -> d');
+      assert.ok(stat(d.driver, 'am_captured_in')! > in0, 'node2 captured the inbound flow');
+      // Not enrolled client, enrolled server on another node: inbound capture only.
+      assertVia(await env.pod('w').connectTo(a, fam), 'a', px('node1', fam), 'w -> a');
+    });
+
+    it(`pods that are not enrolled and the node itself are untouched (${famName(fam)})`, async () => {
+      assertDirect(await env.pod('w').connectTo(env.pod('u'), fam), 'u', 'w -> u');
+      const a = env.pod('a');
+      const h0 = stat(a.driver, 'am_bypass_host')!;
+      // A process of the node (kubelet's probes) reaches the enrolled pod directly.
+      assertDirect(await connectFrom(env.node('node1'), a.ip(fam), 8080), 'a', 'node1 -> a');
+      assert.ok(stat(a.driver, 'am_bypass_host')! > h0, 'am_bypass_host counted the probe');
+    });
+  }
+
+  it('anti-spoof: a source address that is not the pod\'s is dropped and counted', async () => {
+    const a = env.pod('a');
+    const fake = '10.244.1.250';
+    await a.sb.check(['ip', 'addr', 'add', `${fake}/32`, 'dev', 'eth0']);
+    try {
+      const s0 = stat(a.driver, 'am_spoof')!;
+      assert.notEqual(await pyConnect(a, fake, env.pod('u').ip(4), 8080), 'connected');
+      assert.ok(stat(a.driver, 'am_spoof')! > s0, 'am_spoof grew');
+      assert.equal(await pyConnect(a, a.ip(4), env.pod('u').ip(4), 8080), 'connected', 'its own address still works');
+    } finally {
+      await a.sb.check(['ip', 'addr', 'del', `${fake}/32`, 'dev', 'eth0']);
+    }
+  });
+
+  it('no proxy ready: closed drops new flows (ARP/ICMP pass), open lets them through uncaptured', async () => {
+    const a = env.pod('a');
+    const b = env.pod('b');
+    const d = env.ambientDriver('node1');
+    const ann = env.proxy('node1').announcement(false);
+    await d.setNodeProxy(ann); // not ready: takes no new flows
+    try {
+      const c0 = stat(a.driver, 'am_fail_closed')!;
+      const r = await a.connect(b.ip(4), 8080, { timeoutMs: 1000 });
+      assert.equal(r.ok, false, `fail-closed: the request must fail, got ${JSON.stringify(r)}`);
+      assert.ok(stat(a.driver, 'am_fail_closed')! > c0, 'am_fail_closed grew');
+      await a.sb.check(['ip', 'neigh', 'flush', 'dev', 'eth0']);
+      await icmpEcho(a, b.ip(4));
+      d.setFailPolicy('open');
+      const o0 = stat(a.driver, 'am_fail_open')!;
+      for (const fam of FAMILIES) assertDirect(await a.connectTo(b, fam), 'b', `fail-open a -> b (${famName(fam)})`);
+      assert.ok(stat(a.driver, 'am_fail_open')! > o0, 'am_fail_open grew');
+    } finally {
+      d.setFailPolicy('closed');
+      await d.setNodeProxy({ ...ann, ready: true });
+    }
+    assertVia(await a.connectTo(b, 4), 'b', px('node1', 4), 'captured again once the proxy is ready');
+  });
+
+  it('a second proxy instance (upgrade) takes new flows once ready; capture goes on after the old one is removed', async () => {
+    const a = env.pod('a');
+    const old = env.proxy('node1');
+    const next = await env.startNodeProxy('node1', 'zt2', true);
+    try {
+      assertVia(await a.connectTo(env.pod('b'), 4), 'b', next.ip4, 'new flows go to the new instance');
+      await env.ambientDriver('node1').removeNodeProxy(old.id);
+      assertVia(await a.connectTo(env.pod('b'), 6), 'b', next.ip6, 'still the new instance after the old one left');
+    } finally {
+      await env.ambientDriver('node1').setNodeProxy(old.announcement(true));
+      await env.ambientDriver('node1').removeNodeProxy(next.id);
+      await next.stop();
+    }
+  });
+});
+
+describe(`ambient next to foreign tc programs on the same veth (${SUITE})`, { skip: suiteSkip('ambient') }, () => {
+  let env: MeshLab;
+  const theirs: BpfObject[] = [];
+  let tcx: Link | undefined;
+  let veth = 0;
+  let nodeNs = '';
+  const count = (o: BpfObject): bigint => o.map('st_counters', codec.u32, codec.u64).get(1);
+  const inNode = <T>(f: () => T): T => withNetns(nodeNs, f);
+
+  before(async () => {
+    env = await MeshLab.create([{ node: 'node1', name: 'a' }, { node: 'node1', name: 'u' }], {
+      tag: 'maf',
+      beforeDrivers: (lab) => {
+        const a = lab.pod('node1', 'a');
+        veth = a.hostIfindex;
+        nodeNs = lab.node('node1').netnsPath;
+        theirs.push(BpfObject.load(selftestObject), BpfObject.load(selftestObject));
+        // What Istio 1.20 did: prio 1, handle 1, on both directions; plus a tcx program.
+        inNode(() => {
+          for (const dir of ['ingress', 'egress'] as const) TcFilter.attach(theirs[0].program('st_tc_count'), veth, dir, { priority: 1, handle: 1 });
+          tcx = Link.attachTcx(theirs[1].program('st_tc_count'), veth, 'ingress');
+        });
+      },
+    });
+  });
+
+  after(async () => {
+    try {
+      tcx?.destroy();
+      for (const o of theirs) o.close();
+    } finally {
+      await env?.destroy();
+    }
+  });
+
+  it('after enrolment, traffic and removal both foreign programs are attached and ran', async () => {
+    const a = env.pod('a');
+    const u = env.pod('u');
+    const stillThere = (): void => inNode(() => {
+      for (const dir of ['ingress', 'egress'] as const) assert.ok((TcFilter.at(veth, dir, 1, 1).progId() ?? 0) > 0, `foreign ${dir} filter`);
+      assert.ok(tcxPrograms(veth, 'ingress').length >= 1, 'foreign tcx program');
+    });
+    await a.mesh('istio');
+    stillThere();
+    const [f0, x0] = [count(theirs[0]), count(theirs[1])];
+    assertVia(await a.connectTo(u, 4), 'u', env.proxy('node1').ip4, 'a -> u captured');
+    await icmpEcho(a, u.ip(4));
+    assert.ok(count(theirs[0]) > f0, 'the foreign cls_bpf filter ran');
+    assert.ok(count(theirs[1]) > x0, 'the foreign tcx program ran');
+    await a.unmesh();
+    stillThere();
+    const [f1, x1] = [count(theirs[0]), count(theirs[1])];
+    assertDirect(await a.connectTo(u, 4), 'u', 'a -> u after removal');
+    assert.ok(count(theirs[0]) > f1 && count(theirs[1]) > x1, 'both still run after removal');
+  });
+});
