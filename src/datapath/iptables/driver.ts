@@ -48,7 +48,7 @@ export function checkIptables(): IptablesInfo {
   }
   const missing = () => [
     ...['REDIRECT'].filter((t) => !procList('ip_tables_targets').includes(t) || !procList('ip6_tables_targets').includes(t)),
-    ...['owner', 'multiport', 'tcp'].filter((m) => !procList('ip_tables_matches').includes(m) || !procList('ip6_tables_matches').includes(m)),
+    ...['owner', 'multiport', 'tcp', 'udp'].filter((m) => !procList('ip_tables_matches').includes(m) || !procList('ip6_tables_matches').includes(m)),
   ];
   if (missing().length > 0) {
     // Built-in on most kernels; as modules they load on first use or here.
@@ -113,7 +113,7 @@ export class IptablesDriver implements DatapathDriver<SidecarPlan> {
     const name = podName(pod.key);
     const scripts = FAMILIES.map((f) => {
       try {
-        return { f, script: meshScript(f, plan, { podIp: ips[f], nodeIps: this.opts.nodeIps }, natState(pod.netns, f)) };
+        return { f, script: meshScript(f, plan, { podIp: ips[f], nodeIps: this.opts.nodeIps, dnsServers: pod.dnsServers }, natState(pod.netns, f)) };
       } catch (e) {
         throw new Error(`mesh ${name} (IPv${f}): ${(e as Error).message}`, { cause: e });
       }

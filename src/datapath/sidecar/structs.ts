@@ -14,7 +14,7 @@ export interface IpAddr { addr: Uint8Array }
 export const ipAddr: Codec<IpAddr> = struct('ip_addr', [['addr', bytes(16)]], { align: 4 });
 
 /** enum mw_pod_flag (pod_config.flags) and enum mw_pod_limit. */
-export const POD_F = { HAS_INCLUDE_IN_PORTS: 1, HAS_INCLUDE_OUT_CIDRS: 2 } as const;
+export const POD_F = { HAS_INCLUDE_IN_PORTS: 1, HAS_INCLUDE_OUT_CIDRS: 2, DNS_CAPTURE_ALL: 4 } as const;
 export const MAX_EXCLUDE_UIDS = 4;
 
 export interface PodConfig {
@@ -79,8 +79,20 @@ export const STATS = [
   'tuple_failed', 'tuple_moved', 'tuple_unclaimed', 'accept_failed', 'nat_added', 'nat_failed',
   'nat_collision', 'nat_bound', 'nat_closed', 'nat_reset', 'bypass_node', 'tc_rewrite_failed',
   'trace_dropped', 'nat_time_wait',
+  'dns_captured', 'dns_no_listener', 'dns_bypass_proxy', 'dns_not_server', 'dns_restored', 'dns_state_failed',
 ] as const;
 export type StatName = (typeof STATS)[number];
+
+/** DNS capture (S6): a pod's nameserver (dns_servers key), and enum mw_dns_limit / mw_dns_flag. */
+export interface DnsServerKey { netns_cookie: bigint; addr: IpAddr }
+export const dnsServerKey: Codec<DnsServerKey> = struct('dns_server_key', [['netns_cookie', u64], ['addr', ipAddr]]);
+export const DNS_LIMIT = { SERVERS: 4, QUEUE: 8 } as const;
+export const DNS_F = { CONNECTED: 1 } as const;
+/** struct dns_sock (socket storage; userspace only checks its layout). */
+export const dnsSock: Codec<any> = struct('dns_sock', [
+  ['server', array(ipAddr, DNS_LIMIT.SERVERS)], ['server_port', array(be16, DNS_LIMIT.SERVERS)], ['queue', bytes(DNS_LIMIT.QUEUE)],
+  ['head', u8], ['tail', u8], ['count', u8], ['last', u8], ['flags', u8], ['_pad', pad(3)],
+]);
 
 export interface TraceConfig { enabled: number }
 export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled', u32]]);
@@ -88,8 +100,9 @@ export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled
 /** trace_event.program / .verdict values (enum mw_trace_prog / mw_trace_verdict in meshwarp.h). */
 export const TRACE_PROGRAMS: Record<number, string> = {
   1: 'connect4', 2: 'connect6', 3: 'sockops', 4: 'getsockopt', 5: 'tc_to_pod', 6: 'tc_from_pod',
+  7: 'sendmsg4', 8: 'sendmsg6', 9: 'recvmsg4', 10: 'recvmsg6', 11: 'getpeername4', 12: 'getpeername6',
 };
-export const TRACE_VERDICTS: Record<number, string> = { 1: 'captured', 2: 'bypassed', 3: 'failed', 4: 'answered' };
+export const TRACE_VERDICTS: Record<number, string> = { 1: 'captured', 2: 'bypassed', 3: 'failed', 4: 'answered', 5: 'restored' };
 
 export interface TraceEvent {
   ts_ns: bigint; netns_cookie: bigint; orig: IpAddr; to: IpAddr; orig_port: number; to_port: number;
@@ -103,6 +116,7 @@ export const traceEvent: Codec<TraceEvent> = struct('trace_event', [
 /** Every codec that crosses into sidecar.bpf.o, for the BTF layout test. */
 export const sidecarStructs: Codec<any>[] = [
   ipAddr, podConfig, localPod, portRuleKey, cidrKey, origin, tupleKey, natKey, natEntry, traceConfig, traceEvent,
+  dnsServerKey, dnsSock,
 ];
 
 /** Every TS table that mirrors an enum of meshwarp.h, for the BTF check. */
@@ -113,6 +127,8 @@ export const sidecarEnums: EnumMirror[] = [
   { cName: 'mw_rule', prefix: 'MW_RULE_', values: RULE },
   { cName: 'mw_origin_flag', prefix: 'MW_ORIGIN_F_', values: ORIGIN_F },
   { cName: 'mw_nat_flag', prefix: 'MW_NAT_F_', values: NAT_F },
+  { cName: 'mw_dns_limit', prefix: 'MW_DNS_', values: DNS_LIMIT },
+  { cName: 'mw_dns_flag', prefix: 'MW_DNS_F_', values: DNS_F },
   listMirror('mw_stat', 'MW_STAT_', STATS),
   namesMirror('mw_trace_prog', 'MW_PROG_', TRACE_PROGRAMS),
   namesMirror('mw_trace_verdict', 'MW_VERDICT_', TRACE_VERDICTS),
