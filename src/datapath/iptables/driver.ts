@@ -89,6 +89,7 @@ export class IptablesDriver implements DatapathDriver<SidecarPlan> {
     'getsockopt-passthrough': 'NAT turns on conntrack in the pod netns, and conntrack answers SO_ORIGINAL_DST for every tracked connection '
       + '(with its real destination), not only captured ones; eBPF leaves uncaptured sockets to the kernel (ENOENT)',
     'cgroup-scope': 'iptables rules apply to every process in the pod netns; eBPF connect hooks only to processes in the node cgroup',
+    'dns-fail-open': 'REDIRECT of port 53 does not know whether the DNS proxy listens: with it down, queries are refused (as Istio\'s rules)',
   };
   #info: IptablesInfo | undefined;
   readonly #pods = new Map<string, { pod: PodTarget; plan: SidecarPlan }>();

@@ -84,6 +84,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     this.features = {
       trace: this.#traceSource(), stats: () => this.stats(), mapCounts: () => this.mapEntryCounts(), sweep: (now) => this.expireNat(now),
       getsockoptPassthrough: true, cgroupScope: true, sockmap: false,
+      dnsFailOpen: true, // a socket lookup of the DNS listener before every capture (bpf/sidecar/dns.h)
     };
   }
 
