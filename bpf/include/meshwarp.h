@@ -36,6 +36,7 @@
 #define MW_MAX_TUPLES		65536	/* origin_by_tuple (only handshakes in flight) */
 #define MW_MAX_INBOUND_NAT	65536	/* inbound_nat (live cross-node inbound conns) */
 #define MW_MAX_NODE_IPS		64	/* node_ips */
+#define MW_MAX_DNS_SERVERS	65536	/* dns_servers (a few per pod) */
 #define MW_STAT_SLOTS		64	/* stats: room to add counters without a new layout */
 
 enum mw_pod_limit {
@@ -52,6 +53,7 @@ struct ip_addr {
 enum mw_pod_flag {
 	MW_POD_F_HAS_INCLUDE_IN_PORTS = 1 << 0,	 /* inbound: only ports with an include rule */
 	MW_POD_F_HAS_INCLUDE_OUT_CIDRS = 1 << 1, /* outbound: only include CIDRs (or include ports) */
+	MW_POD_F_DNS_CAPTURE_ALL = 1 << 2,	 /* DNS: port 53 to any address, not only dns_servers */
 };
 
 /*
@@ -240,7 +242,14 @@ enum mw_stat {
 	MW_STAT_AM_ASSIGN_FAILED = 38,	/* node proxy netns: bpf_sk_assign refused: dropped */
 	MW_STAT_AM_DELIVERED = 39,	/* node proxy netns: packet of a proxy socket delivered locally */
 	MW_STAT_AM_NO_SOCKET = 40,	/* node proxy netns: captured non-SYN whose socket is gone: dropped */
-	MW_STAT__MAX = 41,
+	/* DNS capture (bpf/sidecar/dns.bpf.c). */
+	MW_STAT_DNS_CAPTURED = 41,	/* DNS query (UDP send/connect, TCP connect) -> the proxy's DNS port */
+	MW_STAT_DNS_NO_LISTENER = 42,	/* DNS port not listening: query left to the real server (fail open) */
+	MW_STAT_DNS_BYPASS_PROXY = 43,	/* the DNS proxy's own (upstream) query */
+	MW_STAT_DNS_NOT_SERVER = 44,	/* port 53 to an address not in dns_servers (capture-all off) */
+	MW_STAT_DNS_RESTORED = 45,	/* reply source (recvmsg) or peer (getpeername) set back to the server */
+	MW_STAT_DNS_STATE_FAILED = 46,	/* no socket storage for the DNS state: left uncaptured */
+	MW_STAT__MAX = 47,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
@@ -269,6 +278,12 @@ enum mw_trace_prog {
 	MW_PROG_AM_FROM_POD = 7,	/* mwam_from_pod */
 	MW_PROG_AM_TO_POD = 8,		/* mwam_to_pod */
 	MW_PROG_AM_PROXY_IN = 9,	/* mwam_proxy_in */
+	MW_PROG_SENDMSG4 = 10,
+	MW_PROG_SENDMSG6 = 11,
+	MW_PROG_RECVMSG4 = 12,
+	MW_PROG_RECVMSG6 = 13,
+	MW_PROG_GETPEERNAME4 = 14,
+	MW_PROG_GETPEERNAME6 = 15,
 };
 
 /* trace_event.verdict. Values are fixed: append only. */
@@ -278,6 +293,7 @@ enum mw_trace_verdict {
 	MW_VERDICT_FAILED = 3,		/* should have been captured, could not (map update) */
 	MW_VERDICT_ANSWERED = 4,	/* getsockopt SO_ORIGINAL_DST answered */
 	MW_VERDICT_DROPPED = 5,		/* dropped (ambient: fail-closed, spoof, no listener) */
+	MW_VERDICT_RESTORED = 6,	/* DNS reply source / peer name set back to the original server */
 };
 
 struct trace_config {
@@ -297,6 +313,46 @@ struct trace_event {
 	__u8 reason;			/* 58 enum mw_stat: the counter this decision bumped */
 	__u8 _pad[5];			/* 59 */
 };					/* 64 */
+
+/*
+ * DNS capture (S6). dns_servers: (netns cookie, server address) -> __u8 1,
+ * the nameservers of the pod's resolv.conf: a meshed pod's UDP or TCP port-53
+ * query to one of them (to any address with MW_POD_F_DNS_CAPTURE_ALL) goes to
+ * its proxy's dns_port on loopback, while that port has a listener.
+ */
+struct dns_server_key {
+	__u64 netns_cookie;		/* 0 */
+	struct ip_addr addr;		/* 8  v4-mapped for IPv4 */
+};					/* 24 */
+
+enum mw_dns_limit {
+	MW_DNS_SERVERS = 4,		/* dns_sock.server: distinct servers per socket */
+	MW_DNS_QUEUE = 8,		/* dns_sock.queue: UDP queries in flight per socket */
+};
+
+/* dns_sock.flags */
+enum mw_dns_flag {
+	MW_DNS_F_CONNECTED = 1 << 0,	/* connect() was captured: getpeername answers server[last] */
+};
+
+/*
+ * dns_by_sock (socket storage, freed with the socket): the servers a socket
+ * sent captured queries to. Replies all come from the proxy's one address,
+ * and a sock_addr program cannot read the payload (the DNS id), so a reply
+ * gets the server of the oldest query in flight (queue, FIFO), or server[last]
+ * when none is: always a server this socket asked.
+ */
+struct dns_sock {
+	struct ip_addr server[MW_DNS_SERVERS];	/* 0  original servers (v4-mapped for IPv4) */
+	__u16 server_port[MW_DNS_SERVERS];	/* 64 their ports, network order */
+	__u8 queue[MW_DNS_QUEUE];		/* 72 server index of each query in flight */
+	__u8 head;				/* 80 free-running: next query to answer */
+	__u8 tail;				/* 81 free-running: next free queue slot */
+	__u8 count;				/* 82 servers in use */
+	__u8 last;				/* 83 server of the latest query or connect */
+	__u8 flags;				/* 84 enum mw_dns_flag bits */
+	__u8 _pad[3];				/* 85 */
+};						/* 88 */
 
 /* Address families as stored in origin.family (Linux values). */
 #define MW_AF_INET	2

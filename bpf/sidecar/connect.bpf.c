@@ -4,6 +4,7 @@
 #include "sidecar.h"
 #include "mw_ctx.h"
 #include "mw_policy.h"
+#include "dns.h"
 
 #define MW_SOCK_STREAM		1
 #define MW_LOOPBACK4		0x7f000001
@@ -114,6 +115,11 @@ static __always_inline int mw_connect(struct bpf_sock_addr *ctx, const int v6)
 	__u64 cookie;
 	int verdict, v4;
 
+	if (mw_dns_connect(ctx, v6)) {	/* UDP and TCP port 53 (dns.h) */
+		if (ctx->sk)
+			mw_forget_origin(ctx->sk);
+		return 1;
+	}
 	if (ctx->type != MW_SOCK_STREAM || ctx->protocol != MW_IPPROTO_TCP)
 		return 1;
 	cookie = bpf_get_netns_cookie(ctx);

@@ -27,6 +27,8 @@ struct mw_btf_anchor {
 	enum mw_nat_flag nat_flag;
 	enum mw_trace_prog trace_prog;
 	enum mw_trace_verdict trace_verdict;
+	enum mw_dns_limit dns_limit;
+	enum mw_dns_flag dns_flag;
 };
 
 const struct mw_btf_anchor *mw_btf_anchor __attribute__((unused));

@@ -16,6 +16,9 @@
  *                    entry so it is deleted when the socket closes.
  *  getsockopt.bpf.c  answers SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST on
  *                    accepted proxy sockets; everything else passes untouched.
+ *  dns.bpf.c         cgroup/sendmsg4|6, recvmsg4|6, getpeername4|6: DNS
+ *                    capture (dns.h; the connect programs call
+ *                    mw_dns_connect first for connected UDP and TCP 53).
  *  tc.bpf.c          cross-node inbound: DNAT of the pod-bound SYN to the
  *                    inbound port on the host veth, and the reverse.
  *  maps.bpf.c        what exists once per object: maps, config, license,

@@ -41,6 +41,8 @@ const HOOKS = [
   { name: 'recvmsg4', prog: 'cgroup_sock_addr', attach: ATTACH_TYPE.CGROUP_UDP4_RECVMSG, since: '5.2' },
   { name: 'recvmsg6', prog: 'cgroup_sock_addr', attach: ATTACH_TYPE.CGROUP_UDP6_RECVMSG, since: '5.2' },
   { name: 'getsockopt', prog: 'cgroup_sockopt', attach: ATTACH_TYPE.CGROUP_GETSOCKOPT, since: '5.3' },
+  { name: 'getpeername4', prog: 'cgroup_sock_addr', attach: ATTACH_TYPE.CGROUP_INET4_GETPEERNAME, since: '5.8' },
+  { name: 'getpeername6', prog: 'cgroup_sock_addr', attach: ATTACH_TYPE.CGROUP_INET6_GETPEERNAME, since: '5.8' },
 ] as const satisfies readonly { name: string; prog: ProgName; attach: number; since: string }[];
 
 /** expected_attach_type for helper probes: the kernel refuses these program types without one. */

@@ -50,10 +50,12 @@ export interface DriverFeatures {
   cgroupScope: boolean;
   /** sockmap/sk_msg acceleration between local sockets. */
   sockmap: boolean;
+  /** DNS capture (S6) leaves queries to the real server while the proxy's DNS port has no listener. */
+  dnsFailOpen?: boolean;
 }
 
 /** Something a driver cannot do; derived from `features` (see limitations()). */
-export type LimitationId = 'trace' | 'datapath-stats' | 'map-entry-counts' | 'sweep' | 'getsockopt-passthrough' | 'cgroup-scope' | 'sockmap';
+export type LimitationId = 'trace' | 'datapath-stats' | 'map-entry-counts' | 'sweep' | 'getsockopt-passthrough' | 'cgroup-scope' | 'sockmap' | 'dns-fail-open';
 export interface Limitation { feature: LimitationId; reason: string }
 
 export interface DatapathDriver<Plan = SidecarPlan> {
@@ -91,6 +93,7 @@ const DEFAULT_REASONS: Record<LimitationId, string> = {
   'getsockopt-passthrough': 'getsockopt(SO_ORIGINAL_DST) of uncaptured sockets is not left to the kernel',
   'cgroup-scope': 'capture applies to every process in the pod netns, not only those in the node cgroup',
   'sockmap': 'no sockmap/sk_msg acceleration',
+  'dns-fail-open': 'DNS queries are redirected even while the DNS proxy is down (they fail instead of reaching the real server)',
 };
 
 /** What `d` cannot do, with the reason: derived from what its `features` lack. */
@@ -99,6 +102,7 @@ export function limitations(d: Pick<DatapathDriver<unknown>, 'features' | 'why'>
   const lacks: [LimitationId, boolean][] = [
     ['map-entry-counts', !f.mapCounts], ['datapath-stats', !f.stats], ['trace', !f.trace], ['sweep', !f.sweep],
     ['sockmap', !f.sockmap], ['getsockopt-passthrough', !f.getsockoptPassthrough], ['cgroup-scope', !f.cgroupScope],
+    ['dns-fail-open', !f.dnsFailOpen],
   ];
   return lacks.filter(([, lacking]) => lacking).map(([feature]) => ({ feature, reason: d.why?.[feature] ?? DEFAULT_REASONS[feature] }));
 }

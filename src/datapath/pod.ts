@@ -26,6 +26,11 @@ export interface PodTarget {
   ips: string[];
   /** The pod's host-side veth in the node's netns. */
   hostVeth?: HostVeth;
+  /**
+   * The nameservers of the pod's resolv.conf (kubelet writes the cluster DNS there): its
+   * port-53 queries to them go to the proxy's DNS port when the profile has one (S6).
+   */
+  dnsServers?: string[];
 }
 
 export interface PodIntent extends PodTarget {

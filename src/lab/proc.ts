@@ -22,6 +22,8 @@ export interface SpawnOptions {
    * of this process only), as kubelet gives each pod its own hosts file.
    */
   hostsFile?: string;
+  /** A file to see as /etc/resolv.conf, the same way (kubelet writes one per pod). */
+  resolvConf?: string;
 }
 
 export interface RunOptions extends SpawnOptions {
@@ -44,8 +46,11 @@ const WRAPPER = 'echo $$ > "$1/cgroup.procs" || exit 126; shift; exec "$@"';
 export function wrapArgv(ctx: ExecContext, argv: string[], opts: SpawnOptions = {}): string[] {
   if (argv.length === 0) throw new Error('empty command');
   const out = ['sh', '-c', WRAPPER, 'mw-lab', ctx.cgroupPath, 'nsenter', `--net=${ctx.netnsPath}`, '--'];
-  if (opts.hostsFile) {
-    out.push('unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', opts.hostsFile);
+  const binds = [[opts.hostsFile, '/etc/hosts'], [opts.resolvConf, '/etc/resolv.conf']].filter((b): b is [string, string] => !!b[0]);
+  if (binds.length > 0) {
+    // Pairs FILE TARGET up to "--", then the command.
+    const script = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"';
+    out.push('unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'mw-bind', ...binds.flat(), '--');
   }
   if (opts.uid !== undefined && opts.uid !== 0) {
     const gid = opts.gid ?? opts.uid;

@@ -16,6 +16,11 @@ export interface PodPolicy {
   inboundPort: number;
   proxyUid: number;
   dnsPort?: number;
+  /**
+   * DNS capture (S6, with dnsPort): port-53 queries to any address, not only to the pod's
+   * nameservers (per pod: annotation meshwarp.io/dns-capture-all; per node: overrides).
+   */
+  dnsCaptureAll?: boolean;
   statusPort?: number;
   /** Always wins over includeInboundPorts. Holds the proxy's own ports. */
   excludeInboundPorts: number[];
@@ -40,9 +45,14 @@ export interface PolicyOverrides {
   excludeOutboundPorts?: readonly number[];
   excludeOutboundCidrs?: readonly (string | Cidr)[];
   excludeUids?: readonly number[];
+  /** DNS capture of port 53 to any address for every pod of the node (a pod's annotation can still say "false"). */
+  dnsCaptureAll?: boolean;
 }
 
-const overrideKeys = new Set(['excludeInboundPorts', 'excludeOutboundPorts', 'excludeOutboundCidrs', 'excludeUids']);
+const overrideKeys = new Set(['excludeInboundPorts', 'excludeOutboundPorts', 'excludeOutboundCidrs', 'excludeUids', 'dnsCaptureAll']);
+
+/** Per-pod DNS capture-all switch, whatever the mesh ("true" / "false"). */
+export const DNS_CAPTURE_ALL_ANNOTATION = 'meshwarp.io/dns-capture-all';
 
 /**
  * Resolves a pod's policy. Throws PolicyError naming the annotation/option and the bad value;
@@ -76,7 +86,14 @@ export function resolvePodPolicy(
     includeOutboundCidrs: a.includeOutboundCidrs === undefined ? 'all' : orAll(a.includeOutboundCidrs, sortedCidrs),
     excludeUids: [...new Set(ov.excludeUids)].filter((u) => u !== p.proxyUid).sort((x, y) => x - y),
   };
-  if (p.dnsPort !== undefined) policy.dnsPort = p.dnsPort;
+  if (p.dnsPort !== undefined) {
+    policy.dnsPort = p.dnsPort;
+    const all = annotations[DNS_CAPTURE_ALL_ANNOTATION];
+    if (all !== undefined && all !== 'true' && all !== 'false') {
+      throw new PolicyError(DNS_CAPTURE_ALL_ANNOTATION, 'expected "true" or "false"', all);
+    }
+    if (all === 'true' || (all === undefined && ov.dnsCaptureAll)) policy.dnsCaptureAll = true;
+  }
   if (statusPort !== undefined) policy.statusPort = statusPort;
   return policy;
 }
@@ -118,6 +135,7 @@ function sortedCidrs(xs: readonly Cidr[]): Cidr[] {
 }
 
 interface CheckedOverrides {
+  dnsCaptureAll: boolean;
   excludeInboundPorts: number[];
   excludeOutboundPorts: number[];
   excludeOutboundCidrs: Cidr[];
@@ -136,7 +154,11 @@ function checkOverrides(o: PolicyOverrides): CheckedOverrides {
     return v.map((x, i) => check(`overrides.${k}[${i}]`, x));
   };
   const port = (f: string, v: unknown) => (checkPort(f, v), v as number);
+  if (o.dnsCaptureAll !== undefined && typeof o.dnsCaptureAll !== 'boolean') {
+    throw new PolicyError('overrides.dnsCaptureAll', 'expected true or false', o.dnsCaptureAll);
+  }
   return {
+    dnsCaptureAll: o.dnsCaptureAll === true,
     excludeInboundPorts: list('excludeInboundPorts', port),
     excludeOutboundPorts: list('excludeOutboundPorts', port),
     excludeOutboundCidrs: list('excludeOutboundCidrs', checkCidr),

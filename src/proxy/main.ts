@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // CLI for the test/lab sidecar: node src/proxy/main.ts --outbound 15001 --inbound 15003 [--host ::] [--log] [--tag NAME]
-//   [--service VIP:PORT=IP:PORT,IP:PORT ...]
+//   [--service VIP:PORT=IP:PORT,IP:PORT ...] [--dns-port 15053 --dns-name NAME=IP,IP ...]
 // Prints "ready" once both listeners are up; exits 0 on SIGTERM/SIGINT.
 import { parseArgs } from 'node:util';
 import { parseService, startProxy } from './proxy.ts';
+import { parseMeshName, startDnsProxy } from './dns.ts';
 
 const { values } = parseArgs({
   options: {
@@ -13,6 +14,8 @@ const { values } = parseArgs({
     log: { type: 'boolean', default: false },
     tag: { type: 'string' },
     service: { type: 'string', multiple: true },
+    'dns-port': { type: 'string' },
+    'dns-name': { type: 'string', multiple: true },
   },
 });
 const port = (s: string) => {
@@ -25,7 +28,10 @@ const proxy = await startProxy({
   outbound: port(values.outbound), inbound: port(values.inbound), host: values.host, log: values.log, tag: values.tag,
   services: new Map((values.service ?? []).map(parseService)),
 });
+const dns = values['dns-port'] === undefined ? undefined : await startDnsProxy({
+  port: port(values['dns-port']), names: (values['dns-name'] ?? []).map(parseMeshName), log: values.log, tag: values.tag,
+});
 process.stdout.write('ready\n');
 for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(sig, () => { proxy.close().then(() => process.exit(0), () => process.exit(1)); });
+  process.once(sig, () => { Promise.all([proxy.close(), dns?.close()]).then(() => process.exit(0), () => process.exit(1)); });
 }

@@ -180,7 +180,10 @@ export function assertProxied(r: ConnectResult, server: string, what: string): S
 
 /** One --log line of src/proxy (written when a proxied connection has closed). */
 export interface ProxyLogLine {
-  dir: 'outbound' | 'inbound';
+  /** 'dns': a query to the DNS proxy (name, answer 'local' | 'upstream' | 'none'). */
+  dir: 'outbound' | 'inbound' | 'dns';
+  name?: string;
+  answer?: string;
   tag?: string;
   client: string;
   origDst: string | null;
@@ -221,10 +224,13 @@ export class Sidecar {
     });
   }
 
-  /** Starts src/proxy in `pod` as `uid` on the policy's ports and waits for "ready". */
-  static async start(pod: LabPod, policy: PodPolicy): Promise<Sidecar> {
+  /**
+   * Starts src/proxy in `pod` as `uid` on the policy's ports and waits for "ready";
+   * opts.args are more proxy options (its DNS proxy), opts.resolvConf the pod's resolv.conf.
+   */
+  static async start(pod: LabPod, policy: PodPolicy, opts: { args?: string[]; resolvConf?: string } = {}): Promise<Sidecar> {
     const child = pod.spawn(nodeArgv(PROXY, ['--outbound', String(policy.outboundPort), '--inbound', String(policy.inboundPort),
-      '--log', '--tag', pod.name]), { uid: policy.proxyUid, env: CHILD_ENV });
+      '--log', '--tag', pod.name, ...opts.args ?? []]), { uid: policy.proxyUid, env: CHILD_ENV, resolvConf: opts.resolvConf });
     const sc = new Sidecar(child, pod.name, policy);
     await waitForLine(child, /^ready$/, 10_000);
     return sc;
@@ -317,6 +323,11 @@ export class MeshPod {
   policy: PodPolicy | undefined;
   sidecar: Sidecar | undefined;
   server: ChildProcess | undefined;
+  /** The pod's nameservers (its resolv.conf), given to the driver with the pod. */
+  dnsServers: string[] | undefined;
+  /** The pod's resolv.conf file and more options for its sidecar (DNS scenarios). */
+  resolvConf: string | undefined;
+  sidecarArgs: string[] = [];
 
   constructor(env: MeshLab, sb: LabPod) {
     this.env = env;
@@ -329,7 +340,8 @@ export class MeshPod {
   ip(fam: Family): string { return fam === 4 ? this.sb.ip4 : this.sb.ip6; }
 
   ref(): PodTarget {
-    return labTarget(`${this.nodeName}.${this.name}`, this.sb.netnsPath, [this.sb.ip4, this.sb.ip6], { name: this.sb.hostVeth, ifindex: this.sb.hostIfindex });
+    const t = labTarget(`${this.nodeName}.${this.name}`, this.sb.netnsPath, [this.sb.ip4, this.sb.ip6], { name: this.sb.hostVeth, ifindex: this.sb.hostIfindex });
+    return this.dnsServers ? { ...t, dnsServers: this.dnsServers } : t;
   }
 
   async serve(ports: number[] = [APP_PORT]): Promise<void> {
@@ -348,7 +360,7 @@ export class MeshPod {
     if (DATAPLANE === 'ambient') opts = { ...opts, sidecar: false }; // the node proxy serves the pod
     if (opts.sidecar !== false && !same) {
       await this.sidecar?.stop();
-      this.sidecar = await Sidecar.start(this.sb, policy);
+      this.sidecar = await Sidecar.start(this.sb, policy, { args: this.sidecarArgs, resolvConf: this.resolvConf });
     }
     await this.driver.mesh(this.ref(), policy);
     this.policy = policy;

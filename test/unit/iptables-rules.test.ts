@@ -134,13 +134,13 @@ test('meshScript: declares (= flushes) our chains, inserts missing jumps, drops 
   const empty = parseNatSave('');
   const first = meshScript(4, istio(), { podIp: POD4, nodeIps: [] }, empty).split('\n');
   assert.equal(first[0], '*nat');
-  assert.deepEqual(first.slice(1, 5), OUR_CHAINS.map((c) => `:${c} - [0:0]`));
+  assert.deepEqual(first.slice(1, 1 + OUR_CHAINS.length), OUR_CHAINS.map((c) => `:${c} - [0:0]`));
   assert.ok(first.includes('-I OUTPUT 1 -p tcp -j MESHWARP_OUTPUT'));
   assert.ok(first.includes('-I PREROUTING 1 -p tcp -j MESHWARP_INBOUND'));
   assert.equal(first.at(-2), 'COMMIT');
 
   const again = meshScript(4, istio(), { podIp: POD4, nodeIps: [] }, parseNatSave(SAVE)).split('\n');
-  assert.ok(!again.some((l) => l.startsWith('-I ')));
+  assert.ok(!again.some((l) => l.startsWith('-I ') && !l.includes(CHAIN.dns)), 'jumps already there are not inserted again');
   assert.deepEqual(again.filter((l) => l.startsWith('-D ')), ['-D OUTPUT -p tcp -j MESHWARP_OUTPUT']);
   assert.ok(!again.some((l) => l.includes('FOREIGN') || l.includes('MESHWARP_OTHER')));
 });
@@ -152,8 +152,8 @@ test('unmeshScript removes exactly our jumps and chains', () => {
     '-D OUTPUT -p tcp -j MESHWARP_OUTPUT',
     '-D OUTPUT -p tcp -j MESHWARP_OUTPUT',
     '-D PREROUTING -p tcp -j MESHWARP_INBOUND',
-    ...OUR_CHAINS.map((c) => `-F ${c}`),
-    ...OUR_CHAINS.map((c) => `-X ${c}`),
+    ...OUR_CHAINS.filter((c) => c !== CHAIN.dns).map((c) => `-F ${c}`),
+    ...OUR_CHAINS.filter((c) => c !== CHAIN.dns).map((c) => `-X ${c}`),
     'COMMIT',
   ].join('\n') + '\n');
 });
@@ -260,4 +260,38 @@ test('generated rules decide exactly like the policy semantics (both families, m
     }
   }
   assert.ok(checked > 3000, `${checked} cases`);
+});
+
+test('DNS capture (S6): UDP and TCP 53 to the nameservers of each family go to the DNS port, proxy uid excluded', () => {
+  const input = { podIp: POD4, nodeIps: [], dnsServers: ['10.96.0.10', 'fd00:96::a', '10.96.0.11'] };
+  const dns4 = chainRules(4, istio(), input).filter((l) => l.startsWith(`-A ${CHAIN.dns}`));
+  assert.deepEqual(dns4, [
+    '-A MESHWARP_DNS -m owner --uid-owner 1337 -j RETURN',
+    '-A MESHWARP_DNS -d 10.96.0.10/32 -p udp -j REDIRECT --to-ports 15053',
+    '-A MESHWARP_DNS -d 10.96.0.10/32 -p tcp -j REDIRECT --to-ports 15053',
+    '-A MESHWARP_DNS -d 10.96.0.11/32 -p udp -j REDIRECT --to-ports 15053',
+    '-A MESHWARP_DNS -d 10.96.0.11/32 -p tcp -j REDIRECT --to-ports 15053',
+  ]);
+  const dns6 = chainRules(6, istio(), { ...input, podIp: POD6 }).filter((l) => l.startsWith(`-A ${CHAIN.dns}`));
+  assert.deepEqual(dns6.slice(1), [
+    '-A MESHWARP_DNS -d fd00:96::a/128 -p udp -j REDIRECT --to-ports 15053',
+    '-A MESHWARP_DNS -d fd00:96::a/128 -p tcp -j REDIRECT --to-ports 15053',
+  ]);
+  // Capture-all: any destination; per pod by annotation, per node by override; the annotation wins.
+  const all = resolvePodPolicy('istio', { 'meshwarp.io/dns-capture-all': 'true' });
+  assert.deepEqual(chainRules(4, all, { podIp: POD4, nodeIps: [] }).filter((l) => l.startsWith(`-A ${CHAIN.dns}`)).slice(1), [
+    '-A MESHWARP_DNS -p udp -j REDIRECT --to-ports 15053',
+    '-A MESHWARP_DNS -p tcp -j REDIRECT --to-ports 15053',
+  ]);
+  assert.equal(resolvePodPolicy('istio', {}, { dnsCaptureAll: true }).dnsCaptureAll, true);
+  assert.equal(resolvePodPolicy('istio', { 'meshwarp.io/dns-capture-all': 'false' }, { dnsCaptureAll: true }).dnsCaptureAll, undefined);
+  assert.throws(() => resolvePodPolicy('istio', { 'meshwarp.io/dns-capture-all': 'yes' }), /dns-capture-all.*"true" or "false"/);
+  // No DNS port (the profile's mesh has no DNS proxy), or no servers: an empty chain.
+  assert.deepEqual(chainRules(4, resolvePodPolicy('linkerd'), input).filter((l) => l.includes(CHAIN.dns)), []);
+  assert.deepEqual(chainRules(4, istio(), { podIp: POD4, nodeIps: [] }).filter((l) => l.includes(CHAIN.dns)), []);
+  assert.throws(() => chainRules(4, istio(), { ...input, dnsServers: ['10.96.0.x'] }), /nameserver/);
+  // The DNS jumps come before the TCP capture jump in OUTPUT.
+  const script = meshScript(4, istio(), input, parseNatSave('')).split('\n').filter((l) => l.startsWith('-I OUTPUT'));
+  assert.deepEqual(script, ['-I OUTPUT 1 -p tcp -j MESHWARP_OUTPUT', '-I OUTPUT 1 -p udp -m udp --dport 53 -j MESHWARP_DNS',
+    '-I OUTPUT 1 -p tcp -m tcp --dport 53 -j MESHWARP_DNS']);
 });

@@ -48,7 +48,7 @@ export function checkIptables(): IptablesInfo {
   }
   const missing = () => [
     ...['REDIRECT'].filter((t) => !procList('ip_tables_targets').includes(t) || !procList('ip6_tables_targets').includes(t)),
-    ...['owner', 'multiport', 'tcp'].filter((m) => !procList('ip_tables_matches').includes(m) || !procList('ip6_tables_matches').includes(m)),
+    ...['owner', 'multiport', 'tcp', 'udp'].filter((m) => !procList('ip_tables_matches').includes(m) || !procList('ip6_tables_matches').includes(m)),
   ];
   if (missing().length > 0) {
     // Built-in on most kernels; as modules they load on first use or here.
@@ -89,6 +89,7 @@ export class IptablesDriver implements DatapathDriver<SidecarPlan> {
     'getsockopt-passthrough': 'NAT turns on conntrack in the pod netns, and conntrack answers SO_ORIGINAL_DST for every tracked connection '
       + '(with its real destination), not only captured ones; eBPF leaves uncaptured sockets to the kernel (ENOENT)',
     'cgroup-scope': 'iptables rules apply to every process in the pod netns; eBPF connect hooks only to processes in the node cgroup',
+    'dns-fail-open': 'REDIRECT of port 53 does not know whether the DNS proxy listens: with it down, queries are refused (as Istio\'s rules)',
   };
   #info: IptablesInfo | undefined;
   readonly #pods = new Map<string, { pod: PodTarget; plan: SidecarPlan }>();
@@ -113,7 +114,7 @@ export class IptablesDriver implements DatapathDriver<SidecarPlan> {
     const name = podName(pod.key);
     const scripts = FAMILIES.map((f) => {
       try {
-        return { f, script: meshScript(f, plan, { podIp: ips[f], nodeIps: this.opts.nodeIps }, natState(pod.netns, f)) };
+        return { f, script: meshScript(f, plan, { podIp: ips[f], nodeIps: this.opts.nodeIps, dnsServers: pod.dnsServers }, natState(pod.netns, f)) };
       } catch (e) {
         throw new Error(`mesh ${name} (IPv${f}): ${(e as Error).message}`, { cause: e });
       }

@@ -14,6 +14,12 @@
 //                     inbound/status/excluded ports; then -> MESHWARP_IN_REDIRECT for
 //                     every port, or only include ports.
 //   MESHWARP_IN_REDIRECT REDIRECT --to-ports <inbound>
+//   nat OUTPUT     -p udp/tcp --dport 53 -j MESHWARP_DNS  (before MESHWARP_OUTPUT)
+//   MESHWARP_DNS   DNS capture (S6, Istio's way): RETURN for the proxy and excluded uids
+//                  (the proxy's upstream queries), then REDIRECT --to-ports <dns> for the
+//                  pod's nameservers (any destination with dnsCaptureAll); empty without a
+//                  DNS port. Conntrack gives the reply the server's address back. Unlike
+//                  eBPF it cannot fail open: with the proxy down, queries are refused.
 //
 // The proxy's connections to other meshed pods need no rule: they leave as uid proxyUid
 // (RETURN here) and the peer pod's PREROUTING sends them to its inbound port, which is
@@ -30,14 +36,18 @@ export const CHAIN = {
   redirect: 'MESHWARP_REDIRECT',
   inbound: 'MESHWARP_INBOUND',
   inRedirect: 'MESHWARP_IN_REDIRECT',
+  dns: 'MESHWARP_DNS',
 } as const;
 /** Exactly the chains this driver owns; a foreign chain with a similar name is not ours. */
-export const OUR_CHAINS: readonly string[] = [CHAIN.output, CHAIN.inbound, CHAIN.redirect, CHAIN.inRedirect];
+export const OUR_CHAINS: readonly string[] = [CHAIN.output, CHAIN.inbound, CHAIN.redirect, CHAIN.inRedirect, CHAIN.dns];
 
 /** Our hooks into the built-in chains, spelled exactly as iptables-save prints them. */
 export const JUMPS: readonly { hook: 'OUTPUT' | 'PREROUTING'; spec: string }[] = [
   { hook: 'OUTPUT', spec: `-p tcp -j ${CHAIN.output}` },
   { hook: 'PREROUTING', spec: `-p tcp -j ${CHAIN.inbound}` },
+  // Inserted after the one above, so they come first in OUTPUT.
+  { hook: 'OUTPUT', spec: `-p udp -m udp --dport 53 -j ${CHAIN.dns}` },
+  { hook: 'OUTPUT', spec: `-p tcp -m tcp --dport 53 -j ${CHAIN.dns}` },
 ];
 
 /** multiport takes at most 15 ports per rule. */
@@ -51,6 +61,8 @@ export interface FamilyInput {
   podIp?: string;
   /** Node addresses (any family; the others are ignored). */
   nodeIps: readonly string[];
+  /** The pod's nameservers (any family; the others are ignored), for DNS capture. */
+  dnsServers?: readonly string[];
 }
 
 /** The nat table of one family as `iptables-save -t nat` shows it. */
@@ -154,7 +166,23 @@ export function chainRules(family: Family, policy: PodPolicy, input: FamilyInput
     else out.push(...portRules(I, checkPorts('includeInboundPorts', policy.includeInboundPorts).filter((p) => !skip.includes(p)), to));
     out.push(`-A ${CHAIN.inRedirect} -p tcp -j REDIRECT --to-ports ${inboundPort}`);
   }
+  out.push(...dnsRules(family, policy, input, [proxyUid, ...uids.filter((u) => u !== proxyUid)]));
   return out;
+}
+
+/** MESHWARP_DNS of one family: empty without a DNS port or without servers of this family. */
+function dnsRules(family: Family, policy: PodPolicy, input: FamilyInput, uids: number[]): string[] {
+  if (!policy.dnsPort) return [];
+  const dnsPort = checkInt('dnsPort', policy.dnsPort, 65535);
+  const servers = [...new Set((input.dnsServers ?? []).map((t) => address('nameserver', t)).filter((ip) => ip.family === family)
+    .map((ip) => `${formatIp(ip)}/${HOST_LEN[family]}`))];
+  const targets = policy.dnsCaptureAll ? [''] : servers.map((d) => `-d ${d} `);
+  if (targets.length === 0) return [];
+  const D = CHAIN.dns;
+  return [
+    ...uids.map((u) => `-A ${D} -m owner --uid-owner ${u} -j RETURN`),
+    ...targets.flatMap((d) => ['udp', 'tcp'].map((p) => `-A ${D} ${d}-p ${p} -j REDIRECT --to-ports ${dnsPort}`)),
+  ];
 }
 
 const jumpLine = (j: (typeof JUMPS)[number]) => `-A ${j.hook} ${j.spec}`;

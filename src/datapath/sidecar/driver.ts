@@ -24,7 +24,7 @@ import { pinLayout, type PinLayout } from '../ebpf/pins.ts';
 import { ringTrace, sumStats } from '../ebpf/observe.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
 import { SIDECAR_CGROUP_PROGS, SIDECAR_MAP, SIDECAR_TC_PROG, openSidecarMaps, type SidecarMaps } from './object.ts';
-import { NAT_F, STATS, sidecarObject, type CidrKey, type IpAddr, type PortRuleKey, type StatName } from './structs.ts';
+import { NAT_F, STATS, sidecarObject, type CidrKey, type DnsServerKey, type IpAddr, type PortRuleKey, type StatName } from './structs.ts';
 
 export interface SidecarEbpfOptions {
   /** bpffs directory for this driver's pins (maps/, links/). */
@@ -59,6 +59,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const portKey = (k: PortRuleKey): string => `${k.netns_cookie}/${k.direction}/${k.port}`;
 const cidrKeyText = (k: CidrKey): string => `${k.prefixlen}/${hex(k.netns_cookie)}/${hex(k.addr)}`;
 const cookieOfCidr = (k: CidrKey): bigint => Buffer.from(k.netns_cookie).readBigUInt64BE();
+const dnsKeyText = (k: DnsServerKey): string => `${k.netns_cookie}/${hex(k.addr.addr)}`;
 
 export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
   readonly dataplane = 'sidecar' as const;
@@ -83,6 +84,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     this.features = {
       trace: this.#traceSource(), stats: () => this.stats(), mapCounts: () => this.mapEntryCounts(), sweep: (now) => this.expireNat(now),
       getsockoptPassthrough: true, cgroupScope: true, sockmap: false,
+      dnsFailOpen: true, // a socket lookup of the DNS listener before every capture (bpf/sidecar/dns.h)
     };
   }
 
@@ -149,7 +151,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     const { obj, maps } = this.#need();
     const key = pod.key.sandboxId;
     const cookie = netnsCookie(pod.netns);
-    const entries = podEntries(cookie, { ...firstIps(pod.ips), ifindex: pod.hostVeth?.ifindex }, plan);
+    const entries = podEntries(cookie, { ...firstIps(pod.ips), ifindex: pod.hostVeth?.ifindex, dnsServers: pod.dnsServers }, plan);
     const previous = this.#pods.get(key);
     const prevCookie = previous?.cookie;
     const undo: (() => void)[] = [];
@@ -158,6 +160,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       for (const [k, v] of entries.portRules) { maps.portRules.update(k, v); undo.push(() => maps.portRules.delete(k)); }
       for (const [k, v] of entries.cidrRules) { maps.cidrRules.update(k, v); undo.push(() => maps.cidrRules.delete(k)); }
       for (const [k, v] of entries.localPods) { maps.localPods.update(k, v); undo.push(() => maps.localPods.delete(k)); }
+      for (const [k, v] of entries.dnsServers) { maps.dnsServers.update(k, v); undo.push(() => maps.dnsServers.delete(k)); }
       maps.podConfig.update(cookie, entries.config);
       undo.push(() => maps.podConfig.delete(cookie));
       if (pod.hostVeth) {
@@ -174,15 +177,17 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
   /** Deletes what `previous` wrote and `next` does not (all of it when the netns changed). */
   #removeStale(previous: Applied, next: PodEntries, allOfIt: boolean): void {
     const { maps } = this.#need();
-    const keep = allOfIt ? { ports: new Set<string>(), cidrs: new Set<string>(), ips: new Set<string>() } : {
+    const keep = allOfIt ? { ports: new Set<string>(), cidrs: new Set<string>(), ips: new Set<string>(), dns: new Set<string>() } : {
       ports: new Set(next.portRules.map(([k]) => portKey(k))),
       cidrs: new Set(next.cidrRules.map(([k]) => cidrKeyText(k))),
       ips: new Set(next.localPods.map(([k]) => hex(k.addr))),
+      dns: new Set(next.dnsServers.map(([k]) => dnsKeyText(k))),
     };
     if (allOfIt) maps.podConfig.delete(previous.cookie);
     for (const [k] of previous.entries.localPods) if (!keep.ips.has(hex(k.addr))) this.#deleteLocalPod(k, previous.cookie);
     for (const [k] of previous.entries.portRules) if (!keep.ports.has(portKey(k))) maps.portRules.delete(k);
     for (const [k] of previous.entries.cidrRules) if (!keep.cidrs.has(cidrKeyText(k))) maps.cidrRules.delete(k);
+    for (const [k] of previous.entries.dnsServers) if (!keep.dns.has(dnsKeyText(k))) maps.dnsServers.delete(k);
   }
 
   /** Deletes a local_pods entry only while it is still this sandbox's (an IP can move to another). */
@@ -206,6 +211,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     for (const [k] of p.entries.localPods) this.#deleteLocalPod(k, p.cookie);
     for (const [k] of p.entries.portRules) maps.portRules.delete(k);
     for (const [k] of p.entries.cidrRules) maps.cidrRules.delete(k);
+    for (const [k] of p.entries.dnsServers) maps.dnsServers.delete(k);
   }
 
   async verify(pod: PodTarget): Promise<string | undefined> {
@@ -254,6 +260,8 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     for (const [k, v] of [...maps.localPods.entries()]) if (!cookies.has(v.netns_cookie)) maps.localPods.delete(k);
     for (const k of [...maps.portRules.keys()]) if (!ports.has(portKey(k))) maps.portRules.delete(k);
     for (const k of [...maps.cidrRules.keys()]) if (!cidrs.has(cidrKeyText(k)) || !cookies.has(cookieOfCidr(k))) maps.cidrRules.delete(k);
+    const dns = new Set([...this.#pods.values()].flatMap((p) => p.entries.dnsServers.map(([k]) => dnsKeyText(k))));
+    for (const k of [...maps.dnsServers.keys()]) if (!dns.has(dnsKeyText(k))) maps.dnsServers.delete(k);
     for (const key of this.#tc.keys()) {
       if (this.#pods.has(key)) continue;
       this.#tc.detach(key);
@@ -306,6 +314,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       origin_by_tuple: maps.originByTuple.count(),
       inbound_nat: maps.inboundNat.count(),
       node_ips: maps.nodeIps.count(),
+      dns_servers: maps.dnsServers.count(),
     };
   }
 

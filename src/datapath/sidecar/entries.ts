@@ -5,7 +5,7 @@ import { cidrContains, parseIp, type Cidr, type IpAddr as ParsedIp } from '../..
 import type { PodPolicy } from '../../profiles/index.ts';
 import {
   DIR, MAX_EXCLUDE_UIDS, POD_F, RULE,
-  type CidrKey, type IpAddr, type LocalPod, type PodConfig, type PortRuleKey,
+  type CidrKey, type DnsServerKey, type IpAddr, type LocalPod, type PodConfig, type PortRuleKey,
 } from './structs.ts';
 
 export interface PodEntries {
@@ -13,6 +13,8 @@ export interface PodEntries {
   localPods: [IpAddr, LocalPod][];
   portRules: [PortRuleKey, number][];
   cidrRules: [CidrKey, number][];
+  /** The pod's nameservers (DNS capture, only with a DNS port). */
+  dnsServers: [DnsServerKey, number][];
 }
 
 const NONE: IpAddr = { addr: new Uint8Array(16) };
@@ -46,11 +48,17 @@ const contains = (outer: Cidr, inner: Cidr) =>
  * The entries for pod (cookie, ips, host veth) under `policy`. Throws on what
  * the datapath cannot express (more than MAX_EXCLUDE_UIDS extra uids).
  */
-export function podEntries(cookie: bigint, pod: { ip4?: string; ip6?: string; ifindex?: number }, policy: PodPolicy): PodEntries {
+export function podEntries(cookie: bigint, pod: { ip4?: string; ip6?: string; ifindex?: number; dnsServers?: readonly string[] }, policy: PodPolicy): PodEntries {
   if (policy.excludeUids.length > MAX_EXCLUDE_UIDS) {
     throw new Error(`at most ${MAX_EXCLUDE_UIDS} excluded uids besides the proxy's (got ${policy.excludeUids.length})`);
   }
   let flags = 0;
+  if (policy.dnsPort && policy.dnsCaptureAll) flags |= POD_F.DNS_CAPTURE_ALL;
+  const dnsServers = new Map<string, [DnsServerKey, number]>();
+  for (const ns of policy.dnsPort ? pod.dnsServers ?? [] : []) {
+    const addr = toIpAddr(ns); // throws on a bad address: the pod is refused, nothing written
+    dnsServers.set(Buffer.from(addr.addr).toString('hex'), [{ netns_cookie: cookie, addr }, 1]);
+  }
   const portRules = new Map<string, [PortRuleKey, number]>();
   const rule = (port: number, direction: number, verdict: number) => {
     const k = `${direction}/${port}`;
@@ -100,5 +108,5 @@ export function podEntries(cookie: bigint, pod: { ip4?: string; ip6?: string; if
   const localPods: [IpAddr, LocalPod][] = [];
   if (pod.ip4) localPods.push([config.ipv4, local]);
   if (pod.ip6) localPods.push([config.ipv6, local]);
-  return { config, localPods, portRules: [...portRules.values()], cidrRules };
+  return { config, localPods, portRules: [...portRules.values()], cidrRules, dnsServers: [...dnsServers.values()] };
 }

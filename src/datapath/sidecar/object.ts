@@ -4,8 +4,8 @@
 // the benchmark and the tests.
 import { codec, type BpfMap, type BpfObject, type Direction } from '../../bpf/index.ts';
 import {
-  cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, traceConfig, tupleKey,
-  type CidrKey, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig,
+  cidrKey, dnsServerKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, traceConfig, tupleKey,
+  type CidrKey, type DnsServerKey, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig,
   type PortRuleKey, type TraceConfig, type TupleKey,
 } from './structs.ts';
 
@@ -17,11 +17,20 @@ export const SIDECAR_PROG = {
   getsockopt: 'mwsc_getsockopt',
   toPod: 'mwsc_to_pod',
   fromPod: 'mwsc_from_pod',
+  sendmsg4: 'mwsc_sendmsg4',
+  sendmsg6: 'mwsc_sendmsg6',
+  recvmsg4: 'mwsc_recvmsg4',
+  recvmsg6: 'mwsc_recvmsg6',
+  getpeername4: 'mwsc_getpeer4',
+  getpeername6: 'mwsc_getpeer6',
 } as const;
 export type SidecarProgName = (typeof SIDECAR_PROG)[keyof typeof SIDECAR_PROG];
 
 /** The programs attached to the node's cgroup. */
-export const SIDECAR_CGROUP_PROGS = [SIDECAR_PROG.connect4, SIDECAR_PROG.connect6, SIDECAR_PROG.sockops, SIDECAR_PROG.getsockopt] as const;
+export const SIDECAR_CGROUP_PROGS = [SIDECAR_PROG.connect4, SIDECAR_PROG.connect6, SIDECAR_PROG.sockops, SIDECAR_PROG.getsockopt,
+  // DNS capture (S6, bpf/sidecar/dns.bpf.c); connected sockets go through the connect programs.
+  SIDECAR_PROG.sendmsg4, SIDECAR_PROG.sendmsg6, SIDECAR_PROG.recvmsg4, SIDECAR_PROG.recvmsg6,
+  SIDECAR_PROG.getpeername4, SIDECAR_PROG.getpeername6] as const;
 
 /** The tc program of each direction of a pod's host-side veth. */
 export const SIDECAR_TC_PROG: Readonly<Record<Direction, SidecarProgName>> = {
@@ -42,6 +51,8 @@ export const SIDECAR_MAP = {
   stats: 'stats',
   traceConfig: 'trace_config',
   traceEvents: 'trace_events',
+  dnsServers: 'dns_servers',
+  dnsBySock: 'dns_by_sock',
 } as const;
 
 /** The maps userspace reads and writes by key (origin_by_sock is per socket, trace_events a ring buffer). */
@@ -56,6 +67,8 @@ export interface SidecarMaps {
   /** enum mw_stat -> per-CPU counter. */
   stats: BpfMap<number, bigint>;
   traceConfig: BpfMap<number, TraceConfig>;
+  /** (netns cookie, nameserver) -> 1. */
+  dnsServers: BpfMap<DnsServerKey, number>;
 }
 
 /** Typed views of the maps of a loaded sidecar object. */
@@ -70,5 +83,6 @@ export function openSidecarMaps(obj: BpfObject): SidecarMaps {
     nodeIps: obj.map(SIDECAR_MAP.nodeIps, ipAddr, codec.u8),
     stats: obj.map(SIDECAR_MAP.stats, codec.u32, codec.u64),
     traceConfig: obj.map(SIDECAR_MAP.traceConfig, codec.u32, traceConfig),
+    dnsServers: obj.map(SIDECAR_MAP.dnsServers, dnsServerKey, codec.u8),
   };
 }

@@ -14,7 +14,7 @@ export interface IpAddr { addr: Uint8Array }
 export const ipAddr: Codec<IpAddr> = struct('ip_addr', [['addr', bytes(16)]], { align: 4 });
 
 /** enum mw_pod_flag (pod_config.flags) and enum mw_pod_limit. */
-export const POD_F = { HAS_INCLUDE_IN_PORTS: 1, HAS_INCLUDE_OUT_CIDRS: 2 } as const;
+export const POD_F = { HAS_INCLUDE_IN_PORTS: 1, HAS_INCLUDE_OUT_CIDRS: 2, DNS_CAPTURE_ALL: 4 } as const;
 export const MAX_EXCLUDE_UIDS = 4;
 
 export interface PodConfig {
@@ -83,8 +83,21 @@ export const STATS = [
   'am_captured_out', 'am_captured_in', 'am_flow', 'am_bypass_proxy', 'am_bypass_host', 'am_bypass_existing',
   'am_bypass_udp', 'am_fail_open', 'am_fail_closed', 'am_spoof', 'am_redirect_failed', 'am_assigned',
   'am_no_listener', 'am_assign_failed', 'am_delivered', 'am_no_socket',
+  // DNS capture (bpf/sidecar/dns.bpf.c)
+  'dns_captured', 'dns_no_listener', 'dns_bypass_proxy', 'dns_not_server', 'dns_restored', 'dns_state_failed',
 ] as const;
 export type StatName = (typeof STATS)[number];
+
+/** DNS capture (S6): a pod's nameserver (dns_servers key), and enum mw_dns_limit / mw_dns_flag. */
+export interface DnsServerKey { netns_cookie: bigint; addr: IpAddr }
+export const dnsServerKey: Codec<DnsServerKey> = struct('dns_server_key', [['netns_cookie', u64], ['addr', ipAddr]]);
+export const DNS_LIMIT = { SERVERS: 4, QUEUE: 8 } as const;
+export const DNS_F = { CONNECTED: 1 } as const;
+/** struct dns_sock (socket storage; userspace only checks its layout). */
+export const dnsSock: Codec<any> = struct('dns_sock', [
+  ['server', array(ipAddr, DNS_LIMIT.SERVERS)], ['server_port', array(be16, DNS_LIMIT.SERVERS)], ['queue', bytes(DNS_LIMIT.QUEUE)],
+  ['head', u8], ['tail', u8], ['count', u8], ['last', u8], ['flags', u8], ['_pad', pad(3)],
+]);
 
 export interface TraceConfig { enabled: number }
 export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled', u32]]);
@@ -93,8 +106,9 @@ export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled
 export const TRACE_PROGRAMS: Record<number, string> = {
   1: 'connect4', 2: 'connect6', 3: 'sockops', 4: 'getsockopt', 5: 'tc_to_pod', 6: 'tc_from_pod',
   7: 'am_from_pod', 8: 'am_to_pod', 9: 'am_proxy_in',
+  10: 'sendmsg4', 11: 'sendmsg6', 12: 'recvmsg4', 13: 'recvmsg6', 14: 'getpeername4', 15: 'getpeername6',
 };
-export const TRACE_VERDICTS: Record<number, string> = { 1: 'captured', 2: 'bypassed', 3: 'failed', 4: 'answered', 5: 'dropped' };
+export const TRACE_VERDICTS: Record<number, string> = { 1: 'captured', 2: 'bypassed', 3: 'failed', 4: 'answered', 5: 'dropped', 6: 'restored' };
 
 export interface TraceEvent {
   ts_ns: bigint; netns_cookie: bigint; orig: IpAddr; to: IpAddr; orig_port: number; to_port: number;
@@ -108,6 +122,7 @@ export const traceEvent: Codec<TraceEvent> = struct('trace_event', [
 /** Every codec that crosses into sidecar.bpf.o, for the BTF layout test. */
 export const sidecarStructs: Codec<any>[] = [
   ipAddr, podConfig, localPod, portRuleKey, cidrKey, origin, tupleKey, natKey, natEntry, traceConfig, traceEvent,
+  dnsServerKey, dnsSock,
 ];
 
 /** Every TS table that mirrors an enum of meshwarp.h, for the BTF check. */
@@ -118,6 +133,8 @@ export const sidecarEnums: EnumMirror[] = [
   { cName: 'mw_rule', prefix: 'MW_RULE_', values: RULE },
   { cName: 'mw_origin_flag', prefix: 'MW_ORIGIN_F_', values: ORIGIN_F },
   { cName: 'mw_nat_flag', prefix: 'MW_NAT_F_', values: NAT_F },
+  { cName: 'mw_dns_limit', prefix: 'MW_DNS_', values: DNS_LIMIT },
+  { cName: 'mw_dns_flag', prefix: 'MW_DNS_F_', values: DNS_F },
   listMirror('mw_stat', 'MW_STAT_', STATS),
   namesMirror('mw_trace_prog', 'MW_PROG_', TRACE_PROGRAMS),
   namesMirror('mw_trace_verdict', 'MW_VERDICT_', TRACE_VERDICTS),
