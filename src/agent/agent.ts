@@ -65,7 +65,7 @@ export class Agent {
   }
 
   async add(req: AddRequest): Promise<{ meshed: boolean; pod: string; changed: boolean }> {
-    const intent = intentFromAdd(req, { profile: this.cfg.profile, dataplane: 'sidecar' }); // 4xx before any change
+    const intent = intentFromAdd(req, { profile: this.cfg.profile, dataplane: 'sidecar', dnsServers: this.cfg.clusterDns }); // 4xx before any change
     const r = await this.reconciler.apply(intent);
     this.#cni.cniAdd++;
     if (r === 'applied') log('info', 'pod meshed', { pod: podName(intent.key), sandbox: intent.key.sandboxId, ips: intent.ips, veth: intent.hostVeth?.name });

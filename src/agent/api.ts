@@ -21,6 +21,8 @@
 //   ERR_INTERNAL        500  anything unexpected (logged and counted by the agent)
 //   ERR_UNSUPPORTED     501  the agent's mode lacks the feature (e.g. trace in iptables mode)
 import { parseNodeProxy, type NodeProxy } from '../datapath/ambient/proxy.ts';
+import { isIP } from 'node:net';
+
 const STATUS_CODES: Record<number, string> = {
   400: 'ERR_BAD_REQUEST', 404: 'ERR_NOT_FOUND', 409: 'ERR_CONFLICT', 413: 'ERR_BODY_TOO_LARGE', 500: 'ERR_INTERNAL', 501: 'ERR_UNSUPPORTED',
 };
@@ -77,6 +79,8 @@ export interface AddRequest {
   prevResult: { ips?: { address: string; interface?: number }[]; interfaces?: { name: string; sandbox?: string; mac?: string }[] };
   /** sidecar | ambient, from the conflist's meshwarp entry (default: the pod's annotations, else sidecar). */
   dataplane?: string;
+  /** The pod's nameservers, from the runtime (CNI `dns` capability: runtimeConfig.dns.servers). */
+  dnsServers?: string[];
   /** Optional: per-pod annotations (Kubernetes supplies them through the watch; the lab passes them here). */
   annotations?: Record<string, string>;
   /** Optional: mesh profile override for this pod. */
@@ -117,6 +121,13 @@ export function parseAddRequest(body: unknown): AddRequest {
   };
   for (const k of ['cniVersion', 'networkName', 'podUid', 'podInfraContainerId'] as const) {
     if (o[k] !== undefined && o[k] !== '') req[k] = str(o, k, /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, `a ${k}`);
+  }
+  if (o.dnsServers !== undefined) {
+    const d = o.dnsServers;
+    if (!Array.isArray(d) || d.length > 8 || !d.every((ip) => typeof ip === 'string' && isIP(ip) !== 0)) {
+      bad('dnsServers: expected at most 8 IP addresses');
+    }
+    req.dnsServers = d as string[];
   }
   // `mode` is the plugin's old name for the dataplane.
   const dp = o.dataplane ?? o.mode;

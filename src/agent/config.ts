@@ -25,6 +25,8 @@ export interface AgentConfig {
   nodeIps: string[];
   /** host:port for Prometheus metrics; empty = off. */
   metrics: string;
+  /** The cluster DNS (kubelet's --cluster-dns): the pods' nameservers when the runtime does not pass them. */
+  clusterDns: string[];
   /** tc attachment for the eBPF mode. */
   tc: TcMode;
 }
@@ -50,6 +52,7 @@ export function validateConfig(c: Partial<AgentConfig> & { /** @deprecated alias
     if (v !== undefined && !isAbsolute(v)) bad(k, `must be an absolute path, got ${JSON.stringify(v)}`);
   }
   for (const ip of c.nodeIps ?? []) if (!isIP(ip)) bad('node-ip', `${JSON.stringify(ip)} is not an IP address`);
+  for (const ip of c.clusterDns ?? []) if (!isIP(ip)) bad('cluster-dns', `${JSON.stringify(ip)} is not an IP address`);
   const metrics = c.metrics ?? DEFAULTS.metrics;
   if (metrics && !/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):\d{1,5}$/.test(metrics)) bad('metrics', `expected host:port, got ${JSON.stringify(metrics)}`);
   const tc = c.tc ?? DEFAULTS.tc;
@@ -62,5 +65,6 @@ export function validateConfig(c: Partial<AgentConfig> & { /** @deprecated alias
     socket: c.socket ?? DEFAULTS.socket,
     stateDir: c.stateDir ?? DEFAULTS.stateDir,
     nodeIps: c.nodeIps ?? [],
+    clusterDns: c.clusterDns ?? [],
   };
 }

@@ -28,8 +28,8 @@ export function alive(rec: PodRecord): boolean {
   return 'id' in ns && (rec.netnsId === undefined || rec.netnsId === ns.id);
 }
 
-const sameTarget = (a: PodRecord, b: PodRecord): boolean => JSON.stringify([a.netns, a.netnsId, a.ips, a.hostVeth, a.dataplane, a.profile, a.annotations])
-  === JSON.stringify([b.netns, b.netnsId, b.ips, b.hostVeth, b.dataplane, b.profile, b.annotations]);
+const sameTarget = (a: PodRecord, b: PodRecord): boolean => JSON.stringify([a.netns, a.netnsId, a.ips, a.hostVeth, a.dataplane, a.profile, a.annotations, a.dnsServers])
+  === JSON.stringify([b.netns, b.netnsId, b.ips, b.hostVeth, b.dataplane, b.profile, b.annotations, b.dnsServers]);
 
 export class Reconciler {
   readonly drivers: ReadonlyMap<Dataplane, DatapathDriver<SidecarPlan>>;

@@ -43,7 +43,7 @@ export function podView(r: PodRecord): Record<string, unknown> {
   return {
     containerId: r.key.sandboxId, podNamespace: r.key.namespace, podName: r.key.name, podUid: r.key.uid,
     netns: r.netns, ifName: r.ifName, ip4, ip6, ips: r.ips, hostVeth: r.hostVeth,
-    dataplane: r.dataplane, profile: r.profile, annotations: r.annotations, meshedAt: r.meshedAt,
+    dataplane: r.dataplane, profile: r.profile, annotations: r.annotations, dnsServers: r.dnsServers, meshedAt: r.meshedAt,
   };
 }
 

@@ -15,6 +15,8 @@ const HELP = `usage: meshwarp agent [options]
   --profile NAME         default mesh profile: istio, linkerd, kuma, osm, fsm (default ${DEFAULTS.profile})
   --cgroup PATH          cgroup2 directory whose pods are meshed (default: the cgroup2 root,
                          discovered from /proc/self/mountinfo)
+  --cluster-dns IP       the cluster DNS (as kubelet's --cluster-dns): pods' nameservers for DNS capture
+                         when the runtime does not pass them (CNI dns capability); repeatable
   --node-ip IP           extra node address whose traffic (probes) is never captured; repeatable
                          (every address of the agent's netns is included, and followed as it changes)
   --pin-root DIR         bpffs directory for pins (default ${DEFAULTS.pinRoot})
@@ -32,7 +34,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
     args: argv,
     options: {
       engine: { type: 'string' }, mode: { type: 'string' }, profile: { type: 'string' }, cgroup: { type: 'string' },
-      'node-ip': { type: 'string', multiple: true }, 'pin-root': { type: 'string' }, socket: { type: 'string' },
+      'node-ip': { type: 'string', multiple: true }, 'cluster-dns': { type: 'string', multiple: true }, 'pin-root': { type: 'string' }, socket: { type: 'string' },
       'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, help: { type: 'boolean' },
     },
     strict: true,
@@ -41,7 +43,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
   if (values.mode !== undefined) log('warn', '--mode is deprecated: use --engine (same values)', { mode: values.mode });
   return validateConfig({
     engine: values.engine as AgentConfig['engine'], mode: values.mode, profile: values.profile, cgroupPath: values.cgroup,
-    nodeIps: values['node-ip'], pinRoot: values['pin-root'], socket: values.socket, stateDir: values['state-dir'],
+    nodeIps: values['node-ip'], clusterDns: values['cluster-dns'], pinRoot: values['pin-root'], socket: values.socket, stateDir: values['state-dir'],
     metrics: values.metrics, tc: values.tc as AgentConfig['tc'],
   });
 }

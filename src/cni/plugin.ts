@@ -108,6 +108,10 @@ function podRequest(ctx: Ctx): CniPodRequest {
   };
   if (conf.prevResult) body.prevResult = conf.prevResult;
   if (conf.meshwarp.dataplane) body.dataplane = conf.meshwarp.dataplane;
+  // The runtime passes the pod's DNS (kubelet's --cluster-dns) when the conf declares the `dns` capability.
+  const rc = conf.raw.runtimeConfig as { dns?: { servers?: unknown } } | undefined;
+  const servers = rc?.dns?.servers;
+  if (Array.isArray(servers) && servers.length > 0 && servers.every((s) => typeof s === 'string')) body.dnsServers = servers as string[];
   return body;
 }
 

@@ -27,7 +27,7 @@ const PROXY_UID = 1500;
 interface Ctx { lab: Lab; n1: LabNode; agent: LabAgent; logs: { line: string; plugin: string; command: string }[] }
 
 /** A lab node with an agent (started) and the CNI chain pointing at it. */
-async function setup(t: { after(fn: () => unknown): void; skip(msg: string): void }, policy: 'closed' | 'open' = 'closed'): Promise<Ctx | undefined> {
+async function setup(t: { after(fn: () => unknown): void; skip(msg: string): void }, policy: 'closed' | 'open' = 'closed', agentOpts: ConstructorParameters<typeof LabAgent>[1] = {}): Promise<Ctx | undefined> {
   if (!existsSync(join(DEBIAN_CNI_DIR, 'bridge'))) {
     if (inCI) throw new Error(`${DEBIAN_CNI_DIR}/bridge missing (containernetworking-plugins)`);
     t.skip('containernetworking-plugins not installed');
@@ -36,7 +36,7 @@ async function setup(t: { after(fn: () => unknown): void; skip(msg: string): voi
   const lab = await Lab.create({ prefix: uniquePrefix('cl') });
   t.after(() => lab.destroy());
   const n1 = lab.addNode('node1');
-  const agent = new LabAgent(n1);
+  const agent = new LabAgent(n1, agentOpts);
   await agent.start();
   const logs: Ctx['logs'] = [];
   lab.enableCni(n1, { agentSocket: agent.socket, failurePolicy: policy, onLog: (line, plugin, command) => logs.push({ line, plugin, command }) });
@@ -185,4 +185,17 @@ kernelTest('A pod in an excluded namespace is created without contacting the age
   assert.ok((await dns.check(['ip', '-o', 'addr', 'show', 'dev', 'eth0'])).includes(`${dns.ip4}/24`), 'the pod has its address');
   await lab.removePodCni(dns);
   assert.deepEqual(allocated(n1), []);
+}, { timeout: 30_000 });
+
+kernelTest('The cluster DNS (--cluster-dns) becomes each pod\'s nameservers for DNS capture, and leaves with the pod', async (t) => {
+  const c = await setup(t, 'closed', { profile: 'istio', args: ['--cluster-dns', '10.96.0.10', '--cluster-dns', 'fd00:96::a'] });
+  if (!c) return;
+  const { lab, n1, agent } = c;
+  const status = () => agent.request<{ maps: Record<string, number> }>('GET', '/v1/status');
+  const web = await lab.addPodCni(n1, 'web', { namespace: 'demo' });
+  const [pod] = (await agent.request<{ pods: { podName: string; dnsServers?: string[] }[] }>('GET', '/v1/pods')).pods;
+  assert.deepEqual(pod.dnsServers, ['10.96.0.10', 'fd00:96::a']);
+  assert.equal((await status()).maps.dns_servers, 2, 'one dns_servers entry per nameserver (istio has a DNS proxy port)');
+  await lab.removePodCni(web);
+  assert.equal((await status()).maps.dns_servers, 0, 'gone with the pod');
 }, { timeout: 30_000 });

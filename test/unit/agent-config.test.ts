@@ -22,6 +22,7 @@ test('bad options are errors that name the option', () => {
   assert.throws(() => validateConfig({ mode: 'iptables', engine: 'ebpf' }), /--mode is the old name of --engine/);
   assert.throws(() => validateConfig({ profile: 'consul' }), /consul/);
   assert.throws(() => validateConfig({ pinRoot: 'relative/pins' }), /--pin-root: must be an absolute path/);
+  assert.throws(() => validateConfig({ clusterDns: ['kube-dns'] }), /--cluster-dns: "kube-dns" is not an IP address/);
   assert.throws(() => validateConfig({ nodeIps: ['10.0.0.300'] }), /--node-ip: "10.0.0.300" is not an IP address/);
   assert.throws(() => validateConfig({ metrics: 'localhost' }), /--metrics: expected host:port/);
   assert.throws(() => validateConfig({ tc: 'fast' as never }), /--tc: expected auto, tcx or legacy/);
@@ -33,6 +34,8 @@ test('CNI ADD requests: validated completely, non-Kubernetes runtimes allowed', 
   assert.throws(() => parseAddRequest({ ...ok, containerId: '../etc' }), /containerId: "..\/etc" is not a container id/);
   assert.throws(() => parseAddRequest({ ...ok, ifName: 'a/b' }), /ifName/);
   assert.throws(() => parseAddRequest({ ...ok, prevResult: { ips: 'x' } }), /prevResult.ips: expected an array/);
+  assert.equal(parseAddRequest({ ...ok, dnsServers: ['10.96.0.10'] }).dnsServers?.[0], '10.96.0.10');
+  assert.throws(() => parseAddRequest({ ...ok, dnsServers: ['kube-dns'] }), /dnsServers: expected at most 8 IP addresses/);
   assert.throws(() => parseAddRequest({ ...ok, annotations: { a: 1 } }), /annotations.a: expected a string/);
   assert.throws(() => parseAddRequest([]), /expected a JSON object/);
 });

@@ -75,6 +75,15 @@ test('ADD reports the result in the config cniVersion; the dataplane (old name m
   assert.equal(JSON.parse(r2.stdout).cniVersion, '1.1.0');
 });
 
+test('ADD passes the runtime\'s DNS (runtimeConfig.dns.servers, the CNI dns capability) to the agent', async () => {
+  const n = agent.requests.length;
+  const r = await runCni(addEnv(), j(netConf(agent.socket, { runtimeConfig: { dns: { servers: ['10.96.0.10', 'fd00:96::a'], searches: ['svc.cluster.local'] } } })));
+  assert.equal(r.code, 0, r.stdout);
+  assert.deepEqual(agent.requests[n].body.dnsServers, ['10.96.0.10', 'fd00:96::a']);
+  await runCni(addEnv(), j(netConf(agent.socket)));
+  assert.equal(agent.requests[n + 1].body.dnsServers, undefined, 'nothing sent when the runtime passes no DNS');
+});
+
 test('ADD without prevResult is refused (code 7) and the agent hears nothing', async () => {
   const conf = netConf(agent.socket);
   delete conf.prevResult;

@@ -12,7 +12,8 @@ import { parseDataplane, type Dataplane } from '../../datapath/driver.ts';
 import type { HostVeth, PodIntent } from '../../datapath/pod.ts';
 import { AGENT_CNI_CODE, ApiError, type AddRequest } from '../api.ts';
 
-export interface CniDefaults { profile: string; dataplane: Dataplane }
+/** What the agent assumes where the runtime says nothing: `dnsServers` is the cluster DNS (kubelet's --cluster-dns). */
+export interface CniDefaults { profile: string; dataplane: Dataplane; dnsServers?: string[] }
 
 /** Istio's per-pod/namespace dataplane switch; a pod may ask for ambient with it. */
 const DATAPLANE_ANNOTATION = 'istio.io/dataplane-mode';
@@ -38,6 +39,7 @@ export function intentFromAdd(req: AddRequest, defaults: CniDefaults): PodIntent
     key: { sandboxId: req.containerId, uid: req.podUid ?? '', namespace: req.podNamespace, name: req.podName },
     netns: req.netns, netnsId: ns.id, ifName: req.ifName, ips, hostVeth,
     dataplane, profile: req.profile ?? defaults.profile, annotations,
+    dnsServers: req.dnsServers ?? defaults.dnsServers,
     meshedAt: new Date().toISOString(),
   };
 }
