@@ -60,6 +60,7 @@ conformance-all:
 
 demo: setup
 	bin/meshwarp demo
+	bin/meshwarp demo --dataplane ambient
 
 doctor: setup
 	bin/meshwarp doctor

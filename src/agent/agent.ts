@@ -97,7 +97,7 @@ export class Agent {
     const datapath: Record<string, number> = {};
     for (const d of this.drivers.values()) {
       Object.assign(maps, d.features.mapCounts?.() ?? {});
-      for (const [k, v] of Object.entries(d.features.stats?.() ?? {})) datapath[k] = Number(v);
+      for (const [k, v] of Object.entries(d.features.stats?.() ?? {})) datapath[k] = (datapath[k] ?? 0) + Number(v); // the drivers share counter names
     }
     return {
       mode: this.cfg.engine, engine: this.cfg.engine, dataplanes: [...this.drivers.keys()],
@@ -105,6 +105,7 @@ export class Agent {
       startedAt: this.startedAt.toISOString(), pods: this.reconciler.list().length,
       counters: this.counters, maps, datapath,
       limitations: [...this.drivers.values()].flatMap((d) => limitations(d)),
+      ...(this.ambientConfig() ? { ambient: this.ambientConfig() } : {}),
     };
   }
 
@@ -117,14 +118,30 @@ export class Agent {
     } catch (e) {
       throw new ApiError(400, `node proxy ${np.id}: ${(e as Error).message}`);
     }
-    log('info', 'node proxy announced', { id: np.id, ready: np.ready, redirectMode: 'ebpf' });
+    log('info', 'node proxy announced', { id: np.id, ready: np.ready, redirectMode: d.engine });
+    this.#logAmbientConfig();
     return { ok: true };
   }
 
   async removeNodeProxy(id: string): Promise<{ removed: boolean }> {
     const d = this.drivers.get('ambient') as (Driver & { removeNodeProxy?: (id: string) => Promise<boolean> }) | undefined;
     if (!d?.removeNodeProxy) throw new ApiError(409, 'this node runs no ambient dataplane');
-    return { removed: await d.removeNodeProxy(id) };
+    const removed = await d.removeNodeProxy(id);
+    this.#logAmbientConfig();
+    return { removed };
+  }
+
+  /** Ambient: whether a node proxy is ready, and how pods are redirected to it (the seed's istio-cni log line). */
+  ambientConfig(): { ztunnelReady: boolean; redirectMode: string; failPolicy: string; nodeProxies: unknown[] } | undefined {
+    const d = this.drivers.get('ambient') as (Driver & { nodeProxies?: () => { ready: boolean; active: boolean }[] }) | undefined;
+    if (!d) return undefined;
+    const nodeProxies = d.nodeProxies?.() ?? [];
+    return { ztunnelReady: nodeProxies.some((p) => p.ready && p.active), redirectMode: d.engine, failPolicy: this.cfg.ambientFailPolicy, nodeProxies };
+  }
+
+  #logAmbientConfig(): void {
+    const c = this.ambientConfig();
+    if (c) log('info', `ambient config: ${JSON.stringify({ ztunnelReady: c.ztunnelReady, redirectMode: c.redirectMode })}`, { failPolicy: c.failPolicy });
   }
 
   readonly #tracers = new Set<TraceSubscriber>();
@@ -197,6 +214,8 @@ export interface AgentStatus {
   maps: Record<string, number>;
   datapath: Record<string, number>;
   limitations: { feature: string; reason: string }[];
+  /** Present when the node runs the ambient dataplane. */
+  ambient?: ReturnType<Agent['ambientConfig']>;
 }
 
 export { podName };

@@ -3,7 +3,7 @@
 // value is a clear error before anything on the node changes.
 import { isAbsolute } from 'node:path';
 import { isIP } from 'node:net';
-import { parseEngine, type Engine } from '../datapath/driver.ts';
+import { parseDataplane, parseEngine, type Dataplane, type Engine } from '../datapath/driver.ts';
 import type { TcMode } from '../datapath/ebpf/tc.ts';
 import { getProfile } from '../profiles/index.ts';
 import { cgroup2Mount } from '../sys/cgroup.ts';
@@ -29,6 +29,10 @@ export interface AgentConfig {
   clusterDns: string[];
   /** tc attachment for the eBPF mode. */
   tc: TcMode;
+  /** The dataplanes this node runs (default sidecar only); each gets its own driver. */
+  dataplanes: Dataplane[];
+  /** Ambient: what enrolled pods' new flows do while no node proxy is ready. */
+  ambientFailPolicy: 'closed' | 'open';
 }
 
 export const DEFAULTS = {
@@ -39,6 +43,8 @@ export const DEFAULTS = {
   stateDir: '/var/lib/meshwarp',
   metrics: '127.0.0.1:9464',
   tc: 'auto',
+  dataplanes: ['sidecar'],
+  ambientFailPolicy: 'closed',
 } as const;
 
 /** Validates a complete config; throws an Error naming the bad option. */
@@ -57,8 +63,17 @@ export function validateConfig(c: Partial<AgentConfig> & { /** @deprecated alias
   if (metrics && !/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):\d{1,5}$/.test(metrics)) bad('metrics', `expected host:port, got ${JSON.stringify(metrics)}`);
   const tc = c.tc ?? DEFAULTS.tc;
   if (!['auto', 'tcx', 'legacy'].includes(tc)) bad('tc', `expected auto, tcx or legacy, got ${JSON.stringify(tc)}`);
+  let dataplanes: Dataplane[];
+  try {
+    dataplanes = [...new Set((c.dataplanes ?? DEFAULTS.dataplanes).map((d) => parseDataplane(d)))];
+  } catch (e) {
+    return bad('dataplanes', (e as Error).message);
+  }
+  if (dataplanes.length === 0) bad('dataplanes', 'at least one of sidecar, ambient');
+  const ambientFailPolicy = c.ambientFailPolicy ?? DEFAULTS.ambientFailPolicy;
+  if (ambientFailPolicy !== 'closed' && ambientFailPolicy !== 'open') bad('ambient-fail-policy', `expected closed or open, got ${JSON.stringify(ambientFailPolicy)}`);
   return {
-    engine, profile, metrics, tc: tc as TcMode,
+    engine, profile, metrics, tc: tc as TcMode, dataplanes, ambientFailPolicy,
     pinRoot: c.pinRoot ?? DEFAULTS.pinRoot,
     // On a Kubernetes node every pod sits below the cgroup2 root (discovered, not assumed).
     cgroupPath: c.cgroupPath ?? cgroup2Mount(),

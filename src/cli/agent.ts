@@ -5,7 +5,7 @@ import { Agent, log, type Driver } from '../agent/agent.ts';
 import { DEFAULTS, validateConfig, type AgentConfig } from '../agent/config.ts';
 import { nodeAddresses, watchNodeAddresses } from '../agent/node-addrs.ts';
 import { listenApi, listenMetrics } from '../agent/server.ts';
-import { createDriver } from '../datapath/index.ts';
+import { createDriver, type Dataplane } from '../datapath/index.ts';
 import { ensureBpffs } from '../sys/bpffs.ts';
 
 const HELP = `usage: meshwarp agent [options]
@@ -24,6 +24,12 @@ const HELP = `usage: meshwarp agent [options]
   --state-dir DIR        record of meshed pods (default ${DEFAULTS.stateDir})
   --metrics HOST:PORT    Prometheus endpoint, "" to disable (default ${DEFAULTS.metrics})
   --tc auto|tcx|legacy   tc attachment (default ${DEFAULTS.tc})
+  --dataplanes LIST      dataplanes this node runs, comma-separated: sidecar, ambient
+                         (default ${DEFAULTS.dataplanes.join(',')}); a pod picks one with its CNI conf
+                         (meshwarp.dataplane) or the annotation istio.io/dataplane-mode=ambient
+  --ambient-fail-policy closed|open
+                         ambient pods' new flows while no node proxy is ready: dropped, or
+                         passed uncaptured (default ${DEFAULTS.ambientFailPolicy})
 
 SIGTERM/SIGINT stop the agent and leave the datapath running (pins keep it);
 \`meshwarp uninstall\` removes everything.
@@ -36,6 +42,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
       engine: { type: 'string' }, mode: { type: 'string' }, profile: { type: 'string' }, cgroup: { type: 'string' },
       'node-ip': { type: 'string', multiple: true }, 'cluster-dns': { type: 'string', multiple: true }, 'pin-root': { type: 'string' }, socket: { type: 'string' },
       'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, help: { type: 'boolean' },
+      dataplanes: { type: 'string' }, 'ambient-fail-policy': { type: 'string' },
     },
     strict: true,
   });
@@ -45,20 +52,36 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
     engine: values.engine as AgentConfig['engine'], mode: values.mode, profile: values.profile, cgroupPath: values.cgroup,
     nodeIps: values['node-ip'], clusterDns: values['cluster-dns'], pinRoot: values['pin-root'], socket: values.socket, stateDir: values['state-dir'],
     metrics: values.metrics, tc: values.tc as AgentConfig['tc'],
+    dataplanes: values.dataplanes?.split(',').map((d) => d.trim()).filter(Boolean) as AgentConfig['dataplanes'] | undefined,
+    ambientFailPolicy: values['ambient-fail-policy'] as AgentConfig['ambientFailPolicy'],
   });
 }
 
-export async function makeDriver(cfg: AgentConfig): Promise<Driver> {
-  return createDriver(cfg.engine, { pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc });
+/** The ambient driver's pins: a directory of its own beside the sidecar's maps/ and links/. */
+export const ambientPinRoot = (cfg: Pick<AgentConfig, 'pinRoot'>): string => `${cfg.pinRoot}/ambient`;
+
+/**
+ * One driver per dataplane of cfg.dataplanes, ambient first: uninstall stops drivers in
+ * this order, and the sidecar driver's stop removes the whole pin root.
+ */
+export async function makeDrivers(cfg: AgentConfig): Promise<Map<Dataplane, Driver>> {
+  const drivers = new Map<Dataplane, Driver>();
+  for (const dp of [...cfg.dataplanes].sort((a, b) => (a === 'ambient' ? -1 : b === 'ambient' ? 1 : 0))) {
+    const opts = dp === 'ambient'
+      ? { pinRoot: ambientPinRoot(cfg), nodeIps: cfg.nodeIps, tc: cfg.tc, ambient: { failPolicy: cfg.ambientFailPolicy } }
+      : { pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc };
+    drivers.set(dp, await createDriver(cfg.engine, opts, dp));
+  }
+  return drivers;
 }
 
 export async function run(argv: string[]): Promise<number> {
   const cfg = parseAgentArgs(argv);
   if (!cfg) { process.stdout.write(HELP); return 0; }
-  if (cfg.engine === 'ebpf') ensureBpffs();
+  if (cfg.engine === 'ebpf' || cfg.dataplanes.includes('ambient')) ensureBpffs();
   const configured = [...cfg.nodeIps];
   cfg.nodeIps = [...new Set([...configured, ...nodeAddresses()])];
-  const agent = new Agent(cfg, await makeDriver(cfg));
+  const agent = new Agent(cfg, await makeDrivers(cfg));
   await agent.start();
   const unwatch = watchNodeAddresses((ips) => {
     cfg.nodeIps = [...new Set([...configured, ...ips])];
@@ -73,7 +96,7 @@ export async function run(argv: string[]): Promise<number> {
   const api = await listenApi(agent, cfg.socket, () => { unwatch(); api.close(); process.exit(0); });
   const metrics = cfg.metrics ? await listenMetrics(agent, cfg.metrics) : undefined;
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => { api.close(); metrics?.close(); void stop(0); });
-  log('info', 'agent ready', { engine: cfg.engine, profile: cfg.profile, socket: cfg.socket, metrics: cfg.metrics, pods: agent.pods().length });
+  log('info', 'agent ready', { engine: cfg.engine, dataplanes: cfg.dataplanes, profile: cfg.profile, socket: cfg.socket, metrics: cfg.metrics, pods: agent.pods().length });
   process.stdout.write('ready\n');
   return new Promise(() => {}); // runs until a signal
 }

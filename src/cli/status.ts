@@ -12,7 +12,7 @@ export async function run(argv: string[]): Promise<number> {
   const s = await agentRequest<Record<string, any>>('GET', '/v1/status', undefined, o.socket);
   if (o.json) { process.stdout.write(`${JSON.stringify(s, null, 2)}\n`); return 0; }
   const lines = [
-    `mode       ${s.mode}   profile ${s.profile}`,
+    `mode       ${s.mode}   profile ${s.profile}   dataplanes ${(s.dataplanes ?? ['sidecar']).join(',')}`,
     `pins       ${s.pinRoot}`,
     `cgroup     ${s.cgroup}`,
     `since      ${s.startedAt}`,
@@ -24,6 +24,10 @@ export async function run(argv: string[]): Promise<number> {
     'datapath counters',
     ...Object.entries(s.datapath as Record<string, number>).filter(([, v]) => v > 0).map(([k, v]) => `  ${k.padEnd(18)} ${v}`),
   ];
+  if (s.ambient) {
+    lines.push('', `ambient    ${JSON.stringify({ ztunnelReady: s.ambient.ztunnelReady, redirectMode: s.ambient.redirectMode })}   fail policy ${s.ambient.failPolicy}`);
+    for (const p of s.ambient.nodeProxies) lines.push(`  node proxy ${p.id}  slot ${p.slot}  ${p.ready ? 'ready' : 'not ready'}${p.active ? '  active' : ''}`);
+  }
   for (const l of s.limitations ?? []) lines.push(`limitation: ${l.feature}: ${l.reason}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;
@@ -34,8 +38,8 @@ export async function runPods(argv: string[]): Promise<number> {
   const { pods } = await agentRequest<{ pods: Record<string, any>[] }>('GET', '/v1/pods', undefined, o.socket);
   if (o.json) { process.stdout.write(`${JSON.stringify(pods, null, 2)}\n`); return 0; }
   if (pods.length === 0) { process.stdout.write('no meshed pods\n'); return 0; }
-  const rows = pods.map((p) => [`${p.podNamespace}/${p.podName}`, p.profile, p.ip4 ?? '-', p.ip6 ?? '-', p.hostVeth?.name ?? '-']);
-  const head = ['POD', 'PROFILE', 'IPV4', 'IPV6', 'VETH'];
+  const rows = pods.map((p) => [`${p.podNamespace}/${p.podName}`, p.dataplane ?? 'sidecar', p.profile, p.ip4 ?? '-', p.ip6 ?? '-', p.hostVeth?.name ?? '-']);
+  const head = ['POD', 'DATAPLANE', 'PROFILE', 'IPV4', 'IPV6', 'VETH'];
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   for (const r of [head, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()}\n`);
   return 0;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // `meshwarp uninstall`: removes everything meshwarp made on this node and
 // nothing else — through the running agent, or offline from its pins and state.
-import { parseAgentArgs, makeDriver } from './agent.ts';
+import { parseAgentArgs, makeDrivers } from './agent.ts';
 import { AgentUnreachableError, agentRequest } from '../agent/client.ts';
 import { Agent } from '../agent/agent.ts';
 
@@ -15,7 +15,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof AgentUnreachableError)) throw e;
   }
-  const agent = new Agent(cfg, await makeDriver(cfg));
+  const agent = new Agent(cfg, await makeDrivers(cfg));
   await agent.start(); // adopts pins and recorded pods so it knows what to remove
   await agent.uninstall();
   process.stdout.write('uninstalled (agent was not running)\n');

@@ -5,7 +5,7 @@
 import { FEATURES } from '../bpf/features.ts';
 
 /** eBPF objects the doctor loads (build/bpf/<name>.bpf.o); more are found from bpf/<dir>/*.bpf.c. */
-export const OBJECTS = ['sidecar', 'selftest'];
+export const OBJECTS = ['sidecar', 'ambient', 'selftest'];
 
 /** External tools: probe id suffix → argv that prints a version. */
 export const TOOLS: Record<string, string[]> = {

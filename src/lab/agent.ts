@@ -16,6 +16,8 @@ export interface LabAgentOptions {
   /** @deprecated old name of engine. */
   mode?: 'ebpf' | 'iptables';
   profile?: string;
+  /** --dataplanes (default: the agent's, sidecar only). */
+  dataplanes?: ('sidecar' | 'ambient')[];
   /** Extra agent flags. */
   args?: string[];
   /** Receives the agent's structured log lines. */
@@ -45,7 +47,8 @@ export class LabAgent {
       '--engine', this.opts.engine ?? this.opts.mode ?? 'ebpf', '--profile', this.opts.profile ?? 'osm',
       '--cgroup', this.node.cgroupPath, '--pin-root', this.pinRoot, '--socket', this.socket,
       '--state-dir', this.stateDir, '--node-ip', this.node.ip4, '--node-ip', this.node.ip6,
-      '--metrics', '127.0.0.1:9464', ...(this.opts.args ?? []),
+      '--metrics', '127.0.0.1:9464', ...(this.opts.dataplanes ? ['--dataplanes', this.opts.dataplanes.join(',')] : []),
+      ...(this.opts.args ?? []),
     ];
   }
 

@@ -216,6 +216,8 @@ export interface NodeCniSettings {
   failurePolicy?: 'closed' | 'open';
   excludeNamespaces?: string[];
   timeoutMs?: number;
+  /** meshwarp.dataplane of the node's conf: the dataplane its pods join (default: the agent's sidecar). */
+  dataplane?: 'sidecar' | 'ambient';
 }
 
 /**
@@ -229,6 +231,7 @@ export function installNodeCni(dirs: NodeCniDirs, a: NodeAddrs, bridge: string, 
     socket: s.agentSocket, failurePolicy: s.failurePolicy ?? 'closed',
     ...(s.excludeNamespaces ? { excludeNamespaces: s.excludeNamespaces } : {}),
     ...(s.timeoutMs !== undefined ? { timeoutMs: s.timeoutMs } : {}),
+    ...(s.dataplane ? { dataplane: s.dataplane } : {}),
   };
   const r = installCni({ binDir: dirs.binDir, confDir: dirs.confDir, stateDir: dirs.stateDir, settings });
   if (!['inserted', 'updated', 'unchanged'].includes(r.action)) throw new Error(`meshwarp-cni install in ${dirs.confDir}: ${r.action} ${r.message ?? ''}`);

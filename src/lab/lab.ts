@@ -167,6 +167,8 @@ export interface EnableCniOptions {
   /** Default: the plugin's (kube-system). */
   excludeNamespaces?: string[];
   timeoutMs?: number;
+  /** meshwarp.dataplane of the node's conf (ambient: its pods join the ambient dataplane). */
+  dataplane?: 'sidecar' | 'ambient';
   onLog?: CniLogFn;
 }
 

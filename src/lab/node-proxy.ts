@@ -57,6 +57,16 @@ export class LabNodeProxy {
     return { id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: { ...NODE_PROXY_PORTS }, ready };
   }
 
+  /** Announces this instance to a node's agent over its socket (the node proxy contract, docs/ambient.md). */
+  async announceTo(agent: { request<T>(method: 'POST', path: string, body?: unknown): Promise<T> }, ready = true): Promise<void> {
+    await agent.request('POST', '/v1/ambient/proxy', this.announcement(ready));
+  }
+
+  /** Tells the agent this instance is gone. */
+  async withdrawFrom(agent: { request<T>(method: 'POST', path: string, body?: unknown): Promise<T> }): Promise<void> {
+    await agent.request('POST', '/v1/ambient/proxy/remove', { id: this.id });
+  }
+
   get ip4(): string { return this.pod.ip4; }
   get ip6(): string { return this.pod.ip6; }
 

@@ -338,6 +338,8 @@ export interface CniLabOptions {
   tc?: TcMode;
   agentArgs?: string[];
   failurePolicy?: 'closed' | 'open';
+  /** meshwarp.dataplane of node1's CNI conf (default: not set, i.e. sidecar). */
+  dataplane?: 'sidecar' | 'ambient';
   /** Start node1's agent (default true). */
   start?: boolean;
   /** Runs after the nodes exist and before the agent starts. */
@@ -373,7 +375,7 @@ export async function cniLab(t: TestContext, o: CniLabOptions): Promise<CniLab |
   const agentLog: string[] = [];
   agent = new LabAgent(n1, { args: [...(o.tc ? ['--tc', o.tc] : []), ...(o.agentArgs ?? [])], onLog: (l) => agentLog.push(l) });
   const pluginLog: CniLab['pluginLog'] = [];
-  lab.enableCni(n1, { agentSocket: agent.socket, failurePolicy: o.failurePolicy ?? 'closed', onLog: (line, plugin, command) => pluginLog.push({ line, plugin, command }) });
+  lab.enableCni(n1, { agentSocket: agent.socket, failurePolicy: o.failurePolicy ?? 'closed', dataplane: o.dataplane, onLog: (line, plugin, command) => pluginLog.push({ line, plugin, command }) });
   await o.beforeAgent?.(lab, n1);
   if (o.start !== false) await agent.start();
   return { lab, n1, n2, agent, rt: new CniRuntime(lab, n1), agentLog, pluginLog };

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { kernelTest } from '../helpers/kernel.ts';
 import type { DemoResult } from '../../src/demo/demo.ts';
+import type { AmbientDemoResult } from '../../src/demo/ambient.ts';
 
 const MW = fileURLToPath(new URL('../../bin/meshwarp', import.meta.url));
 
@@ -54,4 +55,30 @@ kernelTest('the demo trace shows what the datapath did for one request', async (
     && e.orig === `${v2.ip4}:8080` && e.to === `${v2.ip4}:15003`, 'node2 tc DNATs the SYN to v2\'s inbound port');
   has((e) => e.node === 'node2' && e.program === 'getsockopt' && e.pod === 'ebpf/pipy-ok-v2' && e.orig === `${v2.ip4}:8080`,
     'the server sidecar read the original port 8080');
+}, { timeout: 120_000 });
+
+kernelTest('meshwarp demo --dataplane ambient: same node and cross node through the node proxies, trace, veth programs, ambient config', async () => {
+  const { code, result, stderr } = await demo(['--dataplane', 'ambient', '--requests', '4']);
+  const r = result as unknown as AmbientDemoResult;
+  assert.equal(code, 0, stderr);
+  assert.equal(r.ok, true);
+  const proxy = (node: string) => r.proxies.find((p) => p.node === node)!;
+  for (const q of r.requests) {
+    assert.ok(q.ok, `request ${q.n}: ${q.answer}`);
+    // Cross node the server sees node2's proxy (inbound capture there), same node node1's.
+    const want = q.to.endsWith('(node2)') ? proxy('node2') : proxy('node1');
+    assert.ok([want.ip4, want.ip6].includes(q.sawClient!), `request ${q.n} to ${q.to}: the server saw ${q.sawClient}, not ${JSON.stringify(want)}`);
+  }
+  assert.deepEqual(new Set(r.requests.map((q) => q.to)), new Set(['pipy-ok-v1 (node1)', 'pipy-ok-v2 (node2)']));
+  const has = (f: (e: AmbientDemoResult['trace'][number]) => boolean, what: string) => assert.ok(r.trace.some(f), `${what}\n${JSON.stringify(r.trace, null, 1)}`);
+  has((e) => e.node === 'node1' && e.program === 'am_from_pod' && e.pod === 'ambient/curl' && e.verdict === 'captured', 'curl\'s SYN taken at its veth');
+  has((e) => e.node === 'node2' && e.program === 'am_to_pod' && e.pod === 'ambient/pipy-ok-v2' && e.verdict === 'captured', 'inbound capture on node2');
+  for (const p of ['curl', 'pipy-ok-v1', 'pipy-ok-v2']) {
+    for (const [hook, prog] of [['ingress', 'mwam_from_pod'], ['egress', 'mwam_to_pod']]) {
+      const a = r.attached.find((x) => x.pod === p && x.hook === hook);
+      assert.ok(a?.programs.some((s) => s.includes(prog)), `${p} ${hook}: ${JSON.stringify(a)}`);
+    }
+  }
+  assert.deepEqual(r.ambientConfig.map((c) => JSON.stringify({ ztunnelReady: c.ztunnelReady, redirectMode: c.redirectMode })),
+    ['{"ztunnelReady":true,"redirectMode":"ebpf"}', '{"ztunnelReady":true,"redirectMode":"ebpf"}']);
 }, { timeout: 120_000 });

@@ -58,6 +58,15 @@ kernelTest('doctor --json on this machine: every check ok, cgroup2 from mountinf
   assert.equal(j.kernel.tcx, tcx);
   const t1 = j.features.find((f: { id: string }) => f.id === 'T1');
   assert.equal(t1.status, tcx ? 'ready' : 'degraded');
+  // Ambient: sk_assign from tc, bpf_redirect_peer, sk_lookup, the ambient object, on this kernel.
+  for (const id of ['helper.sched_cls.sk_assign', 'helper.sched_cls.redirect_peer', 'helper.sched_cls.skc_lookup_tcp', 'prog.sk_lookup', 'object.ambient']) {
+    const c = j.checks.find((x: { id: string }) => x.id === id);
+    assert.equal(c?.ok, true, `${id}: ${JSON.stringify(c)}`);
+  }
+  for (const id of ['A1', 'A2', 'A3']) {
+    const f = j.features.find((x: { id: string }) => x.id === id);
+    assert.equal(f.status, id === 'A1' && !tcx ? 'degraded' : 'ready', `${id}: ${f.advice}`);
+  }
 
   for (const c of j.checks) {
     if (c.id === 'tcx' && !tcx) continue;

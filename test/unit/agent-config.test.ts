@@ -12,6 +12,16 @@ test('defaults: ebpf, osm, the cgroup2 root discovered from mountinfo', () => {
   assert.equal(c.profile, 'osm');
   assert.equal(c.cgroupPath, cgroup2Mount());
   assert.equal(c.socket, DEFAULTS.socket);
+  assert.deepEqual(c.dataplanes, ['sidecar']);
+  assert.equal(c.ambientFailPolicy, 'closed');
+});
+
+test('dataplanes: sidecar and ambient, once each; the ambient failure policy closed or open', () => {
+  assert.deepEqual(validateConfig({ dataplanes: ['sidecar', 'ambient', 'ambient'] }).dataplanes, ['sidecar', 'ambient']);
+  assert.throws(() => validateConfig({ dataplanes: ['sidecar', 'sidecarless' as never] }), /--dataplanes: unknown dataplane "sidecarless"/);
+  assert.throws(() => validateConfig({ dataplanes: [] }), /--dataplanes: at least one/);
+  assert.equal(validateConfig({ ambientFailPolicy: 'open' }).ambientFailPolicy, 'open');
+  assert.throws(() => validateConfig({ ambientFailPolicy: 'maybe' as never }), /--ambient-fail-policy: expected closed or open/);
 });
 
 test('bad options are errors that name the option', () => {

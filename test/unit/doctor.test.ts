@@ -46,14 +46,34 @@ test('a required feature unavailable: exit code 1 and the failed check is marked
   assert.equal(severity(c.find((x) => x.id === 'prog.cgroup_sock_addr')!), 'fail');
 });
 
-test('tcx missing: T1 degraded with the cls_bpf fallback, not unavailable; exit 0', () => {
+test('tcx missing: T1 (and ambient A1) degraded with the cls_bpf fallback, not unavailable; exit 0', () => {
   const fs = judge(checks({ tcx: 'not supported (needs Linux >= 6.6)' }));
   const t1 = feature(fs, 'T1');
   assert.equal(t1.status, 'degraded');
   assert.match(t1.advice, /falls back to legacy tc \(cls_bpf\)/);
-  assert.ok(fs.filter((f) => f.id !== 'T1').every((f) => f.status === 'ready'));
+  assert.ok(fs.filter((f) => f.id !== 'T1' && f.id !== 'A1').every((f) => f.status === 'ready'));
   assert.equal(exitCode(fs), 0);
   assert.equal(severity({ id: 'tcx', ok: false, detail: '' }), 'warn');
+});
+
+test('ambient features: sk_assign from tc, bpf_redirect_peer, sk_lookup and tcx each give their own verdict; exit 0', () => {
+  let fs = judge(checks({ 'helper.sched_cls.sk_assign': 'not supported (needs Linux >= 5.7)' }));
+  assert.equal(feature(fs, 'A2').status, 'unavailable');
+  assert.match(feature(fs, 'A2').advice, /bpf_sk_assign|sk_assign/);
+  assert.equal(feature(fs, 'A1').status, 'ready');
+  assert.equal(exitCode(fs), 0, 'ambient is optional: the sidecar mode still runs');
+  fs = judge(checks({ 'helper.sched_cls.redirect_peer': 'not supported' }));
+  assert.equal(feature(fs, 'A1').status, 'degraded');
+  assert.match(feature(fs, 'A1').advice, /no bpf_redirect_peer/);
+  fs = judge(checks({ 'prog.sk_lookup': 'not supported' }));
+  assert.equal(feature(fs, 'A2').status, 'degraded');
+  assert.match(feature(fs, 'A2').advice, /no BPF sk_lookup .*stays on tc bpf_sk_assign/);
+  fs = judge(checks({ tcx: 'not supported' }));
+  assert.equal(feature(fs, 'A1').status, 'degraded');
+  assert.match(feature(fs, 'A1').advice, /ambient programs attach as legacy cls_bpf/);
+  fs = judge(checks({ 'object.ambient': 'not built' }));
+  for (const id of ['A1', 'A2', 'A3']) assert.equal(feature(fs, id).status, 'unavailable', id);
+  assert.match(feature(fs, 'A1').advice, /make bpf/);
 });
 
 test('an optional feature unavailable does not fail the run', () => {
@@ -130,5 +150,5 @@ test('report: JSON keys and the human verdict', () => {
   assert.match(t, /^  ! tcx +not supported$/m);
   assert.match(t, /^  ✗ S2 \* .*unavailable: kernel lacks BPF program type cgroup_sockopt/m);
   assert.match(t, /^  ! T1   .*degraded: kernel lacks tcx/m);
-  assert.match(t, /^verdict: NOT ready — required feature S2 unavailable \(22 ready, 1 degraded, 1 unavailable\)$/m);
+  assert.match(t, /^verdict: NOT ready — required feature S2 unavailable \(21 ready, 2 degraded, 1 unavailable\)$/m);
 });
