@@ -27,6 +27,20 @@ export interface AgentConfig {
   metrics: string;
   /** tc attachment for the eBPF mode. */
   tc: TcMode;
+  /** Set: pods are also watched in Kubernetes (src/k8s, sources/kube.ts). */
+  kube?: KubeAgentConfig;
+}
+
+export interface KubeAgentConfig {
+  /** JSON kubeconfig; absent: the in-cluster ServiceAccount. */
+  kubeconfig?: string;
+  /** API-server URL override for in-cluster credentials (before kube-proxy is up). */
+  server?: string;
+  /** From the downward API (NODE_NAME), never the hostname. */
+  nodeName: string;
+  excludeNamespaces: string[];
+  /** The agent's own pod (POD_NAMESPACE/POD_NAME), never captured. */
+  self?: { namespace: string; name: string };
 }
 
 export const DEFAULTS = {

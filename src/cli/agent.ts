@@ -2,7 +2,10 @@
 // `meshwarp agent`: the node daemon.
 import { parseArgs } from 'node:util';
 import { Agent, log, type Driver } from '../agent/agent.ts';
-import { DEFAULTS, validateConfig, type AgentConfig } from '../agent/config.ts';
+import { DEFAULTS, validateConfig, type AgentConfig, type KubeAgentConfig } from '../agent/config.ts';
+import { KubeSource } from '../agent/sources/kube.ts';
+import { inClusterConfig, KubeClient, loadKubeconfig } from '../k8s/client.ts';
+import { DEFAULT_EXCLUDE_NAMESPACES } from '../k8s/enroll.ts';
 import { nodeAddresses, watchNodeAddresses } from '../agent/node-addrs.ts';
 import { listenApi, listenMetrics } from '../agent/server.ts';
 import { createDriver } from '../datapath/index.ts';
@@ -22,6 +25,11 @@ const HELP = `usage: meshwarp agent [options]
   --state-dir DIR        record of meshed pods (default ${DEFAULTS.stateDir})
   --metrics HOST:PORT    Prometheus endpoint, "" to disable (default ${DEFAULTS.metrics})
   --tc auto|tcx|legacy   tc attachment (default ${DEFAULTS.tc})
+  --kubernetes           watch this node's pods and namespaces with the in-cluster ServiceAccount
+  --kubeconfig PATH      ... or with this JSON kubeconfig (implies --kubernetes)
+  --kube-server URL      API-server URL for the in-cluster credentials (default: the kubernetes Service)
+  --node-name NAME       this node (default $NODE_NAME, from the downward API; never the hostname)
+  --exclude-namespaces L comma-separated namespaces never meshed (default kube-system)
 
 SIGTERM/SIGINT stop the agent and leave the datapath running (pins keep it);
 \`meshwarp uninstall\` removes everything.
@@ -34,16 +42,32 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
       engine: { type: 'string' }, mode: { type: 'string' }, profile: { type: 'string' }, cgroup: { type: 'string' },
       'node-ip': { type: 'string', multiple: true }, 'pin-root': { type: 'string' }, socket: { type: 'string' },
       'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, help: { type: 'boolean' },
+      kubernetes: { type: 'boolean' }, kubeconfig: { type: 'string' }, 'kube-server': { type: 'string' }, 'node-name': { type: 'string' },
+      'exclude-namespaces': { type: 'string' },
     },
     strict: true,
   });
   if (values.help) return undefined;
   if (values.mode !== undefined) log('warn', '--mode is deprecated: use --engine (same values)', { mode: values.mode });
-  return validateConfig({
+  const cfg = validateConfig({
     engine: values.engine as AgentConfig['engine'], mode: values.mode, profile: values.profile, cgroupPath: values.cgroup,
     nodeIps: values['node-ip'], pinRoot: values['pin-root'], socket: values.socket, stateDir: values['state-dir'],
     metrics: values.metrics, tc: values.tc as AgentConfig['tc'],
   });
+  if (values.kubernetes || values.kubeconfig) cfg.kube = kubeConfigOf(values, process.env);
+  return cfg;
+}
+
+/** The Kubernetes side's settings; refuses to start without a node name. */
+export function kubeConfigOf(values: { kubeconfig?: string; 'kube-server'?: string; 'node-name'?: string; 'exclude-namespaces'?: string }, env: NodeJS.ProcessEnv): KubeAgentConfig {
+  const nodeName = values['node-name'] ?? env.NODE_NAME;
+  if (!nodeName) throw new Error('--kubernetes needs the node name: set NODE_NAME from the downward API (fieldRef spec.nodeName) or pass --node-name');
+  const excl = values['exclude-namespaces'];
+  return {
+    kubeconfig: values.kubeconfig, server: values['kube-server'], nodeName,
+    excludeNamespaces: excl === undefined ? [...DEFAULT_EXCLUDE_NAMESPACES] : excl.split(',').map((x) => x.trim()).filter(Boolean),
+    self: env.POD_NAMESPACE && env.POD_NAME ? { namespace: env.POD_NAMESPACE, name: env.POD_NAME } : undefined,
+  };
 }
 
 export async function makeDriver(cfg: AgentConfig): Promise<Driver> {
@@ -58,6 +82,14 @@ export async function run(argv: string[]): Promise<number> {
   cfg.nodeIps = [...new Set([...configured, ...nodeAddresses()])];
   const agent = new Agent(cfg, await makeDriver(cfg));
   await agent.start();
+  let kube: KubeSource | undefined;
+  if (cfg.kube) {
+    const k = cfg.kube;
+    const client = new KubeClient(k.kubeconfig ? loadKubeconfig(k.kubeconfig) : inClusterConfig(process.env, k.server));
+    kube = new KubeSource(client, agent.reconciler, { ...k, validate: (i) => agent.validate(i) });
+    agent.podSource = kube;
+    kube.start();
+  }
   const unwatch = watchNodeAddresses((ips) => {
     cfg.nodeIps = [...new Set([...configured, ...ips])];
     log('info', 'node addresses changed', { nodeIps: cfg.nodeIps });
@@ -65,13 +97,16 @@ export async function run(argv: string[]): Promise<number> {
   });
   const stop = async (code: number) => {
     unwatch();
+    await kube?.stop();
     await agent.shutdown();
     process.exit(code);
   };
   const api = await listenApi(agent, cfg.socket, () => { unwatch(); api.close(); process.exit(0); });
   const metrics = cfg.metrics ? await listenMetrics(agent, cfg.metrics) : undefined;
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => { api.close(); metrics?.close(); void stop(0); });
-  log('info', 'agent ready', { engine: cfg.engine, profile: cfg.profile, socket: cfg.socket, metrics: cfg.metrics, pods: agent.pods().length });
+  // Ready once the caches match the API server (the watch retries for ever; /readyz says why it is not ready).
+  while (kube && !kube.synced) await new Promise((r) => setTimeout(r, 50));
+  log('info', 'agent ready', { engine: cfg.engine, profile: cfg.profile, socket: cfg.socket, metrics: cfg.metrics, pods: agent.pods().length, node: cfg.kube?.nodeName });
   process.stdout.write('ready\n');
   return new Promise(() => {}); // runs until a signal
 }
