@@ -44,6 +44,11 @@ export class KubeSource {
   /** Pods whose state must be re-derived; drained one at a time. */
   readonly #dirty = new Map<string, Pod | undefined>();
   #draining: Promise<void> | undefined;
+  /**
+   * Sandboxes whose CNI ADD found the pod not enrolled (by pod uid): kept in
+   * memory, so a later opt-in (a relabelled namespace) can mesh them.
+   */
+  readonly #unenrolled = new Map<string, Intent>();
   /** Last warning per pod uid, so a repeated failure makes one Event, not one per sync. */
   readonly #warned = new Map<string, string>();
 
@@ -113,17 +118,21 @@ export class KubeSource {
     if (!pod) { // deleted: the CNI DEL normally came first; this covers a missed one
       for (const s of sandboxes) await this.#rec.remove(s.key.sandboxId);
       this.#warned.delete(uid);
+      this.#unenrolled.delete(uid);
       return;
     }
     const e = enrollment(pod, this.namespaces.get(undefined, ns), this.#o);
     if (!e.enrolled) {
       for (const s of sandboxes) {
         await this.#rec.remove(s.key.sandboxId);
+        this.#unenrolled.set(uid, s);
         log('info', 'pod unenrolled', { pod: `${ns}/${name}`, reason: e.reason });
       }
       if (pod.metadata.annotations?.['meshwarp.io/redirection'] !== undefined) await this.#status(pod, undefined, undefined);
       return;
     }
+    const known = this.#unenrolled.get(uid);
+    if (sandboxes.length === 0 && known) sandboxes.push(known);
     if (sandboxes.length === 0) return; // not through CNI ADD yet: the ADD brings netns and addresses
     const annotations = podKnobs(pod, this.namespaces.get(undefined, ns));
     let failed: string | undefined;
@@ -138,6 +147,7 @@ export class KubeSource {
       }
       try {
         await this.#rec.apply(intent);
+        this.#unenrolled.delete(uid);
       } catch (err) {
         failed = (err as Error).message;
       }
@@ -196,7 +206,10 @@ export class KubeSource {
     const pod = await this.#podForAdd(ns, name);
     const nsObj = this.namespaces.get(undefined, ns);
     const e = enrollment(pod, nsObj, this.#o);
-    if (!e.enrolled) return { skip: e.reason };
+    if (!e.enrolled) {
+      this.#unenrolled.set(pod.metadata.uid, { ...intent, key: { ...intent.key, uid: pod.metadata.uid } });
+      return { skip: e.reason };
+    }
     const out = { ...intent, key: { ...intent.key, uid: pod.metadata.uid }, dataplane: e.dataplane, profile: e.profile, annotations: podKnobs(pod, nsObj) };
     log('info', 'pod enrolled', { pod: podName(out.key), dataplane: e.dataplane, profile: e.profile });
     return out;
