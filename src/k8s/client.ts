@@ -125,12 +125,14 @@ export class KubeClient {
           const text = Buffer.concat(chunks).toString('utf8');
           const status = res.statusCode ?? 0;
           if (status < 200 || status >= 300) return reject(KubeError.fromBody(status, text));
+          if (!/json/.test(String(res.headers['content-type']))) return resolve(text as T); // e.g. /readyz: "ok"
           try { resolve(text ? JSON.parse(text) : undefined); } catch (e) { reject(e); }
         });
       });
       req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${url.pathname}: no answer in ${timeoutMs} ms`)));
       req.on('error', reject);
-      req.end(body === undefined ? undefined : JSON.stringify(body));
+      // A string with a non-JSON type (application/yaml) goes as it is: the API server parses YAML itself.
+      req.end(body === undefined ? undefined : typeof body === 'string' && !contentType.includes('json') ? body : JSON.stringify(body));
     });
   }
 

@@ -11,13 +11,16 @@ import { kubeBinDir } from './kube.ts';
 
 export const CHART = resolve(import.meta.dirname, '../../deploy/helm/meshwarp');
 
+/** The test API server's version: helm built by `go install` defaults to v1.20 (its ldflags are not set). */
+export const KUBE_VERSION = 'v1.37.2';
+
 export function helm(args: string[]): string {
   return execFileSync(join(kubeBinDir(), 'helm'), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HELM_CACHE_HOME: '/tmp/mw-helm-cache', HELM_CONFIG_HOME: '/tmp/mw-helm-config', HELM_DATA_HOME: '/tmp/mw-helm-data' } });
 }
 
 /** `helm template` of the chart as release `release` in `namespace`, with --set pairs. */
 export function renderChart(release: string, namespace: string, set: string[] = []): string {
-  return helm(['template', release, CHART, '--namespace', namespace, ...set.flatMap((s) => ['--set', s])]);
+  return helm(['template', release, CHART, '--namespace', namespace, '--kube-version', KUBE_VERSION, ...set.flatMap((s) => ['--set', s])]);
 }
 
 export interface Manifest { kind: string; apiVersion: string; name: string; namespace?: string; yaml: string }
@@ -80,5 +83,10 @@ export async function writeSchemas(c: KubeClient, dir: string, kinds: readonly s
 
 /** kubeconform over `yaml` with the schemas of writeSchemas; throws with its output on a failure. */
 export function kubeconform(yaml: string, schemaLocation: string): string {
-  return execFileSync(join(kubeBinDir(), 'kubeconform'), ['-strict', '-summary', '-schema-location', schemaLocation, '-'], { input: yaml, encoding: 'utf8' });
+  try {
+    return execFileSync(join(kubeBinDir(), 'kubeconform'), ['-strict', '-summary', '-schema-location', schemaLocation, '-'], { input: yaml, encoding: 'utf8' });
+  } catch (e) {
+    const x = e as { stdout?: string; stderr?: string };
+    throw new Error(`kubeconform: ${x.stdout ?? ''}${x.stderr ?? ''}`);
+  }
 }

@@ -121,6 +121,10 @@ export async function startKube(opts: { extraArgs?: string[] } = {}): Promise<Ku
       '--service-account-issuer', 'https://kubernetes.default.svc', '--service-account-key-file', f('sa.pub'),
       '--service-account-signing-key-file', f('sa.key'), '--api-audiences', 'https://kubernetes.default.svc',
       '--service-cluster-ip-range', '10.96.0.0/24', '--cert-dir', f('certs'),
+      // Loopback may not be the kubernetes Service's endpoint; nothing here routes to it.
+      '--endpoint-reconciler-type', 'none',
+      // As clusters that run CNI agents do (the chart's privileged=true).
+      '--allow-privileged=true',
       // Without a controller-manager no "default" ServiceAccount exists; pods name theirs.
       '--disable-admission-plugins', 'ServiceAccount',
       // Watches go to etcd, so a compaction makes an old resourceVersion 410 every time
@@ -131,6 +135,7 @@ export async function startKube(opts: { extraArgs?: string[] } = {}): Promise<Ku
     const adminConfig: KubeConfig = { server: `https://127.0.0.1:${apiPort}`, ca: readFileSync(f('ca.crt')), cert: readFileSync(f('admin.crt')), key: readFileSync(f('admin.key')) };
     const admin = new KubeClient(adminConfig);
     let starts = 0;
+    let lastErr = '';
     const startApiServer = async () => {
       const p = spawn(join(bin, 'kube-apiserver'), apiArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
       procs.api = p;
@@ -138,11 +143,11 @@ export async function startKube(opts: { extraArgs?: string[] } = {}): Promise<Ku
       starts++;
       const ok = await eventually(async () => {
         if (p.exitCode !== null) return true;
-        try { await admin.request('GET', '/readyz'); return true; } catch { return false; }
+        try { await admin.request('GET', '/readyz'); return true; } catch (e) { lastErr = String(e); return false; }
       }, 90_000, 250);
       if (!ok || p.exitCode !== null) {
         const tail = (n: string) => { try { return readFileSync(join(dir, n), 'utf8').slice(-3000); } catch { return ''; } };
-        throw new Error(`kube-apiserver did not become ready (exit ${p.exitCode}):\n${tail(`apiserver-${starts - 1}-err.log`)}\netcd:\n${tail('etcd-err.log')}`);
+        throw new Error(`kube-apiserver did not become ready (exit ${p.exitCode}; last /readyz: ${lastErr}):\n${tail(`apiserver-${starts - 1}-err.log`)}\netcd:\n${tail('etcd-err.log')}`);
       }
     };
     const stopApiServer = () => waitExit(procs.api);

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
-import { applyManifests, CHART, helm, kubeconform, renderChart, splitManifests, writeSchemas } from '../helpers/chart.ts';
+import { applyManifests, CHART, helm, KUBE_VERSION, kubeconform, renderChart, splitManifests, writeSchemas } from '../helpers/chart.ts';
 import { kubeTest, missingKubeTools, startKube, type KubeServer } from '../helpers/kube.ts';
 
 const TOOLS = ['etcd', 'kube-apiserver', 'helm', 'kubeconform'];
@@ -24,10 +24,10 @@ const fails = (set: string[]): string => {
 };
 
 kubeTest('helm lint --strict passes; the schema and templates refuse bad values', async () => {
-  helm(['lint', '--strict', CHART]);
+  helm(['lint', '--strict', '--kube-version', KUBE_VERSION, CHART]);
   assert.match(fails(['engnie=ebpf']), /additional propert/i);
   assert.match(fails(['engine=xdp']), /engine/);
-  assert.match(fails(['image.tag=latest']), /latest/);
+  assert.match(fails(['image.tag=latest']), /image\/tag/);
   assert.match(fails(['failurePolicy=maybe']), /failurePolicy/);
   assert.match(fails(['dataplane=ambient']), /only the sidecar dataplane/);
 }, { tools: TOOLS });
@@ -73,13 +73,18 @@ kubeTest('server-side dry-run of every object; invariants', async () => {
   assert.equal(meta.labels['kuma.io/sidecar-injection'], 'disabled');
   assert.equal(meta.annotations['openservicemesh.io/sidecar-injection'], 'disabled');
   const mounts = podSpec.containers.find((c: any) => c.name === 'agent').volumeMounts;
-  assert.equal(mounts.find((m: any) => m.mountPath === '/sys/fs/bpf').mountPropagation, 'Bidirectional');
+  assert.equal(mounts.find((m: any) => m.mountPath === '/sys/fs/bpf').mountPropagation, 'HostToContainer', 'Bidirectional needs privileged');
   assert.equal(mounts.find((m: any) => m.mountPath === '/host/proc').readOnly, true);
   const binding = by('ClusterRoleBinding');
   assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'mw-node', namespace: NS }]);
   const verbs = by('ClusterRole').rules.flatMap((r: any) => r.resources.flatMap((res: string) => r.verbs.map((v: string) => `${res}:${v}`))).sort();
   assert.deepEqual(verbs, ['daemonsets:get', 'events:create', 'events:patch', 'namespaces:get', 'namespaces:list', 'namespaces:watch',
     'pods/status:patch', 'pods:get', 'pods:list', 'pods:watch']);
+  // privileged=true: Bidirectional bpffs, accepted by the server too.
+  const priv = await applyManifests(k!.admin, splitManifests(renderChart('mw', NS, ['privileged=true'])).filter((m) => m.kind === 'DaemonSet'), true);
+  const pc = priv[0].spec.template.spec.containers.find((c: any) => c.name === 'agent');
+  assert.equal(pc.securityContext.privileged, true);
+  assert.equal(pc.volumeMounts.find((m: any) => m.mountPath === '/sys/fs/bpf').mountPropagation, 'Bidirectional');
   // Dry-run created nothing.
   await assert.rejects(k!.admin.request('GET', `/apis/apps/v1/namespaces/${NS}/daemonsets/mw-node`), (e: any) => e.status === 404);
 }, { tools: TOOLS });
