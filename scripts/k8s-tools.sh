@@ -22,6 +22,10 @@ BIN="$ROOT/$KEY/bin"
 mkdir -p "$BIN" "$ROOT/$KEY/work"
 log() { echo "k8s-tools: $*" >&2; }
 
+command -v go >/dev/null || { echo "k8s-tools: needs Go >= 1.26 (not found)" >&2; exit 1; }
+gov=$(go env GOVERSION); gov=${gov#go}
+[[ $(printf '%s\n1.26\n' "${gov%.*}" | sort -V | head -1) == 1.26 ]] || { echo "k8s-tools: needs Go >= 1.26 (have $gov)" >&2; exit 1; }
+
 export GOFLAGS="-mod=mod -buildvcs=false -trimpath"
 export CGO_ENABLED=0
 LDFLAGS="-s -w"
