@@ -21,7 +21,7 @@ import { labRunDir } from '../../src/lab/cleanup.ts';
 import { resolvePodPolicy } from '../../src/profiles/index.ts';
 import { APP_PORT, Sidecar, assertDirect, assertProxied, connectFrom, serveIn } from '../conformance/harness.ts';
 import { applyManifests, renderChart, splitManifests } from '../helpers/chart.ts';
-import { agentPods, cniLab } from '../helpers/cni-runtime.ts';
+import { agentPods, cniLab, metricsText } from '../helpers/cni-runtime.ts';
 import { inCI, kernelUnavailable } from '../helpers/kernel.ts';
 import { kubePrefix, kubeTest, serviceAccountToken, startKube, type KubeServer } from '../helpers/kube.ts';
 import { waitUntil } from '../helpers/poll.ts';
@@ -140,10 +140,16 @@ kubeTest('e2e: the agent with the chart\'s RBAC meshes, updates and reports pods
   await api.mergePatch(nsPath(amb), { metadata: { labels: { 'istio.io/dataplane-mode': null } } });
   await waitUntil('status removed on unenroll', async () => (await annot(amb, 'other', 'meshwarp.io/redirection')) === undefined, 20_000);
 
+  // Readiness and the watch counters.
+  const ready = await n1.run(['curl', '-sS', '-m', '5', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:9464/readyz']);
+  assert.equal(ready.stdout, '200');
+  assert.match(await metricsText(n1), /^meshwarp_kube_cache_objects\{resource="pods"\} 3$/m);
+
   // API server restart mid-watch: a change made after it still arrives.
   await k.restartApiServer();
   await setAnnot(String(APP_PORT));
   await waitUntil('change after API restart applied', direct, 60_000);
+  assert.match(await metricsText(n1), /^meshwarp_kube_watch_restarts_total\{resource="pods"\} [1-9]/m);
 
   // Agent restart (SIGTERM keeps the datapath); a change made while it was down is applied by the watch's first list.
   await agent.stop();
