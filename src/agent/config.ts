@@ -41,6 +41,8 @@ export interface KubeAgentConfig {
   excludeNamespaces: string[];
   /** The agent's own pod (POD_NAMESPACE/POD_NAME), never captured. */
   self?: { namespace: string; name: string };
+  /** The agent's DaemonSet: on SIGTERM, gone or being deleted means uninstall, present means upgrade. */
+  daemonSet?: { namespace: string; name: string };
 }
 
 export const DEFAULTS = {

@@ -30,6 +30,8 @@ const HELP = `usage: meshwarp agent [options]
   --kube-server URL      API-server URL for the in-cluster credentials (default: the kubernetes Service)
   --node-name NAME       this node (default $NODE_NAME, from the downward API; never the hostname)
   --exclude-namespaces L comma-separated namespaces never meshed (default kube-system)
+  --daemonset NS/NAME    the agent's DaemonSet: SIGTERM while it exists (an upgrade) keeps the datapath;
+                         once it is gone or being deleted, SIGTERM removes what meshwarp made on the node
 
 SIGTERM/SIGINT stop the agent and leave the datapath running (pins keep it);
 \`meshwarp uninstall\` removes everything.
@@ -43,7 +45,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
       'node-ip': { type: 'string', multiple: true }, 'pin-root': { type: 'string' }, socket: { type: 'string' },
       'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, help: { type: 'boolean' },
       kubernetes: { type: 'boolean' }, kubeconfig: { type: 'string' }, 'kube-server': { type: 'string' }, 'node-name': { type: 'string' },
-      'exclude-namespaces': { type: 'string' },
+      'exclude-namespaces': { type: 'string' }, daemonset: { type: 'string' },
     },
     strict: true,
   });
@@ -59,11 +61,14 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
 }
 
 /** The Kubernetes side's settings; refuses to start without a node name. */
-export function kubeConfigOf(values: { kubeconfig?: string; 'kube-server'?: string; 'node-name'?: string; 'exclude-namespaces'?: string }, env: NodeJS.ProcessEnv): KubeAgentConfig {
+export function kubeConfigOf(values: { kubeconfig?: string; 'kube-server'?: string; 'node-name'?: string; 'exclude-namespaces'?: string; daemonset?: string }, env: NodeJS.ProcessEnv): KubeAgentConfig {
   const nodeName = values['node-name'] ?? env.NODE_NAME;
   if (!nodeName) throw new Error('--kubernetes needs the node name: set NODE_NAME from the downward API (fieldRef spec.nodeName) or pass --node-name');
   const excl = values['exclude-namespaces'];
+  const ds = values.daemonset?.split('/');
+  if (ds && (ds.length !== 2 || !ds[0] || !ds[1])) throw new Error(`--daemonset ${values.daemonset}: expected NAMESPACE/NAME`);
   return {
+    daemonSet: ds ? { namespace: ds[0], name: ds[1] } : undefined,
     kubeconfig: values.kubeconfig, server: values['kube-server'], nodeName,
     excludeNamespaces: excl === undefined ? [...DEFAULT_EXCLUDE_NAMESPACES] : excl.split(',').map((x) => x.trim()).filter(Boolean),
     self: env.POD_NAMESPACE && env.POD_NAME ? { namespace: env.POD_NAMESPACE, name: env.POD_NAME } : undefined,
@@ -97,8 +102,14 @@ export async function run(argv: string[]): Promise<number> {
   });
   const stop = async (code: number) => {
     unwatch();
+    const upgrade = kube ? await kube.daemonSetRemains(cfg.kube?.daemonSet) : true;
     await kube?.stop();
-    await agent.shutdown();
+    if (upgrade) {
+      await agent.shutdown();
+    } else {
+      log('info', 'the agent\'s DaemonSet is gone: removing what meshwarp made on this node', { daemonSet: cfg.kube?.daemonSet });
+      await agent.uninstall();
+    }
     process.exit(code);
   };
   const api = await listenApi(agent, cfg.socket, () => { unwatch(); api.close(); process.exit(0); });

@@ -4,6 +4,9 @@
 // server restart mid-watch, merge patches on pods/status, 403 without RBAC.
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
+import { ApiError } from '../../src/agent/api.ts';
+import type { Reconciler } from '../../src/agent/reconcile.ts';
+import { KubeSource } from '../../src/agent/sources/kube.ts';
 import { KubeError } from '../../src/k8s/client.ts';
 import { REDIRECTION, REDIRECTION_REASON, type Pod } from '../../src/k8s/enroll.ts';
 import { Informer } from '../../src/k8s/informer.ts';
@@ -147,4 +150,25 @@ kubeTest('403 without an RBAC rule: a ServiceAccount with no binding cannot list
   const c = kube().clientWithToken(token);
   await assert.rejects(c.request('GET', '/api/v1/pods?fieldSelector=spec.nodeName%3Dn'), (e: unknown) => e instanceof KubeError && e.status === 403);
   c.close();
+});
+
+kubeTest('CNI ADD before the watch has the pod: one GET with the agent\'s credentials; a missing pod fails the ADD', async () => {
+  const n = `${P}-g`;
+  await ns(n);
+  await kube().admin.request('POST', `/api/v1/namespaces/${n}/pods`, {
+    metadata: { name: 'early', annotations: { 'traffic.sidecar.istio.io/excludeInboundPorts': '9000' } },
+    spec: { nodeName: 'node-g', containers: [{ name: 'app', image: 'example.invalid/app:1' }, { name: 'linkerd-proxy', image: 'example.invalid/p:1' }] },
+  });
+  // Not started: its caches are empty, as right after the agent starts.
+  const src = new KubeSource(kube().admin, {} as Reconciler, { nodeName: 'node-g', excludeNamespaces: ['kube-system'], validate: () => {} });
+  const intent = {
+    key: { sandboxId: 'sb1', uid: '', namespace: n, name: 'early' }, netns: '/run/netns/x', ips: ['10.0.0.9'], ifName: 'eth0',
+    dataplane: 'sidecar' as const, profile: 'osm', annotations: {} as Record<string, string>, meshedAt: new Date().toISOString(),
+  };
+  const r = await src.forAdd(intent);
+  assert.ok(!('skip' in r));
+  assert.equal(r.profile, 'linkerd');
+  assert.match(r.key.uid, /^[0-9a-f-]{36}$/);
+  assert.equal(r.annotations['traffic.sidecar.istio.io/excludeInboundPorts'], '9000');
+  await assert.rejects(src.forAdd({ ...intent, key: { ...intent.key, name: 'nope' } }), (e: unknown) => e instanceof ApiError && e.status === 409);
 });

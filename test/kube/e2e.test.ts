@@ -13,7 +13,7 @@
 // unix-socket bridge (node1's loopback → the host's loopback).
 import assert from 'node:assert/strict';
 import { createConnection, createServer } from 'node:net';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Pod } from '../../src/k8s/enroll.ts';
 import { type LabNode, type LabPod, waitForLine } from '../../src/lab/index.ts';
@@ -60,13 +60,14 @@ kubeTest('e2e: the agent with the chart\'s RBAC meshes, updates and reports pods
 
   // The chart's ServiceAccount, ClusterRole and binding, created as Helm renders them.
   await mkNs(RELEASE_NS);
-  await applyManifests(api, splitManifests(renderChart('mw', RELEASE_NS)).filter((m) => m.kind !== 'DaemonSet'), false);
+  // Every object the chart renders, for real (no controller runs, so the DaemonSet makes no pods).
+  await applyManifests(api, splitManifests(renderChart('mw', RELEASE_NS)), false);
   const token = await serviceAccountToken(k, RELEASE_NS, 'mw-node');
   const kubeconfig = k.writeKubeconfig(token);
   const port = Number(new URL(k.server).port);
 
   const c = await cniLab(t, {
-    tag: 'k8', start: false, agentArgs: ['--kubeconfig', kubeconfig, '--node-name', 'node1'],
+    tag: 'k8', start: false, agentArgs: ['--kubeconfig', kubeconfig, '--node-name', 'node1', '--daemonset', `${RELEASE_NS}/mw-node`],
     beforeAgent: async (lab, n1) => {
       const stop = await bridgeApi(n1, port, `${labRunDir(lab.prefix)}/api.sock`);
       t.after(stop);
@@ -140,10 +141,16 @@ kubeTest('e2e: the agent with the chart\'s RBAC meshes, updates and reports pods
   await api.mergePatch(nsPath(amb), { metadata: { labels: { 'istio.io/dataplane-mode': null } } });
   await waitUntil('status removed on unenroll', async () => (await annot(amb, 'other', 'meshwarp.io/redirection')) === undefined, 20_000);
 
+  // A pod of this node that is running (it has an IP) but whose CNI ADD this agent never saw.
+  await api.request('POST', `${nsPath(mesh)}/pods`, { metadata: { name: 'ghost', annotations: ISTIO_SHAPE.annotations }, spec: { nodeName: 'node1', containers: ISTIO_SHAPE.containers } });
+  await api.mergePatch(`${nsPath(mesh)}/pods/ghost/status`, { status: { phase: 'Running', podIP: '10.250.0.9', podIPs: [{ ip: '10.250.0.9' }] } });
+  await waitUntil('ghost pending', async () => (await annot(mesh, 'ghost', 'meshwarp.io/redirection')) === 'pending', 20_000);
+  assert.match((await annot(mesh, 'ghost', 'meshwarp.io/redirection-reason'))!, /CNI ADD/);
+
   // Readiness and the watch counters.
   const ready = await n1.run(['curl', '-sS', '-m', '5', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:9464/readyz']);
   assert.equal(ready.stdout, '200');
-  assert.match(await metricsText(n1), /^meshwarp_kube_cache_objects\{resource="pods"\} 3$/m);
+  assert.match(await metricsText(n1), /^meshwarp_kube_cache_objects\{resource="pods"\} 4$/m);
 
   // API server restart mid-watch: a change made after it still arrives.
   await k.restartApiServer();
@@ -164,5 +171,16 @@ kubeTest('e2e: the agent with the chart\'s RBAC meshes, updates and reports pods
   await api.request('DELETE', `${nsPath(mesh)}/pods/web?gracePeriodSeconds=0`);
   await waitUntil('web unmeshed', async () => (await meshed()).length === 0, 20_000);
   assertDirect(await connectFrom(cli, web.ip4, APP_PORT), 'web', 'deleted pod no longer captured');
-  for (const p of [web, cli, other]) await lab.removePodCni(p);
+
+  // SIGTERM once the DaemonSet is gone is an uninstall: the datapath goes.
+  const web2 = await runPod(mesh, 'web2', ISTIO_SHAPE);
+  await serveIn(web2, 'web2', [APP_PORT]);
+  await waitUntil('web2 enabled', async () => (await annot(mesh, 'web2', 'meshwarp.io/redirection')) === 'enabled', 20_000);
+  const toWeb2 = async () => { const r = await connectFrom(cli, web2.ip4, APP_PORT); return r.ok && r.reply ? (r.reply.remotePort === r.localPort ? 'direct' : 'captured') : 'failed'; };
+  assert.equal(await toWeb2(), 'failed', 'captured into web2\'s (absent) sidecar');
+  await api.request('DELETE', `/apis/apps/v1/namespaces/${RELEASE_NS}/daemonsets/mw-node`);
+  await agent.stop();
+  assert.equal(await toWeb2(), 'direct', 'uninstalled: web2 no longer captured');
+  assert.equal(existsSync(agent.pinRoot), false, 'pins removed');
+  for (const p of [web, cli, other, web2]) await lab.removePodCni(p);
 }, { tools: TOOLS, timeout: 300_000 });

@@ -133,7 +133,12 @@ export class KubeSource {
     }
     const known = this.#unenrolled.get(uid);
     if (sandboxes.length === 0 && known) sandboxes.push(known);
-    if (sandboxes.length === 0) return; // not through CNI ADD yet: the ADD brings netns and addresses
+    if (sandboxes.length === 0) {
+      // Not through CNI ADD yet: the ADD brings netns and addresses. A pod that already
+      // has an IP started before this agent (or its ADD was missed): say so.
+      if (pod.status?.podIP) await this.#status(pod, 'pending', 'enrolled, but this agent has not seen its CNI ADD (pod started before the agent?)');
+      return;
+    }
     const annotations = podKnobs(pod, this.namespaces.get(undefined, ns));
     let failed: string | undefined;
     for (const s of sandboxes) {
@@ -213,6 +218,23 @@ export class KubeSource {
     const out = { ...intent, key: { ...intent.key, uid: pod.metadata.uid }, dataplane: e.dataplane, profile: e.profile, annotations: podKnobs(pod, nsObj) };
     log('info', 'pod enrolled', { pod: podName(out.key), dataplane: e.dataplane, profile: e.profile });
     return out;
+  }
+
+  /**
+   * Upgrade is not uninstall: is the agent's DaemonSet still there and not
+   * being deleted? Unknown (API unreachable, no name given) counts as yes:
+   * keeping the datapath is the safe side.
+   */
+  async daemonSetRemains(ref: { namespace: string; name: string } | undefined): Promise<boolean> {
+    if (!ref) return true;
+    try {
+      const ds = await this.#client.request('GET', `/apis/apps/v1/namespaces/${encodeURIComponent(ref.namespace)}/daemonsets/${encodeURIComponent(ref.name)}`, undefined, 'application/json', 5000);
+      return !ds.metadata?.deletionTimestamp;
+    } catch (e) {
+      if (e instanceof KubeError && e.status === 404) return false;
+      log('warn', 'could not read the agent\'s DaemonSet; keeping the datapath', { error: (e as Error).message });
+      return true;
+    }
   }
 
   /** The ADD's intent is applied: write the status from the watch's view of the pod. */
