@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The agent's Kubernetes settings: node name from the downward API only, JSON kubeconfig.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -45,4 +45,16 @@ test('a Status body becomes a KubeError with status and reason', () => {
   assert.equal(e.reason, 'Expired');
   assert.match(e.message, /too old/);
   assert.equal(KubeError.fromBody(502, '<html>').reason, 'Unknown');
+});
+
+test('src/k8s is a leaf that src/cni never imports (the plugin gets no Kubernetes credentials)', () => {
+  const src = join(import.meta.dirname, '../../src');
+  for (const f of readdirSync(join(src, 'cni'), { recursive: true }) as string[]) {
+    if (!f.endsWith('.ts')) continue;
+    assert.doesNotMatch(readFileSync(join(src, 'cni', f), 'utf8'), /from ['"][^'"]*\/k8s\//, `src/cni/${f} imports src/k8s`);
+  }
+  for (const f of readdirSync(join(src, 'k8s')) as string[]) {
+    const imports = [...readFileSync(join(src, 'k8s', f), 'utf8').matchAll(/from '([^']+)'/g)].map((m) => m[1]);
+    assert.deepEqual(imports.filter((i) => i.startsWith('.') && !i.startsWith('./')), [], `src/k8s/${f} imports outside src/k8s`);
+  }
 });
