@@ -172,7 +172,9 @@ export class KubeClient {
             try {
               onEvent(JSON.parse(line) as WatchEvent);
             } catch (e) {
-              req.destroy(e as Error);
+              // A garbled line or an error event: this watch is over (reject first, then close).
+              reject(e);
+              req.destroy();
               return;
             }
           }

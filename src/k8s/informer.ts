@@ -44,6 +44,8 @@ export interface InformerOptions {
   backoffCapMs?: number;
   /** Server-side watch timeout is drawn in [min, 2·min) seconds (client-go: 5-10 min). */
   watchTimeoutSeconds?: number;
+  /** Silence after which a watch is presumed dead (default: well above the longest server timeout). */
+  idleMs?: number;
 }
 
 const keyOf = (o: KubeObject): string => (o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name);
@@ -53,7 +55,7 @@ class Gone extends Error {}
 export class Informer<T extends KubeObject> {
   readonly counters: InformerCounters = { restarts: 0, relists: 0, events: 0, failures: 0, lastEventAt: 0 };
   readonly #client: KubeClient;
-  readonly #opts: Required<Omit<InformerOptions, 'fieldSelector' | 'labelSelector'>> & InformerOptions;
+  readonly #opts: Required<Omit<InformerOptions, 'fieldSelector' | 'labelSelector' | 'idleMs'>> & InformerOptions;
   readonly #h: InformerHandlers<T>;
   readonly #store = new Map<string, T>();
   readonly #abort = new AbortController();
@@ -162,7 +164,7 @@ export class Informer<T extends KubeObject> {
           watch: '1', resourceVersion: rv, allowWatchBookmarks: 'true',
           timeoutSeconds: String(t + Math.floor(Math.random() * t)),
         });
-        const idleMs = (2 * t + 60) * 1000;
+        const idleMs = this.#opts.idleMs ?? (2 * t + 60) * 1000;
         await this.#client.watch(path, (ev) => this.#onEvent(ev, (v) => { rv = v; }), signal, idleMs);
         failures = 0; // a clean end (server timeout): watch again from rv at once
       } catch (e) {
