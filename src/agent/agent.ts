@@ -136,6 +136,7 @@ export class Agent {
       startedAt: this.startedAt.toISOString(), pods: this.reconciler.list().length,
       counters: this.counters, maps, datapath,
       limitations: [...this.drivers.values()].flatMap((d) => limitations(d)),
+      ...(this.podSource ? { kubernetes: { synced: this.podSource.synced, watches: this.podSource.watchStats() } } : {}),
     };
   }
 
@@ -217,6 +218,8 @@ export interface AgentStatus {
   maps: Record<string, number>;
   datapath: Record<string, number>;
   limitations: { feature: string; reason: string }[];
+  /** With a Kubernetes source: its caches and watches. */
+  kubernetes?: { synced: boolean; watches: ReturnType<PodSource['watchStats']> };
 }
 
 export { podName };

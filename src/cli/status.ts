@@ -24,6 +24,13 @@ export async function run(argv: string[]): Promise<number> {
     'datapath counters',
     ...Object.entries(s.datapath as Record<string, number>).filter(([, v]) => v > 0).map(([k, v]) => `  ${k.padEnd(18)} ${v}`),
   ];
+  if (s.kubernetes) {
+    lines.push('', `kubernetes ${s.kubernetes.synced ? 'synced' : 'NOT synced'}`);
+    for (const w of s.kubernetes.watches) {
+      const quiet = w.secondsSinceLastEvent === undefined ? 'no event yet' : `last event ${Math.round(w.secondsSinceLastEvent)} s ago`;
+      lines.push(`  ${w.resource.padEnd(11)} ${w.objects} cached, ${w.restarts} restarts, ${w.relists} relists, ${quiet}`);
+    }
+  }
   for (const l of s.limitations ?? []) lines.push(`limitation: ${l.feature}: ${l.reason}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;

@@ -21,7 +21,7 @@ import { labRunDir } from '../../src/lab/cleanup.ts';
 import { resolvePodPolicy } from '../../src/profiles/index.ts';
 import { APP_PORT, Sidecar, assertDirect, assertProxied, connectFrom, serveIn } from '../conformance/harness.ts';
 import { applyManifests, renderChart, splitManifests } from '../helpers/chart.ts';
-import { agentPods, cniLab, metricsText } from '../helpers/cni-runtime.ts';
+import { agentPods, cli as meshwarp, cniLab, metricsText } from '../helpers/cni-runtime.ts';
 import { inCI, kernelUnavailable } from '../helpers/kernel.ts';
 import { kubePrefix, kubeTest, serviceAccountToken, startKube, type KubeServer } from '../helpers/kube.ts';
 import { waitUntil } from '../helpers/poll.ts';
@@ -151,6 +151,9 @@ kubeTest('e2e: the agent with the chart\'s RBAC meshes, updates and reports pods
   const ready = await n1.run(['curl', '-sS', '-m', '5', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:9464/readyz']);
   assert.equal(ready.stdout, '200');
   assert.match(await metricsText(n1), /^meshwarp_kube_cache_objects\{resource="pods"\} 4$/m);
+  const st = await meshwarp(n1, ['status', '--socket', agent.socket]);
+  assert.match(st.stdout, /^kubernetes synced$/m, st.stdout + st.stderr);
+  assert.match(st.stdout, /^ {2}pods {8}4 cached/m, st.stdout);
 
   // API server restart mid-watch: a change made after it still arrives.
   await k.restartApiServer();
