@@ -17,7 +17,7 @@ TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 bpf_units_of = $(patsubst bpf/%.bpf.c,build/bpf/units/%.o,$(wildcard bpf/$(1)/*.bpf.c))
 bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$(call bpf_units_of,$(1)))
 
-.PHONY: setup bpf typecheck test unit conformance conformance-all demo doctor clean
+.PHONY: setup bpf typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test
 setup:
 	@scripts/setup.sh
 
@@ -40,7 +40,17 @@ typecheck:
 # then the conformance suite against every interception mode.
 test: setup typecheck
 	$(NODE) --test --test-reporter=spec $(TESTS)
+	$(MAKE) -s kube-test
 	$(MAKE) -s conformance-all
+
+# Kubernetes test dependencies (etcd, kube-apiserver, helm, kubeconform) at pinned
+# versions, built once into /var/cache/meshwarp/k8s-tools (see README for the first-run cost).
+k8s-tools:
+	@scripts/k8s-tools.sh >/dev/null
+
+# src/k8s, the chart and the end-to-end test against a real etcd + kube-apiserver.
+kube-test: setup k8s-tools
+	$(NODE) --test --test-reporter=spec --test-concurrency=1 test/kube/*.test.ts
 
 unit: setup
 	$(NODE) --test test/unit/*.test.ts

@@ -33,6 +33,8 @@ export class Agent {
   readonly #cni = { cniAdd: 0, cniDel: 0, cniErrors: 0 };
   readonly startedAt = new Date();
   #tick: NodeJS.Timeout | undefined;
+  /** A second source of pod facts (sources/kube.ts): completes a CNI ADD with the API's facts. */
+  podSource: PodSource | undefined;
 
   /** `drivers`: one per dataplane this node runs (a lone driver is the sidecar dataplane's). */
   constructor(cfg: AgentConfig, drivers: Driver | ReadonlyMap<Dataplane, Driver>) {
@@ -48,6 +50,9 @@ export class Agent {
   /** Counts a request that failed inside the agent (5xx). */
   countError(): void { this.#cni.cniErrors++; }
 
+  /** Throws a 4xx ApiError when the policy of (profile, annotations) is invalid. */
+  validate(p: Pick<PodIntent, 'profile' | 'annotations' | 'key'>): void { this.#plan(p); }
+
   #plan(p: Pick<PodIntent, 'profile' | 'annotations' | 'key'>): SidecarPlan {
     try {
       return resolvePodPolicy(p.profile, p.annotations);
@@ -57,16 +62,38 @@ export class Agent {
     }
   }
 
+  #started = false;
+
+  /** Readiness (HTTP /readyz): drivers attached and, with a Kubernetes source, its caches synced. */
+  ready(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = [];
+    if (!this.#started) reasons.push('datapath not attached yet');
+    if (this.podSource && !this.podSource.synced) reasons.push('kubernetes caches not synced');
+    return { ready: reasons.length === 0, reasons };
+  }
+
   /** Starts every driver (adopting pins) and reconciles the sandboxes recorded by an earlier run. */
   async start(): Promise<void> {
     for (const d of this.drivers.values()) await d.start();
     await this.reconciler.start();
+    this.#started = true;
     this.#tick = setInterval(() => { this.reconciler.tick().catch((e) => log('warn', 'reconcile tick failed', { error: (e as Error).message })); }, TICK_MS).unref();
   }
 
   async add(req: AddRequest): Promise<{ meshed: boolean; pod: string; changed: boolean }> {
-    const intent = intentFromAdd(req, { profile: this.cfg.profile, dataplane: 'sidecar', dnsServers: this.cfg.clusterDns }); // 4xx before any change
+    let intent = intentFromAdd(req, { profile: this.cfg.profile, dataplane: 'sidecar', dnsServers: this.cfg.clusterDns }); // 4xx before any change
+    if (this.podSource) {
+      const r = await this.podSource.forAdd(intent);
+      if ('skip' in r) {
+        this.#cni.cniAdd++;
+        log('info', 'pod not enrolled', { pod: podName(intent.key), reason: r.skip });
+        return { meshed: false, pod: podName(intent.key), changed: false };
+      }
+      this.#plan(r); // an invalid per-pod setting fails the ADD before any change
+      intent = r;
+    }
     const r = await this.reconciler.apply(intent);
+    this.podSource?.applied(intent);
     this.#cni.cniAdd++;
     if (r === 'applied') log('info', 'pod meshed', { pod: podName(intent.key), sandbox: intent.key.sandboxId, ips: intent.ips, veth: intent.hostVeth?.name });
     return { meshed: true, pod: podName(intent.key), changed: r === 'applied' };
@@ -106,6 +133,7 @@ export class Agent {
       counters: this.counters, maps, datapath,
       limitations: [...this.drivers.values()].flatMap((d) => limitations(d)),
       ...(this.ambientConfig() ? { ambient: this.ambientConfig() } : {}),
+      ...(this.podSource ? { kubernetes: { synced: this.podSource.synced, watches: this.podSource.watchStats() } } : {}),
     };
   }
 
@@ -199,6 +227,14 @@ export class Agent {
   }
 }
 
+export interface PodSource {
+  forAdd<T extends PodRecord>(intent: T): Promise<T | { skip: string }>;
+  applied(intent: PodRecord): void;
+  /** Its caches match the API server. */
+  readonly synced: boolean;
+  watchStats(): { resource: string; restarts: number; relists: number; objects: number; secondsSinceLastEvent: number | undefined }[];
+}
+
 export interface AgentStatus {
   /** @deprecated the engine's old name. */
   mode: string;
@@ -216,6 +252,8 @@ export interface AgentStatus {
   limitations: { feature: string; reason: string }[];
   /** Present when the node runs the ambient dataplane. */
   ambient?: ReturnType<Agent['ambientConfig']>;
+  /** With a Kubernetes source: its caches and watches. */
+  kubernetes?: { synced: boolean; watches: ReturnType<PodSource['watchStats']> };
 }
 
 export { podName };

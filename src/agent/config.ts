@@ -33,6 +33,22 @@ export interface AgentConfig {
   dataplanes: Dataplane[];
   /** Ambient: what enrolled pods' new flows do while no node proxy is ready. */
   ambientFailPolicy: 'closed' | 'open';
+  /** Set: pods are also watched in Kubernetes (src/k8s, sources/kube.ts). */
+  kube?: KubeAgentConfig;
+}
+
+export interface KubeAgentConfig {
+  /** JSON kubeconfig; absent: the in-cluster ServiceAccount. */
+  kubeconfig?: string;
+  /** API-server URL override for in-cluster credentials (before kube-proxy is up). */
+  server?: string;
+  /** From the downward API (NODE_NAME), never the hostname. */
+  nodeName: string;
+  excludeNamespaces: string[];
+  /** The agent's own pod (POD_NAMESPACE/POD_NAME), never captured. */
+  self?: { namespace: string; name: string };
+  /** The agent's DaemonSet: on SIGTERM, gone or being deleted means uninstall, present means upgrade. */
+  daemonSet?: { namespace: string; name: string };
 }
 
 export const DEFAULTS = {

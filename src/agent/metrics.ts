@@ -24,5 +24,13 @@ export function renderMetrics(agent: Agent): string {
   metric('meshwarp_reconciled_pods_total', 'counter', 'Pods re-meshed from the state file at start.', [[{}, c.reconciled]]);
   metric('meshwarp_swept_sandboxes_total', 'counter', 'Sandboxes whose datapath state was removed because nobody owned it any more (lost DEL, netns gone).',
     [[{}, c.swept]]);
+  const w = agent.podSource?.watchStats();
+  if (w) {
+    metric('meshwarp_kube_watch_restarts_total', 'counter', 'Kubernetes watches restarted.', w.map((x) => [{ resource: x.resource }, x.restarts]));
+    metric('meshwarp_kube_relists_total', 'counter', 'Kubernetes relists (after a 410 or a failed list).', w.map((x) => [{ resource: x.resource }, x.relists]));
+    metric('meshwarp_kube_cache_objects', 'gauge', 'Objects in the watch cache.', w.map((x) => [{ resource: x.resource }, x.objects]));
+    metric('meshwarp_kube_seconds_since_last_event', 'gauge', 'Seconds since the watch last saw an event or bookmark (-1: none yet).',
+      w.map((x) => [{ resource: x.resource }, x.secondsSinceLastEvent ?? -1]));
+  }
   return `${out.join('\n')}\n`;
 }

@@ -127,6 +127,11 @@ export async function listenMetrics(agent: Agent, address: string): Promise<http
   const host = address.slice(0, i).replace(/^\[|\]$/g, '');
   const port = Number(address.slice(i + 1));
   const server = http.createServer((req, res) => {
+    if (req.url === '/readyz') {
+      const r = agent.ready();
+      res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(r.ready ? 'ok\n' : `${r.reasons.join('\n')}\n`);
+      return;
+    }
     if (req.url !== '/metrics') { res.writeHead(404).end(); return; }
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
     res.end(renderMetrics(agent));

@@ -2,7 +2,10 @@
 // `meshwarp agent`: the node daemon.
 import { parseArgs } from 'node:util';
 import { Agent, log, type Driver } from '../agent/agent.ts';
-import { DEFAULTS, validateConfig, type AgentConfig } from '../agent/config.ts';
+import { DEFAULTS, validateConfig, type AgentConfig, type KubeAgentConfig } from '../agent/config.ts';
+import { KubeSource } from '../agent/sources/kube.ts';
+import { inClusterConfig, KubeClient, loadKubeconfig } from '../k8s/client.ts';
+import { DEFAULT_EXCLUDE_NAMESPACES } from '../k8s/enroll.ts';
 import { nodeAddresses, watchNodeAddresses } from '../agent/node-addrs.ts';
 import { listenApi, listenMetrics } from '../agent/server.ts';
 import { createDriver, type Dataplane } from '../datapath/index.ts';
@@ -30,6 +33,13 @@ const HELP = `usage: meshwarp agent [options]
   --ambient-fail-policy closed|open
                          ambient pods' new flows while no node proxy is ready: dropped, or
                          passed uncaptured (default ${DEFAULTS.ambientFailPolicy})
+  --kubernetes           watch this node's pods and namespaces with the in-cluster ServiceAccount
+  --kubeconfig PATH      ... or with this JSON kubeconfig (implies --kubernetes)
+  --kube-server URL      API-server URL for the in-cluster credentials (default: the kubernetes Service)
+  --node-name NAME       this node (default $NODE_NAME, from the downward API; never the hostname)
+  --exclude-namespaces L comma-separated namespaces never meshed (default kube-system)
+  --daemonset NS/NAME    the agent's DaemonSet: SIGTERM while it exists (an upgrade) keeps the datapath;
+                         once it is gone or being deleted, SIGTERM removes what meshwarp made on the node
 
 SIGTERM/SIGINT stop the agent and leave the datapath running (pins keep it);
 \`meshwarp uninstall\` removes everything.
@@ -43,18 +53,37 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
       'node-ip': { type: 'string', multiple: true }, 'cluster-dns': { type: 'string', multiple: true }, 'pin-root': { type: 'string' }, socket: { type: 'string' },
       'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, help: { type: 'boolean' },
       dataplanes: { type: 'string' }, 'ambient-fail-policy': { type: 'string' },
+      kubernetes: { type: 'boolean' }, kubeconfig: { type: 'string' }, 'kube-server': { type: 'string' }, 'node-name': { type: 'string' },
+      'exclude-namespaces': { type: 'string' }, daemonset: { type: 'string' },
     },
     strict: true,
   });
   if (values.help) return undefined;
   if (values.mode !== undefined) log('warn', '--mode is deprecated: use --engine (same values)', { mode: values.mode });
-  return validateConfig({
+  const cfg = validateConfig({
     engine: values.engine as AgentConfig['engine'], mode: values.mode, profile: values.profile, cgroupPath: values.cgroup,
     nodeIps: values['node-ip'], clusterDns: values['cluster-dns'], pinRoot: values['pin-root'], socket: values.socket, stateDir: values['state-dir'],
     metrics: values.metrics, tc: values.tc as AgentConfig['tc'],
     dataplanes: values.dataplanes?.split(',').map((d) => d.trim()).filter(Boolean) as AgentConfig['dataplanes'] | undefined,
     ambientFailPolicy: values['ambient-fail-policy'] as AgentConfig['ambientFailPolicy'],
   });
+  if (values.kubernetes || values.kubeconfig) cfg.kube = kubeConfigOf(values, process.env);
+  return cfg;
+}
+
+/** The Kubernetes side's settings; refuses to start without a node name. */
+export function kubeConfigOf(values: { kubeconfig?: string; 'kube-server'?: string; 'node-name'?: string; 'exclude-namespaces'?: string; daemonset?: string }, env: NodeJS.ProcessEnv): KubeAgentConfig {
+  const nodeName = values['node-name'] ?? env.NODE_NAME;
+  if (!nodeName) throw new Error('--kubernetes needs the node name: set NODE_NAME from the downward API (fieldRef spec.nodeName) or pass --node-name');
+  const excl = values['exclude-namespaces'];
+  const ds = values.daemonset?.split('/');
+  if (ds && (ds.length !== 2 || !ds[0] || !ds[1])) throw new Error(`--daemonset ${values.daemonset}: expected NAMESPACE/NAME`);
+  return {
+    daemonSet: ds ? { namespace: ds[0], name: ds[1] } : undefined,
+    kubeconfig: values.kubeconfig, server: values['kube-server'], nodeName,
+    excludeNamespaces: excl === undefined ? [...DEFAULT_EXCLUDE_NAMESPACES] : excl.split(',').map((x) => x.trim()).filter(Boolean),
+    self: env.POD_NAMESPACE && env.POD_NAME ? { namespace: env.POD_NAMESPACE, name: env.POD_NAME } : undefined,
+  };
 }
 
 /** The ambient driver's pins: a directory of its own beside the sidecar's maps/ and links/. */
@@ -83,6 +112,14 @@ export async function run(argv: string[]): Promise<number> {
   cfg.nodeIps = [...new Set([...configured, ...nodeAddresses()])];
   const agent = new Agent(cfg, await makeDrivers(cfg));
   await agent.start();
+  let kube: KubeSource | undefined;
+  if (cfg.kube) {
+    const k = cfg.kube;
+    const client = new KubeClient(k.kubeconfig ? loadKubeconfig(k.kubeconfig) : inClusterConfig(process.env, k.server));
+    kube = new KubeSource(client, agent.reconciler, { ...k, validate: (i) => agent.validate(i) });
+    agent.podSource = kube;
+    kube.start();
+  }
   const unwatch = watchNodeAddresses((ips) => {
     cfg.nodeIps = [...new Set([...configured, ...ips])];
     log('info', 'node addresses changed', { nodeIps: cfg.nodeIps });
@@ -90,13 +127,22 @@ export async function run(argv: string[]): Promise<number> {
   });
   const stop = async (code: number) => {
     unwatch();
-    await agent.shutdown();
+    const upgrade = kube ? await kube.daemonSetRemains(cfg.kube?.daemonSet) : true;
+    await kube?.stop();
+    if (upgrade) {
+      await agent.shutdown();
+    } else {
+      log('info', 'the agent\'s DaemonSet is gone: removing what meshwarp made on this node', { daemonSet: cfg.kube?.daemonSet });
+      await agent.uninstall();
+    }
     process.exit(code);
   };
   const api = await listenApi(agent, cfg.socket, () => { unwatch(); api.close(); process.exit(0); });
   const metrics = cfg.metrics ? await listenMetrics(agent, cfg.metrics) : undefined;
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => { api.close(); metrics?.close(); void stop(0); });
-  log('info', 'agent ready', { engine: cfg.engine, dataplanes: cfg.dataplanes, profile: cfg.profile, socket: cfg.socket, metrics: cfg.metrics, pods: agent.pods().length });
+  // Ready once the caches match the API server (the watch retries for ever; /readyz says why it is not ready).
+  while (kube && !kube.synced) await new Promise((r) => setTimeout(r, 50));
+  log('info', 'agent ready', { engine: cfg.engine, dataplanes: cfg.dataplanes, profile: cfg.profile, socket: cfg.socket, metrics: cfg.metrics, pods: agent.pods().length, node: cfg.kube?.nodeName });
   process.stdout.write('ready\n');
   return new Promise(() => {}); // runs until a signal
 }

@@ -28,6 +28,13 @@ export async function run(argv: string[]): Promise<number> {
     lines.push('', `ambient    ${JSON.stringify({ ztunnelReady: s.ambient.ztunnelReady, redirectMode: s.ambient.redirectMode })}   fail policy ${s.ambient.failPolicy}`);
     for (const p of s.ambient.nodeProxies) lines.push(`  node proxy ${p.id}  slot ${p.slot}  ${p.ready ? 'ready' : 'not ready'}${p.active ? '  active' : ''}`);
   }
+  if (s.kubernetes) {
+    lines.push('', `kubernetes ${s.kubernetes.synced ? 'synced' : 'NOT synced'}`);
+    for (const w of s.kubernetes.watches) {
+      const quiet = w.secondsSinceLastEvent === undefined ? 'no event yet' : `last event ${Math.round(w.secondsSinceLastEvent)} s ago`;
+      lines.push(`  ${w.resource.padEnd(11)} ${w.objects} cached, ${w.restarts} restarts, ${w.relists} relists, ${quiet}`);
+    }
+  }
   for (const l of s.limitations ?? []) lines.push(`limitation: ${l.feature}: ${l.reason}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;

@@ -175,6 +175,8 @@ export interface EnableCniOptions {
 export interface AddPodCniOptions {
   /** Kubernetes namespace (K8S_POD_NAMESPACE). Default "default". */
   namespace?: string;
+  /** Kubernetes pod uid (K8S_POD_UID), e.g. of a Pod object made in a test API server. Default random. */
+  uid?: string;
 }
 
 export class Lab {
@@ -337,7 +339,7 @@ export class Lab {
     const containerId = `${this.prefix}${pod.seq}${randomBytes(8).toString('hex')}`;
     const env = {
       CNI_CONTAINERID: containerId, CNI_NETNS: pod.netnsPath, CNI_IFNAME: 'eth0',
-      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${randomUUID()}`,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${opts.uid ?? randomUUID()}`,
     };
     const ctx = this.chainContext(n, cni);
     let result: CniResult | undefined;
