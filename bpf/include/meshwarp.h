@@ -52,6 +52,7 @@ struct ip_addr {
 enum mw_pod_flag {
 	MW_POD_F_HAS_INCLUDE_IN_PORTS = 1 << 0,	 /* inbound: only ports with an include rule */
 	MW_POD_F_HAS_INCLUDE_OUT_CIDRS = 1 << 1, /* outbound: only include CIDRs (or include ports) */
+	MW_POD_F_NO_SOCKMAP = 1 << 2,	/* opted out of sockmap acceleration (annotation) */
 };
 
 /*
@@ -136,6 +137,8 @@ enum mw_origin_flag {
 	MW_ORIGIN_F_TUPLE = 1 << 2,	/* client put it in origin_by_tuple: delete on close */
 	MW_ORIGIN_F_NAT = 1 << 3,	/* came from inbound_nat: delete that entry on close */
 	MW_ORIGIN_F_INBOUND = 1 << 4,	/* sent to an inbound port (else outbound port) */
+	MW_ORIGIN_F_SOCKMAP = 1 << 5,	/* enrolled in sock_pairs (sockmap.bpf.c) */
+	MW_ORIGIN_F_NATIVE = 1 << 6,	/* a send went through TCP: never redirected afterwards */
 };
 
 /* The original destination of a captured connection: value of origin_by_sock
@@ -223,7 +226,20 @@ enum mw_stat {
 	MW_STAT_TC_REWRITE_FAILED = 22,	/* skb store/csum helper failed */
 	MW_STAT_TRACE_DROPPED = 23,	/* trace on, ring buffer full: event dropped */
 	MW_STAT_NAT_TIME_WAIT = 24,	/* inbound_nat entries kept for a socket in TIME_WAIT */
-	MW_STAT__MAX = 25,
+	MW_STAT_SOCKMAP_ADDED = 25,	/* sockets enrolled in sock_pairs */
+	MW_STAT_SOCKMAP_EEXIST = 26,	/* insert failed: key taken (BPF_NOEXIST) */
+	MW_STAT_SOCKMAP_EBUSY = 27,	/* insert failed: socket owned by another sk_msg/sk_user_data user */
+	MW_STAT_SOCKMAP_EINVAL = 28,	/* insert failed: ULP (kTLS) or socket state */
+	MW_STAT_SOCKMAP_ENOMEM = 29,	/* insert failed: no memory */
+	MW_STAT_SOCKMAP_E2BIG = 30,	/* insert failed: sock_pairs full */
+	MW_STAT_SOCKMAP_EOTHER = 31,	/* insert failed: any other errno */
+	MW_STAT_SOCKMAP_MSGS = 32,	/* messages redirected to the peer socket */
+	MW_STAT_SOCKMAP_BYTES = 33,	/* bytes redirected to the peer socket */
+	MW_STAT_SOCKMAP_MISS = 34,	/* peer not in sock_pairs: passed to TCP */
+	MW_STAT_SOCKMAP_NATIVE = 35,	/* passed: the socket already sent through TCP (order) */
+	MW_STAT_SOCKMAP_OFF = 36,	/* passed, or not enrolled: switch off */
+	MW_STAT_SOCKMAP_OPTED_OUT = 37,	/* not enrolled: pod opted out */
+	MW_STAT__MAX = 38,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
@@ -276,6 +292,29 @@ struct trace_event {
 	__u8 reason;			/* 58 enum mw_stat: the counter this decision bumped */
 	__u8 _pad[5];			/* 59 */
 };					/* 64 */
+
+/*
+ * sockmap acceleration (S4, sockmap.bpf.c). sock_pairs (SOCKHASH) holds the
+ * two sockets of a same-netns pair meshwarp made: the app's captured socket
+ * (127.0.0.1/::1 -> the outbound port) and the sidecar's accepted one. The
+ * key carries the netns cookie: two pods can hold identical loopback tuples.
+ */
+#define MW_MAX_SOCK_PAIRS	65536
+
+struct sock_key {
+	__u64 netns_cookie;		/* 0 */
+	struct ip_addr local;		/* 8 */
+	struct ip_addr remote;		/* 24 */
+	__u16 lport;			/* 40 network order */
+	__u16 rport;			/* 42 network order */
+	__u32 _pad;			/* 44 */
+};					/* 48 */
+
+/* sockmap_config[0]: the off switch. 0 = sk_msg passes everything to TCP and
+ * sock_ops enrols nothing; entries stay until their sockets close. */
+struct sockmap_config {
+	__u32 enabled;			/* 0 */
+};					/* 4 */
 
 /* Address families as stored in origin.family (Linux values). */
 #define MW_AF_INET	2

@@ -49,6 +49,8 @@ export const ATTACH_TYPE = {
   CGROUP_UDP4_RECVMSG: 19,
   CGROUP_UDP6_RECVMSG: 20,
   CGROUP_GETSOCKOPT: 21,
+  /** sk_msg verdict program of a sockmap/sockhash (BPF_PROG_ATTACH to the map's fd). */
+  SK_MSG_VERDICT: 7,
   SK_LOOKUP: 36,
   /** Linux 6.6: newer than Debian 12's headers. */
   TCX_INGRESS: 46,

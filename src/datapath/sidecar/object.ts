@@ -4,9 +4,9 @@
 // the benchmark and the tests.
 import { codec, type BpfMap, type BpfObject, type Direction } from '../../bpf/index.ts';
 import {
-  cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, traceConfig, tupleKey,
+  cidrKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sockKey, sockmapConfig, traceConfig, tupleKey,
   type CidrKey, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig,
-  type PortRuleKey, type TraceConfig, type TupleKey,
+  type PortRuleKey, type SockKey, type SockmapConfig, type TraceConfig, type TupleKey,
 } from './structs.ts';
 
 /** Program names (the C function names; mwsc_ = meshwarp sidecar, at most 15 characters, see meshwarp.h). */
@@ -17,6 +17,7 @@ export const SIDECAR_PROG = {
   getsockopt: 'mwsc_getsockopt',
   toPod: 'mwsc_to_pod',
   fromPod: 'mwsc_from_pod',
+  skMsg: 'mwsc_sk_msg',
 } as const;
 export type SidecarProgName = (typeof SIDECAR_PROG)[keyof typeof SIDECAR_PROG];
 
@@ -42,6 +43,8 @@ export const SIDECAR_MAP = {
   stats: 'stats',
   traceConfig: 'trace_config',
   traceEvents: 'trace_events',
+  sockPairs: 'sock_pairs',
+  sockmapConfig: 'sockmap_config',
 } as const;
 
 /** The maps userspace reads and writes by key (origin_by_sock is per socket, trace_events a ring buffer). */
@@ -56,6 +59,9 @@ export interface SidecarMaps {
   /** enum mw_stat -> per-CPU counter. */
   stats: BpfMap<number, bigint>;
   traceConfig: BpfMap<number, TraceConfig>;
+  /** S4: enrolled sockets (value: an fd to insert, the socket cookie on lookup). */
+  sockPairs: BpfMap<SockKey, bigint>;
+  sockmapConfig: BpfMap<number, SockmapConfig>;
 }
 
 /** Typed views of the maps of a loaded sidecar object. */
@@ -70,5 +76,7 @@ export function openSidecarMaps(obj: BpfObject): SidecarMaps {
     nodeIps: obj.map(SIDECAR_MAP.nodeIps, ipAddr, codec.u8),
     stats: obj.map(SIDECAR_MAP.stats, codec.u32, codec.u64),
     traceConfig: obj.map(SIDECAR_MAP.traceConfig, codec.u32, traceConfig),
+    sockPairs: obj.map(SIDECAR_MAP.sockPairs, sockKey, codec.u64),
+    sockmapConfig: obj.map(SIDECAR_MAP.sockmapConfig, codec.u32, sockmapConfig),
   };
 }
