@@ -109,7 +109,20 @@ export class Agent {
       startedAt: this.startedAt.toISOString(), pods: this.reconciler.list().length,
       counters: this.counters, maps, datapath,
       limitations: [...this.drivers.values()].flatMap((d) => limitations(d)),
+      sockmap: this.sockmap(),
     };
+  }
+
+  /** S4 per dataplane that has it: on/off and why (the behaviour gate's verdict). */
+  sockmap(): Record<string, { enabled: boolean; mode: string; reason: string; failed: string[] }> {
+    const out: Record<string, { enabled: boolean; mode: string; reason: string; failed: string[] }> = {};
+    for (const [dp, d] of this.drivers) {
+      const s = d.features.sockmapState?.();
+      if (!s) continue;
+      out[dp] = { enabled: s.enabled, mode: s.mode, reason: s.reason,
+        failed: (s.gate?.checks ?? []).filter((c) => !c.ok).map((c) => `IPv${c.family} ${c.check}`) };
+    }
+    return out;
   }
 
   readonly #tracers = new Set<TraceSubscriber>();
@@ -182,6 +195,8 @@ export interface AgentStatus {
   maps: Record<string, number>;
   datapath: Record<string, number>;
   limitations: { feature: string; reason: string }[];
+  /** S4 by dataplane (eBPF only). */
+  sockmap?: Record<string, { enabled: boolean; mode: string; reason: string; failed: string[] }>;
 }
 
 export { podName };

@@ -27,6 +27,8 @@ export interface AgentConfig {
   metrics: string;
   /** tc attachment for the eBPF mode. */
   tc: TcMode;
+  /** S4 sockmap acceleration (eBPF): auto = on when the behaviour gate passes (default), off, force. */
+  sockmap?: 'auto' | 'off' | 'force';
 }
 
 export const DEFAULTS = {
@@ -54,8 +56,10 @@ export function validateConfig(c: Partial<AgentConfig> & { /** @deprecated alias
   if (metrics && !/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):\d{1,5}$/.test(metrics)) bad('metrics', `expected host:port, got ${JSON.stringify(metrics)}`);
   const tc = c.tc ?? DEFAULTS.tc;
   if (!['auto', 'tcx', 'legacy'].includes(tc)) bad('tc', `expected auto, tcx or legacy, got ${JSON.stringify(tc)}`);
+  const sockmap = c.sockmap ?? 'auto';
+  if (!['auto', 'off', 'force'].includes(sockmap)) bad('sockmap', `expected auto, off or force, got ${JSON.stringify(sockmap)}`);
   return {
-    engine, profile, metrics, tc: tc as TcMode,
+    engine, profile, metrics, tc: tc as TcMode, sockmap,
     pinRoot: c.pinRoot ?? DEFAULTS.pinRoot,
     // On a Kubernetes node every pod sits below the cgroup2 root (discovered, not assumed).
     cgroupPath: c.cgroupPath ?? cgroup2Mount(),

@@ -22,6 +22,8 @@ const HELP = `usage: meshwarp agent [options]
   --state-dir DIR        record of meshed pods (default ${DEFAULTS.stateDir})
   --metrics HOST:PORT    Prometheus endpoint, "" to disable (default ${DEFAULTS.metrics})
   --tc auto|tcx|legacy   tc attachment (default ${DEFAULTS.tc})
+  --sockmap auto|off|force  sockmap acceleration app <-> sidecar (S4): auto = on only when the
+                         behaviour gate passes on this kernel (default), force = on regardless
 
 SIGTERM/SIGINT stop the agent and leave the datapath running (pins keep it);
 \`meshwarp uninstall\` removes everything.
@@ -33,7 +35,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
     options: {
       engine: { type: 'string' }, mode: { type: 'string' }, profile: { type: 'string' }, cgroup: { type: 'string' },
       'node-ip': { type: 'string', multiple: true }, 'pin-root': { type: 'string' }, socket: { type: 'string' },
-      'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, help: { type: 'boolean' },
+      'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, sockmap: { type: 'string' }, help: { type: 'boolean' },
     },
     strict: true,
   });
@@ -42,12 +44,12 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
   return validateConfig({
     engine: values.engine as AgentConfig['engine'], mode: values.mode, profile: values.profile, cgroupPath: values.cgroup,
     nodeIps: values['node-ip'], pinRoot: values['pin-root'], socket: values.socket, stateDir: values['state-dir'],
-    metrics: values.metrics, tc: values.tc as AgentConfig['tc'],
+    metrics: values.metrics, tc: values.tc as AgentConfig['tc'], sockmap: values.sockmap as AgentConfig['sockmap'],
   });
 }
 
 export async function makeDriver(cfg: AgentConfig): Promise<Driver> {
-  return createDriver(cfg.engine, { pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc });
+  return createDriver(cfg.engine, { pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc, sockmap: cfg.sockmap });
 }
 
 export async function run(argv: string[]): Promise<number> {

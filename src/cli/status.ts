@@ -24,6 +24,9 @@ export async function run(argv: string[]): Promise<number> {
     'datapath counters',
     ...Object.entries(s.datapath as Record<string, number>).filter(([, v]) => v > 0).map(([k, v]) => `  ${k.padEnd(18)} ${v}`),
   ];
+  for (const [dp, x] of Object.entries((s.sockmap ?? {}) as Record<string, { enabled: boolean; reason: string }>)) {
+    lines.push('', `sockmap    ${dp}: ${x.enabled ? 'on' : 'off'} — ${x.reason}`);
+  }
   for (const l of s.limitations ?? []) lines.push(`limitation: ${l.feature}: ${l.reason}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;

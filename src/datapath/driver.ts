@@ -48,8 +48,12 @@ export interface DriverFeatures {
   getsockoptPassthrough: boolean;
   /** Capture applies only to processes in the node cgroup, not to everything in the pod netns. */
   cgroupScope: boolean;
-  /** sockmap/sk_msg acceleration between local sockets. */
+  /** sockmap/sk_msg acceleration between local sockets (S4): true while it is on. */
   sockmap: boolean;
+  /** S4's state and why (the behaviour gate's verdict), for status and metrics. */
+  sockmapState?: () => { enabled: boolean; mode: string; reason: string; gate?: { pass: boolean; checks: { check: string; ok: boolean; family: number; detail: string }[] } };
+  /** Flips S4 at run time (a flag in a map; enrolled sockets are never removed). */
+  setSockmap?: (on: boolean) => void;
 }
 
 /** Something a driver cannot do; derived from `features` (see limitations()). */

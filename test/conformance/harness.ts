@@ -52,6 +52,8 @@ export interface DriverNodeOptions {
   nodeNetnsPath: string;
   nodeIps: string[];
   tc?: TcMode;
+  /** eBPF S4 (sockmap) mode; default the driver's (auto). */
+  sockmap?: 'auto' | 'off' | 'force';
 }
 
 /**
@@ -370,6 +372,8 @@ export interface MeshLabOptions {
   tag?: string;
   /** Runs once nodes and pods exist, before any driver starts (e.g. to attach a foreign program first). */
   beforeDrivers?: (lab: Lab) => void | Promise<void>;
+  /** Extra driver options for every node (e.g. sockmap). */
+  driver?: Pick<DriverNodeOptions, 'sockmap'>;
 }
 
 /** Two nodes (node1, node2), one driver each, and the pods of `specs`. */
@@ -396,7 +400,7 @@ export class MeshLab {
       }
       await opts.beforeDrivers?.(lab);
       for (const n of lab.nodes.values()) {
-        const d = await createDriver(env.driverOptions(n));
+        const d = await createDriver({ ...env.driverOptions(n), ...opts.driver });
         env.drivers.set(n.name, d);
         assert.equal(d.engine, MODE, `driver for engine ${MODE} reports engine ${d.engine}`);
         await d.start();

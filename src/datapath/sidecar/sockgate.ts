@@ -45,8 +45,8 @@ function runCheck(pairsFd: number, originFd: number, args: string[]): Promise<{ 
   return new Promise((resolve) => {
     const child = spawn(sockcheckBinary, ['3', '4', ...args], { stdio: ['ignore', 'pipe', 'pipe', pairsFd, originFd] });
     let out = '', err = '';
-    child.stdout.on('data', (b) => { out += b; });
-    child.stderr.on('data', (b) => { err += b; });
+    child.stdout!.on('data', (b) => { out += b; });
+    child.stderr!.on('data', (b) => { err += b; });
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? -1 : null), out, err: err + (signal ? ` (killed by ${signal})` : '') }));
   });
 }
