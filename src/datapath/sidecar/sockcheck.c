@@ -35,6 +35,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/bpf.h>
 
@@ -43,7 +44,7 @@
 #define SO_NETNS_COOKIE 71
 #endif
 
-static int pairs_fd, origin_fd, v6, enrol = 1, cycles = 1000, max_mb = 16, failed;
+static int pairs_fd, origin_fd, v6, enrol = 1, cycles = 1000, max_mb = 16, failed, rr_iters;
 
 static void report(const char *check, int ok, const char *detail)
 {
@@ -505,6 +506,49 @@ static void check_half_close(void)
 	close(p.a);
 }
 
+static void *echo_thread(void *x)
+{
+	int fd = *(int *)x;
+	char b[64];
+	ssize_t r;
+
+	while ((r = read(fd, b, sizeof(b))) > 0)
+		if (write(fd, b, r) != r)
+			break;
+	return NULL;
+}
+
+/* -R n: request/response latency of one pair, 64-byte messages, an echo
+ * thread on the other end (the leg micro-benchmark); detail = ns per round trip. */
+static void rr_latency(void)
+{
+	struct pair p = make_pair(3);
+	struct timespec t0, t1;
+	char b[64], detail[64];
+	pthread_t t;
+
+	memset(b, 'r', sizeof(b));
+	pthread_create(&t, NULL, echo_thread, &p.b);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < rr_iters; i++) {
+		size_t got = 0;
+		if (write(p.a, b, sizeof(b)) != sizeof(b))
+			break;
+		while (got < sizeof(b)) {
+			ssize_t r = read(p.a, b, sizeof(b) - got);
+			if (r <= 0)
+				break;
+			got += r;
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	shutdown(p.a, SHUT_WR);
+	pthread_join(t, NULL);
+	snprintf(detail, sizeof(detail), "%.0f", ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / rr_iters);
+	report("rr-latency-ns", 1, detail);
+	close_pair(p);
+}
+
 static void lo_up(void)
 {
 	struct ifreq ifr;
@@ -531,17 +575,22 @@ int main(int argc, char **argv)
 	pairs_fd = atoi(argv[1]);
 	origin_fd = atoi(argv[2]);
 	optind = 3;
-	while ((opt = getopt(argc, argv, "6nc:m:")) != -1) {
+	while ((opt = getopt(argc, argv, "6nc:m:R:")) != -1) {
 		if (opt == '6') v6 = 1;
 		else if (opt == 'n') enrol = 0;
 		else if (opt == 'c') cycles = atoi(optarg);
 		else if (opt == 'm') max_mb = atoi(optarg);
+		else if (opt == 'R') rr_iters = atoi(optarg);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	alarm(120); /* a hung kernel path ends the gate, never the agent */
 	if (unshare(CLONE_NEWNET))
 		die("unshare");
 	lo_up();
+	if (rr_iters > 0) {
+		rr_latency();
+		return 0;
+	}
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		if (sizes[i] > (size_t)max_mb << 20)
 			continue;

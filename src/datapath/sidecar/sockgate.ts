@@ -86,3 +86,28 @@ export async function runSockmapGate(o: GateOptions = {}): Promise<GateVerdict> 
     obj.close();
   }
 }
+
+/**
+ * The app <-> sidecar leg alone: request/response latency of one loopback
+ * pair, 64-byte messages, through sockmap vs plain loopback TCP, `rounds`
+ * interleaved runs of `iters` round trips. Returns ns per round trip per run.
+ */
+export async function legLatency(rounds = 5, iters = 20_000, objectPath?: string): Promise<{ sockmapNs: number[]; tcpNs: number[] }> {
+  const obj = BpfObject.load(objectPath ?? sidecarObject);
+  try {
+    const maps = openSidecarMaps(obj);
+    MapProgAttachment.attach(obj.program(SIDECAR_PROG.skMsg), obj.mapInfo(SIDECAR_MAP.sockPairs).fd, SIDECAR_MAP.sockPairs);
+    maps.sockmapConfig.update(0, { enabled: 1 });
+    const one = async (enrol: boolean): Promise<number> => {
+      const r = await runCheck(obj.mapInfo(SIDECAR_MAP.sockPairs).fd, obj.mapInfo(SIDECAR_MAP.originBySock).fd, ['-R', String(iters), ...(enrol ? [] : ['-n'])]);
+      const line = r.out.split('\n').find((l) => l.includes('rr-latency-ns'));
+      if (!line) throw new Error(`leg micro-benchmark failed: ${r.out}${r.err}`);
+      return Number((JSON.parse(line) as { detail: string }).detail);
+    };
+    const sockmapNs: number[] = [], tcpNs: number[] = [];
+    for (let i = 0; i < rounds; i++) { tcpNs.push(await one(false)); sockmapNs.push(await one(true)); }
+    return { sockmapNs, tcpNs };
+  } finally {
+    obj.close();
+  }
+}
