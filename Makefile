@@ -21,7 +21,12 @@ bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$
 setup:
 	@scripts/setup.sh
 
-bpf: $(BPF_OBJS)
+bpf: $(BPF_OBJS) build/bin/mw-sockcheck
+
+# The S4 behaviour gate's socket exerciser (src/datapath/sidecar/sockgate.ts runs it).
+build/bin/mw-sockcheck: src/datapath/sidecar/sockcheck.c
+	@mkdir -p $(@D)
+	cc -O2 -Wall -Wextra -Werror -pthread -o $@ $<
 
 build/bpf/units/%.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(@D)

@@ -54,6 +54,7 @@ enum mw_pod_flag {
 	MW_POD_F_HAS_INCLUDE_IN_PORTS = 1 << 0,	 /* inbound: only ports with an include rule */
 	MW_POD_F_HAS_INCLUDE_OUT_CIDRS = 1 << 1, /* outbound: only include CIDRs (or include ports) */
 	MW_POD_F_DNS_CAPTURE_ALL = 1 << 2,	 /* DNS: port 53 to any address, not only dns_servers */
+	MW_POD_F_NO_SOCKMAP = 1 << 3,	/* opted out of sockmap acceleration (annotation) */
 };
 
 /*
@@ -138,6 +139,8 @@ enum mw_origin_flag {
 	MW_ORIGIN_F_TUPLE = 1 << 2,	/* client put it in origin_by_tuple: delete on close */
 	MW_ORIGIN_F_NAT = 1 << 3,	/* came from inbound_nat: delete that entry on close */
 	MW_ORIGIN_F_INBOUND = 1 << 4,	/* sent to an inbound port (else outbound port) */
+	MW_ORIGIN_F_SOCKMAP = 1 << 5,	/* enrolled in sock_pairs (sockmap.bpf.c) */
+	MW_ORIGIN_F_NATIVE = 1 << 6,	/* a send went through TCP: never redirected afterwards */
 };
 
 /* The original destination of a captured connection: value of origin_by_sock
@@ -249,7 +252,21 @@ enum mw_stat {
 	MW_STAT_DNS_NOT_SERVER = 44,	/* port 53 to an address not in dns_servers (capture-all off) */
 	MW_STAT_DNS_RESTORED = 45,	/* reply source (recvmsg) or peer (getpeername) set back to the server */
 	MW_STAT_DNS_STATE_FAILED = 46,	/* no socket storage for the DNS state: left uncaptured */
-	MW_STAT__MAX = 47,
+	/* sockmap acceleration (S4, bpf/sidecar/sockmap.bpf.c). */
+	MW_STAT_SOCKMAP_ADDED = 47,	/* sockets enrolled in sock_pairs */
+	MW_STAT_SOCKMAP_EEXIST = 48,	/* insert failed: key taken (BPF_NOEXIST) */
+	MW_STAT_SOCKMAP_EBUSY = 49,	/* insert failed: socket owned by another sk_msg/sk_user_data user */
+	MW_STAT_SOCKMAP_EINVAL = 50,	/* insert failed: ULP (kTLS) or socket state */
+	MW_STAT_SOCKMAP_ENOMEM = 51,	/* insert failed: no memory */
+	MW_STAT_SOCKMAP_E2BIG = 52,	/* insert failed: sock_pairs full */
+	MW_STAT_SOCKMAP_EOTHER = 53,	/* insert failed: any other errno */
+	MW_STAT_SOCKMAP_MSGS = 54,	/* messages redirected to the peer socket */
+	MW_STAT_SOCKMAP_BYTES = 55,	/* bytes redirected to the peer socket */
+	MW_STAT_SOCKMAP_MISS = 56,	/* peer not in sock_pairs: passed to TCP */
+	MW_STAT_SOCKMAP_NATIVE = 57,	/* passed: the socket already sent through TCP (order) */
+	MW_STAT_SOCKMAP_OFF = 58,	/* passed, or not enrolled: switch off */
+	MW_STAT_SOCKMAP_OPTED_OUT = 59,	/* not enrolled: pod opted out */
+	MW_STAT__MAX = 60,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
@@ -353,6 +370,29 @@ struct dns_sock {
 	__u8 flags;				/* 84 enum mw_dns_flag bits */
 	__u8 _pad[3];				/* 85 */
 };						/* 88 */
+
+/*
+ * sockmap acceleration (S4, sockmap.bpf.c). sock_pairs (SOCKHASH) holds the
+ * two sockets of a same-netns pair meshwarp made: the app's captured socket
+ * (127.0.0.1/::1 -> the outbound port) and the sidecar's accepted one. The
+ * key carries the netns cookie: two pods can hold identical loopback tuples.
+ */
+#define MW_MAX_SOCK_PAIRS	65536
+
+struct sock_key {
+	__u64 netns_cookie;		/* 0 */
+	struct ip_addr local;		/* 8 */
+	struct ip_addr remote;		/* 24 */
+	__u16 lport;			/* 40 network order */
+	__u16 rport;			/* 42 network order */
+	__u32 _pad;			/* 44 */
+};					/* 48 */
+
+/* sockmap_config[0]: the off switch. 0 = sk_msg passes everything to TCP and
+ * sock_ops enrols nothing; entries stay until their sockets close. */
+struct sockmap_config {
+	__u32 enabled;			/* 0 */
+};					/* 4 */
 
 /* Address families as stored in origin.family (Linux values). */
 #define MW_AF_INET	2

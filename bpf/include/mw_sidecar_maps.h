@@ -76,4 +76,21 @@ MW_MAP struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dns_by_sock SEC(".maps");
 
+/* sockmap acceleration (S4, see struct sock_key): the enrolled socket pairs, and the off switch. */
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MW_MAX_SOCK_PAIRS);
+	__type(key, struct sock_key);
+	__type(value, __u64);			/* socket (fd from userspace, cookie on lookup) */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_pairs SEC(".maps");
+
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sockmap_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sockmap_config SEC(".maps");
+
 #endif /* MW_SIDECAR_MAPS_H */

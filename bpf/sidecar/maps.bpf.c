@@ -18,6 +18,8 @@ const volatile __u32 mw_flags = 0;
  */
 struct mw_btf_anchor {
 	struct trace_event trace_event;
+	struct sock_key sock_key;
+	struct sockmap_config sockmap_config;
 	enum mw_stat stat;
 	enum mw_pod_limit pod_limit;
 	enum mw_pod_flag pod_flag;

@@ -14,6 +14,9 @@
  *                    holds it only during the handshake), and binds
  *                    cross-node inbound connections to their inbound_nat
  *                    entry so it is deleted when the socket closes.
+ *                    Also enrols same-netns loopback pairs in sock_pairs.
+ *  sockmap.bpf.c     sk_msg: sends of an enrolled socket go straight to its
+ *                    peer's receive queue (S4, rules in sockmap.h).
  *  getsockopt.bpf.c  answers SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST on
  *                    accepted proxy sockets; everything else passes untouched.
  *  dns.bpf.c         cgroup/sendmsg4|6, recvmsg4|6, getpeername4|6: DNS

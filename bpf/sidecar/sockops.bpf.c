@@ -1,45 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-/* sockops: hands the original destination to the proxy's accepted socket
- * and deletes per-connection entries at close (see sidecar.h). */
+/* sockops: hands the original destination to the proxy's accepted socket,
+ * enrols same-netns pairs for sockmap (sockmap.h) and deletes
+ * per-connection entries at close (see sidecar.h). */
 #include "sidecar.h"
-#include "mw_ctx.h"
-
-/* A socket's two ends, IPv4 v4-mapped, ports network order. */
-struct mw_ends {
-	struct ip_addr local;
-	struct ip_addr remote;
-	__u16 lport;
-	__u16 rport;
-};
-
-static __always_inline int mw_sockops_ends(struct bpf_sock_ops *ctx, struct mw_ends *e)
-{
-	/* All fields are read up front, with volatile reads: if the v4 and v6
-	 * loads sat in two branches, the compiler would merge them into one
-	 * load through a computed ctx pointer, which the verifier rejects. */
-	__u32 family = MW_CTX_READ(ctx->family);
-	__u32 l4 = MW_CTX_READ(ctx->local_ip4), r4 = MW_CTX_READ(ctx->remote_ip4);
-	__u32 l0 = MW_CTX_READ(ctx->local_ip6[0]), l1 = MW_CTX_READ(ctx->local_ip6[1]);
-	__u32 l2 = MW_CTX_READ(ctx->local_ip6[2]), l3 = MW_CTX_READ(ctx->local_ip6[3]);
-	__u32 r0 = MW_CTX_READ(ctx->remote_ip6[0]), r1 = MW_CTX_READ(ctx->remote_ip6[1]);
-	__u32 r2 = MW_CTX_READ(ctx->remote_ip6[2]), r3 = MW_CTX_READ(ctx->remote_ip6[3]);
-	__u32 lport = MW_CTX_READ(ctx->local_port), rport = MW_CTX_READ(ctx->remote_port);
-
-	if (family == MW_AF_INET) {
-		mw_addr_set_v4(&e->local, l4);
-		mw_addr_set_v4(&e->remote, r4);
-	} else if (family == MW_AF_INET6) {
-		mw_addr_set_v6(&e->local, l0, l1, l2, l3);
-		mw_addr_set_v6(&e->remote, r0, r1, r2, r3);
-	} else {
-		return -1;
-	}
-	/* local_port is host order; remote_port is the network-order port in
-	 * the upper half of a network-order u32. */
-	e->lport = bpf_htons((__u16)lport);
-	e->rport = bpf_htons((__u16)bpf_ntohl(rport));
-	return 0;
-}
+#include "sockmap.h"
 
 /* origin_by_tuple key of a connection client -> server (see struct tuple_key). */
 static __always_inline void mw_tuple_key(struct bpf_sock_ops *ctx, struct tuple_key *k,
@@ -65,8 +29,10 @@ static __always_inline void mw_on_active(struct bpf_sock_ops *ctx)
 {
 	struct tuple_key k = {};
 	struct bpf_sock *sk = ctx->sk;
+	struct pod_config *cfg;
 	struct mw_ends e = {};
 	struct origin *o;
+	__u64 cookie;
 
 	if (!sk)
 		return;
@@ -83,6 +49,10 @@ static __always_inline void mw_on_active(struct bpf_sock_ops *ctx)
 	o->flags |= MW_ORIGIN_F_TUPLE;
 	mw_count(MW_STAT_TUPLE_ADDED);
 	mw_watch_close(ctx); /* the entry must not outlive this socket */
+	cookie = bpf_get_netns_cookie(ctx);
+	cfg = bpf_map_lookup_elem(&pod_config, &cookie);
+	if (cfg)
+		mw_sockmap_enrol(ctx, &e, o, cookie, cfg);
 }
 
 /* An accepted socket: claim the origin from origin_by_tuple, or for a
@@ -116,6 +86,7 @@ static __always_inline void mw_on_passive(struct bpf_sock_ops *ctx)
 			o->family = t->family;
 			o->flags = MW_ORIGIN_F_ACCEPTED | (t->flags & MW_ORIGIN_F_INBOUND);
 			mw_count(MW_STAT_TUPLE_MOVED);
+			mw_sockmap_enrol(ctx, &e, o, cookie, cfg);
 		} else {
 			mw_count(MW_STAT_ACCEPT_FAILED);
 		}

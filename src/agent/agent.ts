@@ -133,6 +133,7 @@ export class Agent {
       counters: this.counters, maps, datapath,
       limitations: [...this.drivers.values()].flatMap((d) => limitations(d)),
       ...(this.ambientConfig() ? { ambient: this.ambientConfig() } : {}),
+      sockmap: this.sockmap(),
       ...(this.podSource ? { kubernetes: { synced: this.podSource.synced, watches: this.podSource.watchStats() } } : {}),
     };
   }
@@ -170,6 +171,18 @@ export class Agent {
   #logAmbientConfig(): void {
     const c = this.ambientConfig();
     if (c) log('info', `ambient config: ${JSON.stringify({ ztunnelReady: c.ztunnelReady, redirectMode: c.redirectMode })}`, { failPolicy: c.failPolicy });
+  }
+
+  /** S4 per dataplane that has it: on/off and why (the behaviour gate's verdict). */
+  sockmap(): Record<string, { enabled: boolean; mode: string; reason: string; failed: string[] }> {
+    const out: Record<string, { enabled: boolean; mode: string; reason: string; failed: string[] }> = {};
+    for (const [dp, d] of this.drivers) {
+      const s = d.features.sockmapState?.();
+      if (!s) continue;
+      out[dp] = { enabled: s.enabled, mode: s.mode, reason: s.reason,
+        failed: (s.gate?.checks ?? []).filter((c) => !c.ok).map((c) => `IPv${c.family} ${c.check}`) };
+    }
+    return out;
   }
 
   readonly #tracers = new Set<TraceSubscriber>();
@@ -254,6 +267,8 @@ export interface AgentStatus {
   ambient?: ReturnType<Agent['ambientConfig']>;
   /** With a Kubernetes source: its caches and watches. */
   kubernetes?: { synced: boolean; watches: ReturnType<PodSource['watchStats']> };
+  /** S4 by dataplane (eBPF only). */
+  sockmap?: Record<string, { enabled: boolean; mode: string; reason: string; failed: string[] }>;
 }
 
 export { podName };

@@ -29,6 +29,8 @@ export interface AgentConfig {
   clusterDns: string[];
   /** tc attachment for the eBPF mode. */
   tc: TcMode;
+  /** S4 sockmap acceleration (eBPF): auto = on when the behaviour gate passes (default), off, force. */
+  sockmap?: 'auto' | 'off' | 'force';
   /** The dataplanes this node runs (default sidecar only); each gets its own driver. */
   dataplanes: Dataplane[];
   /** Ambient: what enrolled pods' new flows do while no node proxy is ready. */
@@ -88,8 +90,10 @@ export function validateConfig(c: Partial<AgentConfig> & { /** @deprecated alias
   if (dataplanes.length === 0) bad('dataplanes', 'at least one of sidecar, ambient');
   const ambientFailPolicy = c.ambientFailPolicy ?? DEFAULTS.ambientFailPolicy;
   if (ambientFailPolicy !== 'closed' && ambientFailPolicy !== 'open') bad('ambient-fail-policy', `expected closed or open, got ${JSON.stringify(ambientFailPolicy)}`);
+  const sockmap = c.sockmap ?? 'auto';
+  if (!['auto', 'off', 'force'].includes(sockmap)) bad('sockmap', `expected auto, off or force, got ${JSON.stringify(sockmap)}`);
   return {
-    engine, profile, metrics, tc: tc as TcMode, dataplanes, ambientFailPolicy,
+    engine, profile, metrics, tc: tc as TcMode, dataplanes, ambientFailPolicy, sockmap,
     pinRoot: c.pinRoot ?? DEFAULTS.pinRoot,
     // On a Kubernetes node every pod sits below the cgroup2 root (discovered, not assumed).
     cgroupPath: c.cgroupPath ?? cgroup2Mount(),

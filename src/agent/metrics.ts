@@ -18,6 +18,13 @@ export function renderMetrics(agent: Agent): string {
   metric('meshwarp_map_entries', 'gauge', 'Entries per datapath map.', Object.entries(s.maps).map(([m, n]) => [{ map: m }, n]));
   metric('meshwarp_datapath_events_total', 'counter', 'Datapath counters (captured, bypassed, failed updates), summed over CPUs.',
     Object.entries(s.datapath).map(([e, n]) => [{ event: e }, n]));
+  const sm = Object.entries(s.sockmap ?? {});
+  if (sm.length) {
+    metric('meshwarp_sockmap_enabled', 'gauge', 'Sockmap acceleration (S4) on (1) or off (0), with the reason (behaviour gate verdict).',
+      sm.map(([dp, x]) => [{ dataplane: dp, mode: x.mode, reason: x.reason.slice(0, 200) }, x.enabled ? 1 : 0]));
+    metric('meshwarp_sockmap_gate_failed', 'gauge', 'Behaviour gate checks that failed on this kernel (1 per check).',
+      sm.flatMap(([dp, x]) => x.failed.map((f) => [{ dataplane: dp, check: f }, 1] as [Record<string, string>, number])));
+  }
   const c = agent.counters;
   metric('meshwarp_cni_requests_total', 'counter', 'CNI requests handled.', [[{ command: 'add' }, c.cniAdd], [{ command: 'del' }, c.cniDel]]);
   metric('meshwarp_errors_total', 'counter', 'Requests that failed inside the agent.', [[{}, c.cniErrors]]);

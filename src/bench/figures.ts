@@ -2,7 +2,10 @@
 // From raw samples to figures: one figure per (placement, test, statistic),
 // each scenario's median and min–max over rounds, the ratios the issue asks for
 // (ebpf/iptables and each scenario / direct) and the mission's goals.
-import { ratio, summarize, type Summary } from './stats.ts';
+import { median, ratio, summarize, type Summary } from './stats.ts';
+
+/** The leg micro-benchmark (sockgate.ts legLatency): ns per round trip per interleaved run. */
+export interface LegResult { sockmapNs: number[]; tcpNs: number[] }
 import { SCENARIOS, PLACEMENTS, type Scenario, type Placement } from './topology.ts';
 import type { IperfResult, WrkResult } from './tools.ts';
 import { TC_GOAL_NS, worstTcPath, type TcProgResult } from './tcprog.ts';
@@ -62,7 +65,7 @@ const STAT_INFO: Record<Stat, { unit: string; better: 'higher' | 'lower'; label:
   cpu_us: { unit: 'µs', better: 'lower', label: 'CPU time per request (all lab processes)' },
 };
 
-export const RATIO_KEYS = ['ebpf/iptables', 'direct+sidecar/direct', 'iptables/direct', 'ebpf/direct'] as const;
+export const RATIO_KEYS = ['ebpf/iptables', 'ebpf+sockmap/iptables', 'ebpf+sockmap/ebpf', 'direct+sidecar/direct', 'iptables/direct', 'ebpf/direct'] as const;
 export type RatioKey = (typeof RATIO_KEYS)[number];
 
 export interface Figure {
@@ -79,6 +82,8 @@ export interface Figure {
   scenarios: Record<Scenario, Summary>;
   /** Ratios of medians. */
   ratios: Record<RatioKey, number>;
+  /** Spread of a ratio: min and max of the per-round ratios (same round = same conditions). */
+  ratioSpread: Partial<Record<RatioKey, { min: number; max: number }>>;
   /** Per scenario: failed requests over all rounds (wrk socket errors and non-2xx), failed measurements. */
   errors: Record<Scenario, number>;
 }
@@ -123,11 +128,27 @@ export function buildFigures(samples: readonly Sample[], tests: readonly TestSpe
         const label = t.kind === 'bulk' ? `${info.label}, 1 stream`
           : t.kind === 'conn' ? `${info.label}, ${t.connections} concurrent, 1 request per connection`
           : `${info.label}, ${t.connections} keep-alive connection${t.connections === 1 ? '' : 's'}`;
+        const perRound = (a: Scenario, b: Scenario): { min: number; max: number } | undefined => {
+          const rs: number[] = [];
+          for (const r of new Set(samples.map((s) => s.round))) {
+            const v = (m: Scenario) => { const x = samples.find((s) => s.round === r && s.scenario === m && s.placement === placement && s.test === t.id); return x ? value(x, stat) : NaN; };
+            const q = ratio(v(a), v(b));
+            if (Number.isFinite(q)) rs.push(q);
+          }
+          return rs.length ? { min: Math.min(...rs), max: Math.max(...rs) } : undefined;
+        };
+        const ratioSpread: Figure['ratioSpread'] = {};
+        for (const [k, a, b] of [['ebpf/iptables', 'ebpf', 'iptables'], ['ebpf+sockmap/iptables', 'ebpf+sockmap', 'iptables'], ['ebpf+sockmap/ebpf', 'ebpf+sockmap', 'ebpf']] as const) {
+          const sp = perRound(a, b);
+          if (sp) ratioSpread[k] = sp;
+        }
         out.push({
           id: `${placement}.${t.id}.${stat}`, placement, test: t.id, stat, label, unit: info.unit, better: info.better,
-          connections: t.connections, scenarios, errors,
+          connections: t.connections, scenarios, errors, ratioSpread,
           ratios: {
             'ebpf/iptables': ratio(med('ebpf'), med('iptables')),
+            'ebpf+sockmap/iptables': ratio(med('ebpf+sockmap'), med('iptables')),
+            'ebpf+sockmap/ebpf': ratio(med('ebpf+sockmap'), med('ebpf')),
             'direct+sidecar/direct': ratio(med('direct+sidecar'), med('direct')),
             'iptables/direct': ratio(med('iptables'), med('direct')),
             'ebpf/direct': ratio(med('ebpf'), med('direct')),
@@ -149,6 +170,8 @@ export interface Goal {
   met: boolean;
   /** The figure it was read from, when it comes from one. */
   figure?: string;
+  /** min/max of the per-round ratios, when the goal is a ratio of one run. */
+  spread?: { min: number; max: number };
 }
 
 /**
@@ -157,7 +180,7 @@ export interface Goal {
  * requests/s of iptables and <= 0.8x its p99; connection setup >= 1.3x; each tc
  * program <= 100 ns per packet.
  */
-export function evaluateGoals(figures: readonly Figure[], conns: readonly number[], tc?: TcProgResult): Goal[] {
+export function evaluateGoals(figures: readonly Figure[], conns: readonly number[], tc?: TcProgResult, leg?: LegResult): Goal[] {
   const goals: Goal[] = [];
   const top = Math.max(...conns);
   const g = (id: string, text: string, figId: string, op: Goal['op'], target: number) => {
@@ -170,6 +193,25 @@ export function evaluateGoals(figures: readonly Figure[], conns: readonly number
     g(`${pl}.rps`, `${pl}: eBPF requests/s at ${top} connections ≥ 1.25× iptables`, `${pl}.rr${top}.rps`, '>=', 1.25);
     g(`${pl}.p99`, `${pl}: eBPF p99 latency at ${top} connections ≤ 0.8× iptables`, `${pl}.rr${top}.p99_us`, '<=', 0.8);
     g(`${pl}.cps`, `${pl}: eBPF connection setup rate ≥ 1.3× iptables`, `${pl}.conn.cps`, '>=', 1.3);
+  }
+  // S4 (issue 15): ebpf+sockmap against iptables, same run.
+  const gs = (id: string, text: string, figId: string, op: Goal['op'], target: number) => {
+    const f = figures.find((x) => x.id === figId);
+    const v = f ? f.ratios['ebpf+sockmap/iptables'] : NaN;
+    goals.push({ id, text, value: v, op, target, met: Number.isFinite(v) && (op === '>=' ? v >= target : v <= target), figure: figId,
+      ...(f?.ratioSpread['ebpf+sockmap/iptables'] ? { spread: f.ratioSpread['ebpf+sockmap/iptables'] } : {}) });
+  };
+  for (const pl of PLACEMENTS) {
+    if (!figures.some((f) => f.placement === pl && Number.isFinite(f.scenarios['ebpf+sockmap'].median))) continue;
+    gs(`${pl}.sockmap.rps`, `${pl}: ebpf+sockmap requests/s at ${top} connections ≥ 1.30× iptables`, `${pl}.rr${top}.rps`, '>=', 1.3);
+    gs(`${pl}.sockmap.p99`, `${pl}: ebpf+sockmap p99 at ${top} connections ≤ 0.85× iptables`, `${pl}.rr${top}.p99_us`, '<=', 0.85);
+    gs(`${pl}.sockmap.cps`, `${pl}: ebpf+sockmap new connections/s ≥ 1.0× iptables`, `${pl}.conn.cps`, '>=', 1.0);
+  }
+  if (leg && leg.sockmapNs.length) {
+    const rs = leg.sockmapNs.map((x, i) => x / leg.tcpNs[i]);
+    const v = median(leg.sockmapNs) / median(leg.tcpNs);
+    goals.push({ id: 'sockmap.leg', text: 'app ↔ sidecar leg alone, 1 connection, 64 B request/response: sockmap latency ≤ 0.7× loopback TCP',
+      value: v, op: '<=', target: 0.7, met: Number.isFinite(v) && v <= 0.7, spread: { min: Math.min(...rs), max: Math.max(...rs) } });
   }
   if (tc) {
     const w = worstTcPath(tc);

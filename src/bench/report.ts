@@ -67,11 +67,18 @@ export function formatReport(r: BenchReport, chartPath?: string): string {
     out.push('', `ebpf datapath: ${captured} connections captured outbound; ${list ? `anomalies: ${list}` : 'no anomaly counter moved'}`);
   }
 
+  if (r.sockmap) {
+    const g = r.sockmap.gate;
+    out.push('', `sockmap (S4): ebpf+sockmap measured with S4 forced on; behaviour gate on this kernel: ${g ? (g.pass ? 'pass' : `FAIL (the agent keeps S4 off): ${g.reason}`) : 'not run'}`);
+    if (r.sockmap.leg) out.push(`  leg micro-benchmark, ns per 64 B round trip per run: sockmap ${r.sockmap.leg.sockmapNs.join(', ')}; loopback TCP ${r.sockmap.leg.tcpNs.join(', ')}`);
+  }
+
   if (r.goals.length > 0) {
     out.push('', 'mission goals (measured, not asserted)');
     for (const g of r.goals) {
       const v = g.id === 'tc.ns' ? `${Number.isFinite(g.value) ? g.value.toFixed(0) : '—'} ns` : times(g.value);
-      out.push(`  ${g.met ? 'met    ' : 'not met'}  ${v.padStart(7)} (goal ${g.op} ${g.target}${g.id === 'tc.ns' ? ' ns' : '×'})  ${g.text}`);
+      const sp = g.spread ? ` [${times(g.spread.min)}–${times(g.spread.max)}]` : '';
+      out.push(`  ${g.met ? 'met    ' : 'not met'}  ${v.padStart(7)}${sp} (goal ${g.op} ${g.target}${g.id === 'tc.ns' ? ' ns' : '×'})  ${g.text}`);
     }
   }
 

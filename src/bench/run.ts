@@ -5,8 +5,9 @@
 // machine hit every scenario alike. Then the tc programs' per-packet cost.
 import os from 'node:os';
 import { benchTcPrograms, type TcProgResult } from './tcprog.ts';
-import { buildFigures, evaluateGoals, testSpecs, type CpuUse, type Figure, type Goal, type Sample, type TestSpec } from './figures.ts';
-import { APP_UID, BenchLab, PROFILE, type Scenario, type Block, type CpuSnapshot, type Placement } from './topology.ts';
+import { buildFigures, evaluateGoals, testSpecs, type LegResult, type CpuUse, type Figure, type Goal, type Sample, type TestSpec } from './figures.ts';
+import { legLatency } from '../datapath/sidecar/sockgate.ts';
+import { APP_UID, BenchLab, PROFILE, engineOf, type Scenario, type Block, type CpuSnapshot, type Placement } from './topology.ts';
 import { runIperf, runWrk, toolVersion } from './tools.ts';
 import { withNetns } from '../sys/netns.ts';
 
@@ -74,8 +75,10 @@ export interface BenchReport {
   figures: Figure[];
   goals: Goal[];
   tc: TcProgResult | null;
-  /** eBPF datapath counters (both nodes) accumulated during each round's ebpf block. */
-  datapath: { round: number; counters: Record<string, number> }[];
+  /** eBPF datapath counters (both nodes) accumulated during each round's ebpf / ebpf+sockmap block. */
+  datapath: { round: number; scenario?: string; counters: Record<string, number> }[];
+  /** S4: the behaviour gate's verdict on this kernel (ebpf+sockmap is measured with S4 forced on) and the leg micro-benchmark. */
+  sockmap?: { gate: { pass: boolean; reason: string } | null; leg: LegResult | null };
   samples: Sample[];
   errors: string[];
 }
@@ -101,6 +104,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const bl = await BenchLab.create(o.scenarios, o.prefix, o.objectPath);
   let tools: Record<string, string> = {};
   let tc: TcProgResult | null = null;
+  let leg: LegResult | null = null;
+  let gate: { pass: boolean; reason: string } | null = null;
   let measureStart = 0;
   let measured = 0;
   try {
@@ -110,6 +115,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       wrk: (await toolVersion(node1, ['wrk', '-v'])).replace(/ Copyright.*/, ''),
       iperf3: (await toolVersion(node1, ['iperf3', '-v'])).replace(/ \(.*/, ''),
     };
+    if (o.scenarios.includes('ebpf+sockmap')) {
+      const st = bl.drivers.get('ebpf/node1')?.features.sockmapState?.();
+      if (st?.gate) gate = { pass: st.gate.pass, reason: st.reason };
+      progress(0, 'sockmap leg micro-benchmark');
+      try {
+        leg = await legLatency(o.rounds, 20_000, o.objectPath); // its own private netns
+      } catch (e) {
+        errors.push(`sockmap leg: ${(e as Error).message}`);
+      }
+    }
     if (o.tc) {
       progress(0, 'tc programs');
       try {
@@ -141,7 +156,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           done += o.placements.length * tests.length;
           continue;
         }
-        const statsBefore = scenario === 'ebpf' ? bl.datapathStats() : {};
+        const statsBefore = engineOf(scenario) === 'ebpf' ? bl.datapathStats() : {};
         try {
           for (const placement of o.placements) {
             const target = block.targets[placement];
@@ -172,11 +187,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
               perMeasurement = (performance.now() - measureStart) / 1000 / measured;
             }
           }
-          if (scenario === 'ebpf') {
+          if (engineOf(scenario) === 'ebpf') {
             const after = bl.datapathStats();
             const delta: Record<string, number> = {};
             for (const [k, v] of Object.entries(after)) if (v - (statsBefore[k] ?? 0) !== 0) delta[k] = v - (statsBefore[k] ?? 0);
-            datapath.push({ round, counters: delta });
+            datapath.push({ round, scenario, counters: delta });
           }
         } finally {
           await block.teardown();
@@ -222,7 +237,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     placements: o.placements,
     tests,
     figures,
-    goals: evaluateGoals(figures, o.conns, tc ?? undefined),
+    goals: evaluateGoals(figures, o.conns, tc ?? undefined, leg ?? undefined),
+    sockmap: o.scenarios.includes('ebpf+sockmap') ? { gate, leg } : undefined,
     tc,
     datapath,
     samples,

@@ -12,6 +12,7 @@ export const SCENARIO_COLORS: Record<Scenario, string> = {
   direct: '#8c8c8c',
   'direct+sidecar': '#b07aa1',
   iptables: '#e15759',
+  'ebpf+sockmap': '#59a14f',
   ebpf: '#4e79a7',
 };
 const PLACEMENT_LABEL: Record<Placement, string> = { 'same-node': 'same node', 'cross-node': 'cross node' };

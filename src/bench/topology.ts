@@ -27,8 +27,12 @@ import { ipBatch, nsRun } from '../sys/netns.ts';
 import { appServerConfig, explicitSidecarConfig, transparentSidecarConfig, type Relay } from './haproxy.ts';
 import { CHILD_ENV, WRK_REPORT_LUA, httpGet, waitListening } from './tools.ts';
 
-export const SCENARIOS = ['direct', 'direct+sidecar', 'iptables', 'ebpf'] as const;
+export const SCENARIOS = ['direct', 'direct+sidecar', 'iptables', 'ebpf', 'ebpf+sockmap'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
+/** The interception engine of a meshed scenario (ebpf+sockmap is the eBPF driver with its S4 switch on). */
+export function engineOf(s: Scenario): 'ebpf' | 'iptables' | undefined {
+  return s === 'ebpf' || s === 'ebpf+sockmap' ? 'ebpf' : s === 'iptables' ? 'iptables' : undefined;
+}
 export const PLACEMENTS = ['same-node', 'cross-node'] as const;
 export type Placement = (typeof PLACEMENTS)[number];
 
@@ -46,7 +50,7 @@ const EXPLICIT = {
   serverBulk: 15112,
 } as const;
 
-const SHORT: Record<Scenario, string> = { direct: 'dir', 'direct+sidecar': 'dsc', iptables: 'ipt', ebpf: 'ebpf' };
+const SHORT: Record<Scenario, string> = { direct: 'dir', 'direct+sidecar': 'dsc', iptables: 'ipt', ebpf: 'ebpf', 'ebpf+sockmap': 'ebsm' };
 
 export function parseScenarios(list: string): Scenario[] {
   const out = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
@@ -154,7 +158,7 @@ export class BenchLab {
       bl = new BenchLab(lab, dir);
       fs.writeFileSync(bl.wrkScript, WRK_REPORT_LUA, { mode: 0o644 });
       for (const scenario of ['ebpf', 'iptables'] as const) {
-        if (!scenarios.includes(scenario)) continue;
+        if (!scenarios.some((x) => engineOf(x) === scenario)) continue;
         for (const node of lab.nodes.values()) {
           const d = await createDriver(scenario, {
             pinRoot: `${labPinRoot(prefix)}/${node.name}`,
@@ -162,6 +166,9 @@ export class BenchLab {
             nodeNetnsPath: node.netnsPath,
             nodeIps: [node.addrs.gw4, node.addrs.gw6, node.ip4, node.ip6],
             ...(objectPath ? { objectPath } : {}),
+            // S4 is switched per block (a flag): forced, so the ebpf+sockmap column exists
+            // whatever the behaviour gate says; the report shows the gate's verdict.
+            sockmap: scenarios.includes('ebpf+sockmap') ? 'force' : 'off',
           });
           bl.drivers.set(`${scenario}/${node.name}`, d);
           await d.start();
@@ -233,7 +240,7 @@ export class BenchLab {
         const pod = this.lab.addPod(node, `${tag}-${name}`);
         pods.push(pod);
         let base = pod.cgroupPath;
-        if (scenario !== 'ebpf') {
+        if (engineOf(scenario) !== 'ebpf') {
           base = createCgroup(`${this.prefix}/plain/${++this.#plain}`);
           plainCgroups.push(base);
         }
@@ -285,7 +292,7 @@ export class BenchLab {
             { name: 'in_bulk', bind: `0.0.0.0:${EXPLICIT.serverBulk}`, to: `${s.pod.ip4}:${BULK_PORT}` },
           ]), this.policy.proxyUid));
           ports.push(EXPLICIT.serverHttp, EXPLICIT.serverBulk);
-        } else if (scenario === 'iptables' || scenario === 'ebpf') {
+        } else if (engineOf(scenario)) {
           ps.push(haproxy(s.role('sidecar'), 'sidecar', transparentSidecarConfig(this.policy.outboundPort, this.policy.inboundPort), this.policy.proxyUid));
           ports.push(this.policy.outboundPort, this.policy.inboundPort);
         }
@@ -300,15 +307,17 @@ export class BenchLab {
         }
         const p = haproxy(c.role('sidecar'), 'sidecar', explicitSidecarConfig(relays), this.policy.proxyUid);
         ready.push(waitListening(c.role('sidecar'), relays.map((r) => Number(r.bind.split(':')[1])), 5000, why([p])));
-      } else if (scenario === 'iptables' || scenario === 'ebpf') {
+      } else if (engineOf(scenario)) {
         const p = haproxy(c.role('sidecar'), 'sidecar', transparentSidecarConfig(this.policy.outboundPort, this.policy.inboundPort), this.policy.proxyUid);
         ready.push(waitListening(c.role('sidecar'), [this.policy.outboundPort, this.policy.inboundPort], 5000, why([p])));
       }
       await Promise.all(ready);
 
-      if (scenario === 'iptables' || scenario === 'ebpf') {
+      const engine = engineOf(scenario);
+      if (engine === 'ebpf') for (const n of [n1, n2]) this.#driver('ebpf', n).features.setSockmap?.(scenario === 'ebpf+sockmap');
+      if (engine) {
         for (const p of [c, s1, s2]) {
-          const driver = this.#driver(scenario, p.pod.node);
+          const driver = this.#driver(engine, p.pod.node);
           const ref = podRef(p.pod);
           meshed.push({ driver, ref });
           await driver.mesh(ref, this.policy);

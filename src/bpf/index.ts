@@ -2,7 +2,7 @@
 // The typed libbpf binding: import from here.
 export { BpfObject, type Program, type OpenOptions } from './object.ts';
 export { BpfMap, NotFoundError, MapFullError, ExistsError, nPossibleCpus, type UpdateFlag } from './map.ts';
-export { Link, TcFilter, tcxPrograms, type Direction } from './link.ts';
+export { Link, MapProgAttachment, TcFilter, tcxPrograms, type Direction } from './link.ts';
 export { RingBufferReader } from './ringbuf.ts';
 export { Btf, type StructLayout } from './btf.ts';
 export { BpfError, type BpfErrorCode } from './libbpf.ts';

@@ -109,6 +109,37 @@ export class Link {
   }
 }
 
+/**
+ * A program attached to a map (BPF_PROG_ATTACH): the sk_msg verdict of a
+ * sockhash. Not a bpf_link on libbpf 1.1: the map itself holds the program,
+ * so it stays attached as long as the (pinned) map lives, across agent
+ * restarts. Attaching again swaps the program for sockets enrolled from then
+ * on; sockets already enrolled keep the program they were enrolled with.
+ */
+export class MapProgAttachment {
+  readonly mapFd: number;
+  readonly attachType: number;
+  readonly what: string;
+
+  private constructor(mapFd: number, attachType: number, what: string) {
+    this.mapFd = mapFd;
+    this.attachType = attachType;
+    this.what = what;
+  }
+
+  static attach(prog: Program, mapFd: number, mapName: string, attachType: number = prog.expectedAttachType): MapProgAttachment {
+    const what = `${prog.name}@map:${mapName}`;
+    check(`attach ${what}`, fn.progAttach(prog.fd, mapFd, attachType, 0));
+    return new MapProgAttachment(mapFd, attachType, what);
+  }
+
+  /** Detaches `prog` from the map (the program must be the one attached). */
+  detach(prog: Program): void {
+    const r = fn.progDetach2(prog.fd, this.mapFd, this.attachType);
+    if (r < 0 && r !== -E.ENOENT) throw new BpfError(`detach ${this.what}`, -r);
+  }
+}
+
 const tcxAttachType = (dir: Direction) => (dir === 'ingress' ? ATTACH_TYPE.TCX_INGRESS : ATTACH_TYPE.TCX_EGRESS);
 
 /** Program ids on a tcx hook, in run order. */

@@ -51,6 +51,8 @@ export const ATTACH_TYPE = {
   CGROUP_GETSOCKOPT: 21,
   CGROUP_INET4_GETPEERNAME: 29,
   CGROUP_INET6_GETPEERNAME: 30,
+  /** sk_msg verdict program of a sockmap/sockhash (BPF_PROG_ATTACH to the map's fd). */
+  SK_MSG_VERDICT: 7,
   SK_LOOKUP: 36,
   /** Linux 6.6: newer than Debian 12's headers. */
   TCX_INGRESS: 46,

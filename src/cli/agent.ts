@@ -40,6 +40,8 @@ const HELP = `usage: meshwarp agent [options]
   --exclude-namespaces L comma-separated namespaces never meshed (default kube-system)
   --daemonset NS/NAME    the agent's DaemonSet: SIGTERM while it exists (an upgrade) keeps the datapath;
                          once it is gone or being deleted, SIGTERM removes what meshwarp made on the node
+  --sockmap auto|off|force  sockmap acceleration app <-> sidecar (S4): auto = on only when the
+                         behaviour gate passes on this kernel (default), force = on regardless
 
 SIGTERM/SIGINT stop the agent and leave the datapath running (pins keep it);
 \`meshwarp uninstall\` removes everything.
@@ -54,7 +56,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
       'state-dir': { type: 'string' }, metrics: { type: 'string' }, tc: { type: 'string' }, help: { type: 'boolean' },
       dataplanes: { type: 'string' }, 'ambient-fail-policy': { type: 'string' },
       kubernetes: { type: 'boolean' }, kubeconfig: { type: 'string' }, 'kube-server': { type: 'string' }, 'node-name': { type: 'string' },
-      'exclude-namespaces': { type: 'string' }, daemonset: { type: 'string' },
+      'exclude-namespaces': { type: 'string' }, daemonset: { type: 'string' }, sockmap: { type: 'string' },
     },
     strict: true,
   });
@@ -66,6 +68,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
     metrics: values.metrics, tc: values.tc as AgentConfig['tc'],
     dataplanes: values.dataplanes?.split(',').map((d) => d.trim()).filter(Boolean) as AgentConfig['dataplanes'] | undefined,
     ambientFailPolicy: values['ambient-fail-policy'] as AgentConfig['ambientFailPolicy'],
+    sockmap: values.sockmap as AgentConfig['sockmap'],
   });
   if (values.kubernetes || values.kubeconfig) cfg.kube = kubeConfigOf(values, process.env);
   return cfg;
@@ -98,7 +101,7 @@ export async function makeDrivers(cfg: AgentConfig): Promise<Map<Dataplane, Driv
   for (const dp of [...cfg.dataplanes].sort((a, b) => (a === 'ambient' ? -1 : b === 'ambient' ? 1 : 0))) {
     const opts = dp === 'ambient'
       ? { pinRoot: ambientPinRoot(cfg), nodeIps: cfg.nodeIps, tc: cfg.tc, ambient: { failPolicy: cfg.ambientFailPolicy } }
-      : { pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc };
+      : { pinRoot: cfg.pinRoot, cgroupPath: cfg.cgroupPath, nodeIps: cfg.nodeIps, tc: cfg.tc, sockmap: cfg.sockmap };
     drivers.set(dp, await createDriver(cfg.engine, opts, dp));
   }
   return drivers;

@@ -39,6 +39,11 @@ export async function run(argv: string[]): Promise<number> {
   const { runProbes } = await import('../doctor/probes.ts');
   const { buildReport, formatHuman } = await import('../doctor/report.ts');
   const report = buildReport(await runProbes({ fix: values.fix === true }));
-  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatHuman(report));
+  // S4 is decided by behaviour, not by probes: run the agent's gate too (private netns, nothing kept).
+  const { runSockmapGate } = await import('../datapath/sidecar/sockgate.ts');
+  const gate = await runSockmapGate();
+  const sockmapGate = { pass: gate.pass, reason: gate.reason, kernel: gate.kernel, failed: gate.checks.filter((c) => !c.ok).map((c) => `IPv${c.family} ${c.check}: ${c.detail}`) };
+  process.stdout.write(values.json ? `${JSON.stringify({ ...report, sockmapGate }, null, 2)}\n`
+    : `${formatHuman(report)}\nS4 behaviour gate on ${gate.kernel}: ${gate.pass ? 'pass' : 'FAIL'} — ${gate.pass ? gate.reason : 'the agent keeps sockmap acceleration off'}\n${sockmapGate.failed.map((f) => `  ${f}\n`).join('')}`);
   return report.ready ? 0 : 1;
 }

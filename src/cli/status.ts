@@ -35,6 +35,9 @@ export async function run(argv: string[]): Promise<number> {
       lines.push(`  ${w.resource.padEnd(11)} ${w.objects} cached, ${w.restarts} restarts, ${w.relists} relists, ${quiet}`);
     }
   }
+  for (const [dp, x] of Object.entries((s.sockmap ?? {}) as Record<string, { enabled: boolean; reason: string }>)) {
+    lines.push('', `sockmap    ${dp}: ${x.enabled ? 'on' : 'off'} — ${x.reason}`);
+  }
   for (const l of s.limitations ?? []) lines.push(`limitation: ${l.feature}: ${l.reason}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;

@@ -48,10 +48,14 @@ export interface DriverFeatures {
   getsockoptPassthrough: boolean;
   /** Capture applies only to processes in the node cgroup, not to everything in the pod netns. */
   cgroupScope: boolean;
-  /** sockmap/sk_msg acceleration between local sockets. */
+  /** sockmap/sk_msg acceleration between local sockets (S4): true while it is on. */
   sockmap: boolean;
   /** DNS capture (S6) leaves queries to the real server while the proxy's DNS port has no listener. */
   dnsFailOpen?: boolean;
+  /** S4's state and why (the behaviour gate's verdict), for status and metrics. */
+  sockmapState?: () => { enabled: boolean; mode: string; reason: string; gate?: { pass: boolean; checks: { check: string; ok: boolean; family: number; detail: string }[] } };
+  /** Flips S4 at run time (a flag in a map; enrolled sockets are never removed). */
+  setSockmap?: (on: boolean) => void;
 }
 
 /** Something a driver cannot do; derived from `features` (see limitations()). */

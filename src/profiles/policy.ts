@@ -37,6 +37,19 @@ export interface PodPolicy {
   includeOutboundCidrs: Cidr[] | 'all';
   /** In addition to proxyUid, whose traffic is never captured outbound. */
   excludeUids: number[];
+  /** false: the pod opted out of sockmap acceleration (annotation SOCKMAP_ANNOTATION); absent = allowed. */
+  sockmap?: false;
+}
+
+/** Per-pod S4 opt-out, the same key in every dialect: "disabled" or "enabled" (the default). */
+export const SOCKMAP_ANNOTATION = 'meshwarp.io/sockmap';
+
+function sockmapAnnotation(annotations: Readonly<Record<string, string>>): false | undefined {
+  if (!annotations || !Object.hasOwn(annotations, SOCKMAP_ANNOTATION)) return undefined;
+  const v = annotations[SOCKMAP_ANNOTATION];
+  if (v === 'disabled') return false;
+  if (v === 'enabled') return undefined;
+  throw new PolicyError(SOCKMAP_ANNOTATION, 'expected "disabled" or "enabled"', v);
 }
 
 /** Node-wide additions (agent config), applied to every pod on top of profile and annotations. */
@@ -95,6 +108,7 @@ export function resolvePodPolicy(
     if (all === 'true' || (all === undefined && ov.dnsCaptureAll)) policy.dnsCaptureAll = true;
   }
   if (statusPort !== undefined) policy.statusPort = statusPort;
+  if (sockmapAnnotation(annotations) === false) policy.sockmap = false;
   return policy;
 }
 

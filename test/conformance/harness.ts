@@ -56,6 +56,8 @@ export interface DriverNodeOptions {
   nodeIps: string[];
   tc?: TcMode;
   ambient?: Partial<Omit<AmbientEbpfOptions, 'pinRoot' | 'nodeIps'>>;
+  /** eBPF S4 (sockmap) mode; default the driver's (auto). */
+  sockmap?: 'auto' | 'off' | 'force';
 }
 
 /**
@@ -390,6 +392,8 @@ export interface MeshLabOptions {
   beforeDrivers?: (lab: Lab) => void | Promise<void>;
   /** Ambient: driver settings, and whether each node gets its node proxy at creation (default true). */
   ambient?: DriverNodeOptions['ambient'] & { nodeProxy?: boolean };
+  /** Extra driver options for every node (e.g. sockmap). */
+  driver?: Pick<DriverNodeOptions, 'sockmap'>;
 }
 
 /** Two nodes (node1, node2), one driver each, and the pods of `specs`. */
@@ -420,7 +424,7 @@ export class MeshLab {
       }
       await opts.beforeDrivers?.(lab);
       for (const n of lab.nodes.values()) {
-        const d = await createDriver(env.driverOptions(n));
+        const d = await createDriver({ ...env.driverOptions(n), ...opts.driver });
         env.drivers.set(n.name, d);
         assert.equal(d.engine, MODE, `driver for engine ${MODE} reports engine ${d.engine}`);
         await d.start();

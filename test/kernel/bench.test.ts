@@ -130,14 +130,18 @@ if (missing.length > 0 && !inCI) {
     assert.ok(rep.tc.rows.length >= 10);
     for (const row of rep.tc.rows) assert.ok(Number.isFinite(row.ns.median) && row.ns.median > 0, `tc ${row.id}: ${row.ns.median}`);
     assert.ok(rep.tc.stats.nat_added > 0 && rep.tc.stats.trace_dropped > 0, 'the DNAT and trace paths ran');
-    assert.ok(rep.datapath.length === 1 && rep.datapath[0].counters.captured_out > 0, 'the ebpf block was captured by the datapath');
+    const block = (sc: string) => rep.datapath.filter((d: { scenario: string }) => d.scenario === sc);
+    assert.ok(block('ebpf').length === 1 && block('ebpf')[0].counters.captured_out > 0, 'the ebpf block was captured by the datapath');
+    assert.ok(!block('ebpf')[0].counters.sockmap_msgs, 'S4 off in the ebpf block');
+    assert.ok(block('ebpf+sockmap').length === 1 && block('ebpf+sockmap')[0].counters.sockmap_msgs > 0, 'the ebpf+sockmap block went through sockmap');
+    assert.ok(rep.goals.some((g: { id: string }) => g.id === 'sockmap.leg'), 'the leg micro-benchmark goal');
 
     const svg = fs.readFileSync(chart, 'utf8');
     assert.match(svg, /<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     const tags = checkXml(svg);
     assert.equal(tags[0], 'svg');
     const bars = (svg.match(/<rect class="bar"/g) ?? []).length;
-    // 4 panels (rr10 req/s, rr10 p99, conn/s, bulk) × 2 placements × 4 scenarios, plus the tc rows.
+    // 4 panels (rr10 req/s, rr10 p99, conn/s, bulk) × 2 placements × 5 scenarios, plus the tc rows.
     assert.ok(bars >= 4 * 2 * 4 + rep.tc.rows.length, `only ${bars} bars`);
     for (const m of SCENARIOS) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
 

@@ -11,7 +11,7 @@
 // hands it to the sidecar's accepted socket -> mwsc_getsockopt answers the
 // sidecar's SO_ORIGINAL_DST.
 import { existsSync, rmSync } from 'node:fs';
-import { BpfObject, Link, BpfError, type Program } from '../../bpf/index.ts';
+import { BpfObject, Link, MapProgAttachment, BpfError, type Program } from '../../bpf/index.ts';
 import { ERRNO } from '../../bpf/uapi.ts';
 import { run } from '../../sys/exec.ts';
 import { decodeTrace } from './trace.ts';
@@ -23,7 +23,8 @@ import { TcAttacher, type TcMode } from '../ebpf/tc.ts';
 import { pinLayout, type PinLayout } from '../ebpf/pins.ts';
 import { ringTrace, sumStats } from '../ebpf/observe.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
-import { SIDECAR_CGROUP_PROGS, SIDECAR_MAP, SIDECAR_TC_PROG, openSidecarMaps, type SidecarMaps } from './object.ts';
+import { SIDECAR_CGROUP_PROGS, SIDECAR_MAP, SIDECAR_PROG, SIDECAR_TC_PROG, openSidecarMaps, type SidecarMaps } from './object.ts';
+import { runSockmapGate, type GateVerdict } from './sockgate.ts';
 import { NAT_F, STATS, sidecarObject, type CidrKey, type DnsServerKey, type IpAddr, type PortRuleKey, type StatName } from './structs.ts';
 
 export interface SidecarEbpfOptions {
@@ -40,6 +41,32 @@ export interface SidecarEbpfOptions {
   /** Priority of our legacy cls_bpf filters (lower runs first). */
   legacyTcPriority?: number;
   objectPath?: string;
+  /**
+   * S4 (sockmap acceleration of app <-> sidecar on loopback): 'auto' (default)
+   * turns it on only when the behaviour gate passes on this kernel; 'off';
+   * 'force' turns it on whatever the gate says (benchmarks, tests of the
+   * datapath itself; the verdict is still reported).
+   */
+  sockmap?: SockmapMode;
+}
+
+export type SockmapMode = 'auto' | 'off' | 'force';
+
+/** What `meshwarp status` and the metrics say about S4. */
+export interface SockmapState {
+  enabled: boolean;
+  mode: SockmapMode;
+  reason: string;
+  /** The gate's checks (absent when it did not run: mode off). */
+  gate?: GateVerdict;
+}
+
+/** The gate runs once per process and object: the kernel does not change under a running agent. */
+const gateRuns = new Map<string, Promise<GateVerdict>>();
+function gateOnce(objectPath: string): Promise<GateVerdict> {
+  let p = gateRuns.get(objectPath);
+  if (!p) { p = runSockmapGate({ objectPath }); gateRuns.set(objectPath, p); }
+  return p;
 }
 
 /** Linux keeps a TIME_WAIT socket this long (TCP_TIMEWAIT_LEN), plus a margin. */
@@ -85,10 +112,12 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       trace: this.#traceSource(), stats: () => this.stats(), mapCounts: () => this.mapEntryCounts(), sweep: (now) => this.expireNat(now),
       getsockoptPassthrough: true, cgroupScope: true, sockmap: false,
       dnsFailOpen: true, // a socket lookup of the DNS listener before every capture (bpf/sidecar/dns.h)
+      sockmapState: () => this.sockmapState(), setSockmap: (on) => this.setSockmap(on),
     };
   }
 
-  readonly why = { sockmap: 'sockmap acceleration (S4) is not built yet' };
+  readonly why: { sockmap?: string } = { sockmap: 'sockmap acceleration (S4): driver not started' };
+  #sockmap: SockmapState = { enabled: false, mode: 'auto', reason: 'driver not started' };
 
   /**
    * Loads the datapath and attaches it. Restart-safe: maps pinned by an
@@ -124,7 +153,12 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
         }
         this.#links.push(link);
       }
+      // The sk_msg verdict lives in the (pinned) sock_pairs map: attached again
+      // on every start, it replaces the earlier run's for sockets enrolled from
+      // now on; enrolled sockets keep theirs. Their entries leave only when they close.
+      MapProgAttachment.attach(obj.program(SIDECAR_PROG.skMsg), obj.mapInfo(SIDECAR_MAP.sockPairs).fd, SIDECAR_MAP.sockPairs);
       this.#obj = obj;
+      await this.#decideSockmap();
       this.#sweep = setInterval(() => this.expireNat(), NAT_SWEEP_MS).unref();
     } catch (e) {
       for (const l of fresh) l.destroy();
@@ -135,6 +169,45 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       if (firstRun) rmSync(this.opts.pinRoot, { recursive: true, force: true });
       throw e;
     }
+  }
+
+  /** Mode + gate -> the switch in sockmap_config (a flag: entries are never deleted here). */
+  async #decideSockmap(): Promise<void> {
+    const mode = this.opts.sockmap ?? 'auto';
+    let gate: GateVerdict | undefined;
+    let enabled = false;
+    let reason: string;
+    if (mode === 'off') {
+      reason = 'off by configuration (sockmap: off)';
+    } else {
+      gate = await gateOnce(this.opts.objectPath ?? sidecarObject);
+      enabled = mode === 'force' || gate.pass;
+      reason = gate.pass ? `behaviour gate passed on ${gate.kernel} (${gate.reason})`
+        : `${mode === 'force' ? 'forced on although the' : 'off: the'} behaviour gate failed on ${gate.kernel}: ${gate.reason}`;
+    }
+    this.#sockmap = { enabled, mode, reason, gate };
+    this.#writeSockmapSwitch(enabled);
+  }
+
+  #writeSockmapSwitch(on: boolean): void {
+    this.#need().maps.sockmapConfig.update(0, { enabled: on ? 1 : 0 });
+    this.features.sockmap = on;
+    this.why.sockmap = on ? undefined : this.#sockmap.reason;
+  }
+
+  /** S4's state for status and metrics. */
+  sockmapState(): SockmapState {
+    return { ...this.#sockmap };
+  }
+
+  /**
+   * Flips the S4 switch at run time (a map write). Sockets already enrolled
+   * stay enrolled; while off they send through TCP and, for order, keep doing
+   * so; new connections are enrolled again once it is on.
+   */
+  setSockmap(on: boolean): void {
+    this.#sockmap = { ...this.#sockmap, enabled: on, reason: on ? `switched on at run time (${this.#sockmap.reason})` : 'switched off at run time' };
+    this.#writeSockmapSwitch(on);
   }
 
   #need(): { obj: BpfObject; maps: Maps } {
@@ -315,6 +388,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       inbound_nat: maps.inboundNat.count(),
       node_ips: maps.nodeIps.count(),
       dns_servers: maps.dnsServers.count(),
+      sock_pairs: maps.sockPairs.count(),
     };
   }
 

@@ -91,6 +91,7 @@ export function podEntries(cookie: bigint, pod: { ip4?: string; ip6?: string; if
     cidrRules.push([cidrKeyOf(cookie, v4Space), 0]);
   }
 
+  if (policy.sockmap === false) flags |= POD_F.NO_SOCKMAP;
   const uids = [...policy.excludeUids];
   const config: PodConfig = {
     outbound_port: policy.outboundPort,

@@ -4,9 +4,9 @@
 // the benchmark and the tests.
 import { codec, type BpfMap, type BpfObject, type Direction } from '../../bpf/index.ts';
 import {
-  cidrKey, dnsServerKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, traceConfig, tupleKey,
+  cidrKey, dnsServerKey, ipAddr, localPod, natEntry, natKey, origin, podConfig, portRuleKey, sockKey, sockmapConfig, traceConfig, tupleKey,
   type CidrKey, type DnsServerKey, type IpAddr, type LocalPod, type NatEntry, type NatKey, type Origin, type PodConfig,
-  type PortRuleKey, type TraceConfig, type TupleKey,
+  type PortRuleKey, type SockKey, type SockmapConfig, type TraceConfig, type TupleKey,
 } from './structs.ts';
 
 /** Program names (the C function names; mwsc_ = meshwarp sidecar, at most 15 characters, see meshwarp.h). */
@@ -23,6 +23,7 @@ export const SIDECAR_PROG = {
   recvmsg6: 'mwsc_recvmsg6',
   getpeername4: 'mwsc_getpeer4',
   getpeername6: 'mwsc_getpeer6',
+  skMsg: 'mwsc_sk_msg',
 } as const;
 export type SidecarProgName = (typeof SIDECAR_PROG)[keyof typeof SIDECAR_PROG];
 
@@ -53,6 +54,8 @@ export const SIDECAR_MAP = {
   traceEvents: 'trace_events',
   dnsServers: 'dns_servers',
   dnsBySock: 'dns_by_sock',
+  sockPairs: 'sock_pairs',
+  sockmapConfig: 'sockmap_config',
 } as const;
 
 /** The maps userspace reads and writes by key (origin_by_sock is per socket, trace_events a ring buffer). */
@@ -69,6 +72,9 @@ export interface SidecarMaps {
   traceConfig: BpfMap<number, TraceConfig>;
   /** (netns cookie, nameserver) -> 1. */
   dnsServers: BpfMap<DnsServerKey, number>;
+  /** S4: enrolled sockets (value: an fd to insert, the socket cookie on lookup). */
+  sockPairs: BpfMap<SockKey, bigint>;
+  sockmapConfig: BpfMap<number, SockmapConfig>;
 }
 
 /** Typed views of the maps of a loaded sidecar object. */
@@ -84,5 +90,7 @@ export function openSidecarMaps(obj: BpfObject): SidecarMaps {
     stats: obj.map(SIDECAR_MAP.stats, codec.u32, codec.u64),
     traceConfig: obj.map(SIDECAR_MAP.traceConfig, codec.u32, traceConfig),
     dnsServers: obj.map(SIDECAR_MAP.dnsServers, dnsServerKey, codec.u8),
+    sockPairs: obj.map(SIDECAR_MAP.sockPairs, sockKey, codec.u64),
+    sockmapConfig: obj.map(SIDECAR_MAP.sockmapConfig, codec.u32, sockmapConfig),
   };
 }

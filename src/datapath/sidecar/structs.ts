@@ -14,7 +14,7 @@ export interface IpAddr { addr: Uint8Array }
 export const ipAddr: Codec<IpAddr> = struct('ip_addr', [['addr', bytes(16)]], { align: 4 });
 
 /** enum mw_pod_flag (pod_config.flags) and enum mw_pod_limit. */
-export const POD_F = { HAS_INCLUDE_IN_PORTS: 1, HAS_INCLUDE_OUT_CIDRS: 2, DNS_CAPTURE_ALL: 4 } as const;
+export const POD_F = { HAS_INCLUDE_IN_PORTS: 1, HAS_INCLUDE_OUT_CIDRS: 2, DNS_CAPTURE_ALL: 4, NO_SOCKMAP: 8 } as const;
 export const MAX_EXCLUDE_UIDS = 4;
 
 export interface PodConfig {
@@ -49,7 +49,7 @@ export const cidrKey: Codec<CidrKey> = struct('cidr_key', [
 ]);
 
 /** enum mw_origin_flag (origin.flags). */
-export const ORIGIN_F = { CONNECT: 1, ACCEPTED: 2, TUPLE: 4, NAT: 8, INBOUND: 16 } as const;
+export const ORIGIN_F = { CONNECT: 1, ACCEPTED: 2, TUPLE: 4, NAT: 8, INBOUND: 16, SOCKMAP: 32, NATIVE: 64 } as const;
 export interface Origin { addr: IpAddr; port: number; family: number; flags: number }
 export const origin: Codec<Origin> = struct('origin', [
   ['addr', ipAddr], ['port', be16], ['family', u8], ['flags', u8],
@@ -85,6 +85,10 @@ export const STATS = [
   'am_no_listener', 'am_assign_failed', 'am_delivered', 'am_no_socket',
   // DNS capture (bpf/sidecar/dns.bpf.c)
   'dns_captured', 'dns_no_listener', 'dns_bypass_proxy', 'dns_not_server', 'dns_restored', 'dns_state_failed',
+  // sockmap acceleration (bpf/sidecar/sockmap.bpf.c)
+  'sockmap_added', 'sockmap_eexist', 'sockmap_ebusy', 'sockmap_einval', 'sockmap_enomem', 'sockmap_e2big',
+  'sockmap_eother', 'sockmap_msgs', 'sockmap_bytes', 'sockmap_miss', 'sockmap_native', 'sockmap_off',
+  'sockmap_opted_out',
 ] as const;
 export type StatName = (typeof STATS)[number];
 
@@ -98,6 +102,17 @@ export const dnsSock: Codec<any> = struct('dns_sock', [
   ['server', array(ipAddr, DNS_LIMIT.SERVERS)], ['server_port', array(be16, DNS_LIMIT.SERVERS)], ['queue', bytes(DNS_LIMIT.QUEUE)],
   ['head', u8], ['tail', u8], ['count', u8], ['last', u8], ['flags', u8], ['_pad', pad(3)],
 ]);
+
+
+/** sock_pairs key (S4): the enrolled socket's own ends, in its netns. */
+export interface SockKey { netns_cookie: bigint; local: IpAddr; remote: IpAddr; lport: number; rport: number }
+export const sockKey: Codec<SockKey> = struct('sock_key', [
+  ['netns_cookie', u64], ['local', ipAddr], ['remote', ipAddr], ['lport', be16], ['rport', be16], ['_pad', pad(4)],
+]);
+
+/** sockmap_config[0]: the S4 off switch. */
+export interface SockmapConfig { enabled: number }
+export const sockmapConfig: Codec<SockmapConfig> = struct('sockmap_config', [['enabled', u32]]);
 
 export interface TraceConfig { enabled: number }
 export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled', u32]]);
@@ -122,7 +137,7 @@ export const traceEvent: Codec<TraceEvent> = struct('trace_event', [
 /** Every codec that crosses into sidecar.bpf.o, for the BTF layout test. */
 export const sidecarStructs: Codec<any>[] = [
   ipAddr, podConfig, localPod, portRuleKey, cidrKey, origin, tupleKey, natKey, natEntry, traceConfig, traceEvent,
-  dnsServerKey, dnsSock,
+  dnsServerKey, dnsSock, sockKey, sockmapConfig,
 ];
 
 /** Every TS table that mirrors an enum of meshwarp.h, for the BTF check. */
