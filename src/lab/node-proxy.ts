@@ -90,16 +90,25 @@ export class LabNodeProxy {
   get #stats(): string { return join(this.#dir, 'stats.sock'); }
   get #cfg(): string { return join(this.#dir, 'haproxy.cfg'); }
 
-  /** Sessions the current haproxy worker accepted on its per-pod (in-pod) listeners. */
-  async sessions(): Promise<number> {
-    const csv = await new Promise<string>((resolve, reject) => {
+  #cli(cmd: string): Promise<string> {
+    return new Promise<string>((resolve, reject) => {
       const c = net.connect(this.#stats);
       let out = '';
       c.on('data', (d) => (out += d));
       c.on('end', () => resolve(out));
       c.on('error', reject);
-      c.end('show stat\n');
+      c.end(`${cmd}\n`);
     });
+  }
+
+  /** The pid of the current haproxy worker (changes once a reload has finished). */
+  async #workerPid(): Promise<number> {
+    try { return Number(/^Pid: (\d+)/m.exec(await this.#cli('show info'))?.[1] ?? 0); } catch { return 0; }
+  }
+
+  /** Sessions the current haproxy worker accepted on its per-pod (in-pod) listeners. */
+  async sessions(): Promise<number> {
+    const csv = await this.#cli('show stat');
     let n = 0;
     for (const l of csv.split('\n')) {
       const f = l.split(',');
@@ -145,7 +154,12 @@ export class LabNodeProxy {
       writeFileSync(this.#cfg, haproxyConfig(NODE_PROXY_PORTS, names, this.#stats), { mode: 0o644 });
       const c = this.child;
       if (!c || c.exitCode !== null) throw new Error(`node proxy ${this.id}: haproxy is not running`);
+      // One reload at a time: a SIGUSR2 while the master re-executes itself would be lost.
+      const before = await this.#workerPid();
       c.kill('SIGUSR2');
+      if (!await eventually(async () => { const p = await this.#workerPid(); return p !== 0 && p !== before; }, 10_000, 20)) {
+        throw new Error(`node proxy ${this.id}: haproxy did not reload`);
+      }
       const want = [NODE_PROXY_PORTS.outbound, NODE_PROXY_PORTS.inbound];
       const up = await eventually(async () => {
         for (const n of names) {

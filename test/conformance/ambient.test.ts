@@ -13,6 +13,7 @@
 //   node2: d (enrolled)     w (not enrolled)  ztunnel (node proxy)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
 import { BpfObject, Link, TcFilter, codec, tcxPrograms } from '../../src/bpf/index.ts';
 import { selftestObject } from '../../src/bpf/selftest.ts';
 import { withNetns } from '../../src/sys/netns.ts';
@@ -97,6 +98,40 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
         assert.deepEqual([norm(r.reply!.remote), r.reply!.remotePort], [PROBE_SOURCE[fam], r.localPort], 'the probe reached the app, not the proxy');
       }
       assert.ok(stat(a.driver, 'am_bypass_host')! > h0, 'am_bypass_host counted the probe');
+    });
+  }
+
+  for (const fam of FAMILIES) {
+    it(`a flow older than the enrolment keeps going untouched; new flows are captured (${famName(fam)})`, async () => {
+      const u = env.pod('u');
+      const w = env.pod('w');
+      const flag = `/tmp/${env.prefix}-pre-${fam}`;
+      // Half a request before enrolment, the rest after: the server answers with the client end it saw.
+      const code = `import socket,sys,os,time\ns=socket.create_connection((sys.argv[1],8080),timeout=20)\nprint(s.getsockname()[1],flush=True)\n` +
+        `s.sendall(b'GET / HTTP/1.0\\r\\nHost: x\\r\\n')\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.02)\ns.sendall(b'\\r\\n')\n` +
+        `d=b''\nwhile True:\n b=s.recv(4096)\n if not b: break\n d+=b\nprint(d.split(b'\\r\\n\\r\\n',1)[1].decode(),flush=True)\n`;
+      const child = u.sb.spawn(['/usr/bin/python3', '-c', code, w.ip(fam), flag], { uid: 1000 });
+      let out = '';
+      let err = '';
+      child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+      child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      try {
+        for (let i = 0; i < 200 && !out.includes('\n'); i++) await new Promise((r) => setTimeout(r, 20));
+        const port = Number(out.split('\n')[0]);
+        assert.ok(port > 0, `the old flow connected: ${out} ${err}`);
+        await u.mesh('istio');
+        assertVia(await u.connectTo(w, fam), 'w', seen(u, w, fam, 'node1'), 'a new flow of the enrolled pod is captured');
+        writeFileSync(flag, '');
+        await exited;
+        const reply = JSON.parse(out.split('\n')[1]) as { name: string; remotePort: number };
+        assert.equal(reply.name, 'w');
+        assert.equal(reply.remotePort, port, 'the old flow reached the server directly, on its own connection');
+      } finally {
+        child.kill();
+        rmSync(flag, { force: true });
+        await u.unmesh();
+      }
     });
   }
 
