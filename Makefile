@@ -72,10 +72,12 @@ conformance-all:
 	MESHWARP_ENGINE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
 	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=ebpf $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts
 	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=ebpf MESHWARP_TC=legacy $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts
+	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts
 
 demo: setup
 	bin/meshwarp demo
 	bin/meshwarp demo --dataplane ambient
+	bin/meshwarp demo --dataplane ambient --engine iptables
 
 doctor: setup
 	bin/meshwarp doctor

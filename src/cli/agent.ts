@@ -110,7 +110,7 @@ export async function makeDrivers(cfg: AgentConfig): Promise<Map<Dataplane, Driv
 export async function run(argv: string[]): Promise<number> {
   const cfg = parseAgentArgs(argv);
   if (!cfg) { process.stdout.write(HELP); return 0; }
-  if (cfg.engine === 'ebpf' || cfg.dataplanes.includes('ambient')) ensureBpffs();
+  if (cfg.engine === 'ebpf') ensureBpffs();
   const configured = [...cfg.nodeIps];
   cfg.nodeIps = [...new Set([...configured, ...nodeAddresses()])];
   const agent = new Agent(cfg, await makeDrivers(cfg));

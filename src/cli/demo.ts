@@ -13,7 +13,8 @@ const HELP = `usage: meshwarp demo [--dataplane sidecar|ambient] [--engine ebpf|
 ADD, a node proxy per node; curl reaches pipy-ok-v1 (same node) and pipy-ok-v2
 (other node) through the node proxies; prints the trace of request 1, the
 programs on each pod veth and the agents' {"ztunnelReady","redirectMode"}.
-Engine ebpf only for now (the in-pod iptables engine is not built).
+--engine iptables: in-pod redirection (Istio >= 1.21): rules and the node proxy's
+listeners inside each enrolled pod's netns; prints those rules' counters and listeners.
 
 Builds a two-node lab (network namespaces), creates the pods curl and
 pipy-ok-v1 on node1 and pipy-ok-v2 on node2 through the real CNI chain with a
@@ -40,12 +41,11 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isInteger(requests) || requests < 1 || requests > 1000) throw new Error(`--requests: expected 1-1000, got ${o.requests}`);
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces and loads eBPF: run it as root');
   const dataplane = parseDataplane(o.dataplane!);
-  if (dataplane === 'ambient' && engine !== 'ebpf') throw new Error('--dataplane ambient: only --engine ebpf is built (the in-pod iptables engine is not)');
   if (engine === 'ebpf') ensureBpffs();
   const say = o.json ? () => {} : (l: string) => process.stdout.write(`${l}\n`);
   if (dataplane === 'ambient') {
     if (o.keep) throw new Error('--keep: not available with --dataplane ambient yet');
-    const r = await runAmbientDemo({ requests, say, onResult: (res) => { if (o.json) process.stdout.write(`${JSON.stringify(res, null, 2)}\n`); } });
+    const r = await runAmbientDemo({ requests, engine, say, onResult: (res) => { if (o.json) process.stdout.write(`${JSON.stringify(res, null, 2)}\n`); } });
     return r.ok ? 0 : 1;
   }
   const result = await runDemo({

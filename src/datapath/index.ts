@@ -14,6 +14,7 @@ export { firstIps, labTarget, podName, type HostVeth, type PodIntent, type PodKe
 export { IptablesDriver, checkIptables, type IptablesInfo, type IptablesOptions } from './iptables/driver.ts';
 export type { SidecarEbpfOptions } from './sidecar/driver.ts';
 export type { AmbientEbpfOptions } from './ambient/driver.ts';
+export type { AmbientIptablesOptions } from './ambient-iptables/driver.ts';
 
 /**
  * Options for every driver: `nodeIps` is common; `pinRoot` and `cgroupPath` (and the other
@@ -29,7 +30,10 @@ export async function createDriver(engine: string, opts: DriverOptions, dataplan
   const e = parseEngine(engine);
   const d = parseDataplane(dataplane);
   if (d === 'ambient') {
-    if (e !== 'ebpf') throw new Error('dataplane ambient: engine iptables (in-pod redirection) is not built yet (only ebpf)');
+    if (e === 'iptables') {
+      const { AmbientIptablesDriver } = await import('./ambient-iptables/driver.ts');
+      return new AmbientIptablesDriver({ nodeIps: opts.nodeIps, nodeNetnsPath: opts.nodeNetnsPath, ...opts.ambient });
+    }
     if (opts.pinRoot === undefined) throw new Error('dataplane ambient needs option pinRoot');
     const { AmbientEbpfDriver } = await import('./ambient/driver.ts');
     return new AmbientEbpfDriver({ ...opts, ...opts.ambient, pinRoot: opts.pinRoot });

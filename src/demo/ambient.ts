@@ -11,6 +11,12 @@
 // curl's veth to node1's proxy, which connects to the original destination from its own
 // address; on node2 the inbound connection is taken again at v2's veth to node2's proxy.
 // The apps answer with the client address they saw: a node proxy's.
+//
+// --engine iptables (in-pod, Istio >= 1.21): the agent gives each node proxy the pods' netns
+// and waits for it to open its listeners there; rules inside each pod netns send its TCP to
+// them. Upstream sockets live in the pod netns too, so an enrolled server sees its own address
+// (its inbound listener connected to it). Shown instead of tc programs: the in-pod rules with
+// their counters after request 1, and the proxy's listeners inside a pod's netns.
 import { execFileSync } from 'node:child_process';
 import { agentStream } from '../agent/client.ts';
 import { tcxPrograms } from '../bpf/index.ts';
@@ -24,6 +30,8 @@ const APP_UID = 1000;
 
 export interface AmbientDemoOptions {
   requests: number;
+  /** ebpf (default) or iptables (in-pod). */
+  engine?: 'ebpf' | 'iptables';
   say: (line: string) => void;
   onResult?: (r: AmbientDemoResult) => void;
 }
@@ -31,7 +39,7 @@ export interface AmbientDemoOptions {
 export interface AmbientDemoRequest { n: number; to: string; ok: boolean; answer: string; sawClient?: string; viaProxy: boolean }
 export interface AmbientDemoResult {
   dataplane: 'ambient';
-  engine: 'ebpf';
+  engine: 'ebpf' | 'iptables';
   prefix: string;
   pods: { name: string; node: string; ip4: string; ip6: string }[];
   proxies: { node: string; ip4: string; ip6: string }[];
@@ -41,20 +49,26 @@ export interface AmbientDemoResult {
   trace: (TraceRecord & { node: string })[];
   /** The programs on each enrolled pod's host veth, per hook (BPF_PROG_QUERY for tcx, cls_bpf otherwise). */
   attached: { pod: string; veth: string; hook: string; programs: string[] }[];
+  /** In-pod engine: each enrolled pod's mangle rules (iptables-save -c) and the listeners the node proxy opened in its netns. */
+  inPod?: { pod: string; rules: string[]; listeners: string[] }[];
   /** What each agent reports, as the seed's istio-cni log line. */
   ambientConfig: { node: string; ztunnelReady: boolean; redirectMode: string }[];
   ok: boolean;
 }
 
 export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemoResult> {
+  const engine = o.engine ?? 'ebpf';
+  const inPod = engine === 'iptables';
   const lab = await Lab.create({ prefix: uniquePrefix('da') });
   try {
-    o.say(`lab ${lab.prefix}: 2 nodes, dataplane ambient, engine ebpf (tc programs on each enrolled pod's veth, node proxy per node)`);
+    o.say(inPod
+      ? `lab ${lab.prefix}: 2 nodes, dataplane ambient, engine iptables (in-pod: rules and the node proxy's listeners inside each enrolled pod's netns)`
+      : `lab ${lab.prefix}: 2 nodes, dataplane ambient, engine ebpf (tc programs on each enrolled pod's veth, node proxy per node)`);
     const nodes = [lab.addNode('node1'), lab.addNode('node2')];
     const agents = new Map<LabNode, LabAgent>();
     const proxies = new Map<LabNode, LabNodeProxy>();
     for (const node of nodes) {
-      const agent = new LabAgent(node, { engine: 'ebpf', dataplanes: ['ambient'] });
+      const agent = new LabAgent(node, { engine, dataplanes: ['ambient'] });
       await agent.start();
       agents.set(node, agent);
       lab.enableCni(node, { agentSocket: agent.socket, dataplane: 'ambient' });
@@ -75,34 +89,49 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
     }
 
     const trace: (TraceRecord & { node: string })[] = [];
-    const streams = await Promise.all(nodes.map((n) => agentStream('/v1/trace', (r) => trace.push({ ...(r as TraceRecord), node: n.name }), agents.get(n)!.socket)));
+    const streams = inPod ? [] : await Promise.all(nodes.map((n) => agentStream('/v1/trace', (r) => trace.push({ ...(r as TraceRecord), node: n.name }), agents.get(n)!.socket)));
     await new Promise((r) => setTimeout(r, 100));
 
     o.say('');
     const proxyIps = new Set([...proxies.values()].flatMap((p) => [p.ip4, p.ip6]));
     const targets: [string, LabPod][] = [[v2.ip4, v2], [v1.ip4, v1], [`[${v2.ip6}]`, v2], [`[${v1.ip6}]`, v1]];
     const requests: AmbientDemoRequest[] = [];
+    let inPodView: AmbientDemoResult['inPod'];
     for (let n = 1; n <= o.requests; n++) {
       const [host, pod] = targets[(n - 1) % targets.length];
       const r = await curl.run(['curl', '-s', '-m', '5', `http://${host}:8080/`], { uid: APP_UID, timeoutMs: 10_000 });
       const answer = r.stdout.trim();
       const sawClient = /client seen: ([^)]+)\)/.exec(answer)?.[1];
-      requests.push({ n, to: `${pod.name} (${pod.node.name})`, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, sawClient, viaProxy: !!sawClient && proxyIps.has(sawClient) });
+      // In-pod: the server's own inbound listener connected to it from the server's own address.
+      const via = inPod ? !!sawClient && [pod.ip4, pod.ip6].includes(sawClient) : !!sawClient && proxyIps.has(sawClient);
+      requests.push({ n, to: `${pod.name} (${pod.node.name})`, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, sawClient, viaProxy: via });
       o.say(`$ curl -s http://${host}:8080/   # request ${n}: curl (node1) -> ${pod.name} (${pod.node.name})\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
-      if (n === 1) {
+      if (n === 1 && !inPod) {
         await new Promise((res) => setTimeout(res, 200)); // the agents drain the trace every 50 ms
         for (const s of streams) s.close();
       }
+      if (n === 1 && inPod) inPodView = pods.map((p) => inPodOf(p));
     }
     const first = trace.filter((t) => t.pod?.startsWith(`${AMBIENT_NAMESPACE}/`));
     o.say('');
-    o.say('what the datapath did for request 1 (meshwarp trace):');
-    for (const t of first) o.say(`  ${t.node}  ${formatTrace(t)}`);
+    if (inPod) {
+      o.say('what the in-pod rules did for request 1 (iptables-save -c -t mangle in each pod netns, rules that counted packets):');
+      for (const v of inPodView ?? []) {
+        o.say(`  ${v.pod}:`);
+        for (const l of v.rules) o.say(`    ${l}`);
+      }
+      o.say('');
+      o.say('the node proxy\'s listeners inside each enrolled pod\'s netns (ss -ltn):');
+      for (const v of inPodView ?? []) o.say(`  ${v.pod}: ${v.listeners.join('  ')}`);
+    } else {
+      o.say('what the datapath did for request 1 (meshwarp trace):');
+      for (const t of first) o.say(`  ${t.node}  ${formatTrace(t)}`);
+    }
 
-    o.say('');
-    o.say('programs on each enrolled pod\'s host veth (the seed\'s `tc filter show dev <veth> ingress`):');
+    if (!inPod) o.say('');
+    if (!inPod) o.say('programs on each enrolled pod\'s host veth (the seed\'s `tc filter show dev <veth> ingress`):');
     const attached: AmbientDemoResult['attached'] = [];
-    for (const p of pods) {
+    for (const p of inPod ? [] : pods) {
       for (const hook of ['ingress', 'egress'] as const) {
         const programs = programsOn(p, hook);
         attached.push({ pod: p.name, veth: p.hostVeth, hook, programs });
@@ -121,11 +150,11 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
 
     const failed = requests.filter((r) => !r.ok).length;
     const captured = requests.filter((r) => r.viaProxy).length;
-    const ok = failed === 0 && captured === requests.length && ambientConfig.every((c) => c.ztunnelReady && c.redirectMode === 'ebpf');
+    const ok = failed === 0 && captured === requests.length && ambientConfig.every((c) => c.ztunnelReady && c.redirectMode === engine);
     o.say('');
     o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered, ${captured} through a node proxy`);
     const result: AmbientDemoResult = {
-      dataplane: 'ambient', engine: 'ebpf', prefix: lab.prefix,
+      dataplane: 'ambient', engine, prefix: lab.prefix, ...(inPodView ? { inPod: inPodView } : {}),
       pods: pods.map((p) => ({ name: p.name, node: p.node.name, ip4: p.ip4, ip6: p.ip6 })),
       proxies: [...proxies].map(([n, p]) => ({ node: n.name, ip4: p.ip4, ip6: p.ip6 })),
       requests, captured, trace: first, attached, ambientConfig, ok,
@@ -136,6 +165,18 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
   } finally {
     await lab.destroy();
   }
+}
+
+/** A pod's in-pod rules that counted packets, and the listeners in its netns. */
+function inPodOf(p: LabPod): { pod: string; rules: string[]; listeners: string[] } {
+  const rules: string[] = [];
+  for (const save of ['iptables-save', 'ip6tables-save']) {
+    const text = execFileSync('nsenter', [`--net=${p.netnsPath}`, '--', save, '-c', '-t', 'mangle'], { encoding: 'utf8' });
+    for (const l of text.split('\n')) if (/MESHWARP_AM/.test(l) && !/^\[0:0\]/.test(l) && l.startsWith('[')) rules.push(`${save === 'iptables-save' ? 'v4' : 'v6'} ${l}`);
+  }
+  const ss = execFileSync('nsenter', [`--net=${p.netnsPath}`, '--', 'ss', '-Hltn'], { encoding: 'utf8' });
+  const listeners = ss.split('\n').map((l) => l.trim().split(/\s+/)[3]).filter((a): a is string => !!a && /:1500[168]$/.test(a));
+  return { pod: p.name, rules, listeners };
 }
 
 /** tcx programs from BPF_PROG_QUERY (names from bpftool), else the legacy cls_bpf filters `tc` lists. */

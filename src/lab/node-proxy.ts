@@ -5,9 +5,18 @@
 // proxy). `server orig 0.0.0.0:0` connects to the accepted socket's local
 // address, which bpf_sk_assign left as the original destination. Upstream
 // connections leave from the proxy's own address (no source spoofing).
+//
+// In-pod engine (iptables): the agent PUTs the snapshot of enrolled pods to the proxy's
+// control socket; the proxy writes one outbound and one inbound section per pod netns
+// (haproxy's `bind ... namespace` / `server ... namespace`: one process serves every pod,
+// so an enrolment costs a reload, not a process) and reloads haproxy in master-worker mode
+// (SIGUSR2: the new worker takes the listening sockets over, the old one finishes its
+// sessions), then answers 200 once the listeners of every listed pod are open.
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { basename, dirname, join } from 'node:path';
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { labRunDir } from './cleanup.ts';
 import type { LabNode, LabPod } from './lab.ts';
@@ -16,20 +25,33 @@ import { POD_IFNAME } from './wire.ts';
 
 export const NODE_PROXY_PORTS = { outbound: 15001, inbound: 15006, hbone: 15008 } as const;
 
-function haproxyConfig(ports: { outbound: number; inbound: number }): string {
-  const listen = (name: string, port: number) => `listen ${name}
-  bind 0.0.0.0:${port} transparent
-  bind :::${port} v6only transparent
-  server orig 0.0.0.0:0
+/** haproxy names a netns by its name under /var/run/netns; the lab's pods live there. */
+export function netnsName(path: string): string {
+  const d = dirname(path);
+  if (d !== '/run/netns' && d !== '/var/run/netns') throw new Error(`netns ${path}: the lab proxy opens listeners only in named netns (/run/netns/<name>)`);
+  const n = basename(path);
+  if (!/^[A-Za-z0-9_.-]+$/.test(n)) throw new Error(`netns ${path}: unexpected name`);
+  return n;
+}
+
+function haproxyConfig(ports: { outbound: number; inbound: number }, podNetns: string[], stats: string): string {
+  const listen = (name: string, port: number, ns?: string) => {
+    const n = ns ? ` namespace ${ns}` : '';
+    return `listen ${name}
+  bind 0.0.0.0:${port} transparent${n}
+  bind :::${port} v6only transparent${n}
+  server orig 0.0.0.0:0${n}
 `;
+  };
   return `global
   maxconn 9000
+  stats socket ${stats} mode 600 level admin
 defaults
   mode tcp
   timeout connect 3s
   timeout client 60s
   timeout server 60s
-${listen('outbound', ports.outbound)}${listen('inbound', ports.inbound)}`;
+${listen('outbound', ports.outbound)}${listen('inbound', ports.inbound)}${podNetns.map((ns, i) => listen(`out_${i}`, ports.outbound, ns) + listen(`in_${i}`, ports.inbound, ns)).join('')}`;
 }
 
 export class LabNodeProxy {
@@ -37,6 +59,10 @@ export class LabNodeProxy {
   readonly pod: LabPod;
   readonly id: string;
   child: ChildProcess | undefined;
+  #dir = '';
+  #control: http.Server | undefined;
+  /** Pod netns names it listens in (the agent's last snapshot). */
+  podNetns: string[] = [];
 
   private constructor(node: LabNode, pod: LabPod, id: string) {
     this.node = node;
@@ -54,7 +80,98 @@ export class LabNodeProxy {
 
   /** The announcement the agent gets (POST /v1/ambient/proxy). */
   announcement(ready = true): NodeProxy {
-    return { id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: { ...NODE_PROXY_PORTS }, ready };
+    return {
+      id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: { ...NODE_PROXY_PORTS }, ready,
+      control: this.controlSocket, cgroup: this.pod.cgroupPath,
+    };
+  }
+
+  get controlSocket(): string { return join(this.#dir, 'control.sock'); }
+  get #stats(): string { return join(this.#dir, 'stats.sock'); }
+  get #cfg(): string { return join(this.#dir, 'haproxy.cfg'); }
+
+  #cli(cmd: string): Promise<string> {
+    return new Promise<string>((resolve, reject) => {
+      const c = net.connect(this.#stats);
+      let out = '';
+      c.on('data', (d) => (out += d));
+      c.on('end', () => resolve(out));
+      c.on('error', reject);
+      c.end(`${cmd}\n`);
+    });
+  }
+
+  /** The pid of the current haproxy worker (changes once a reload has finished). */
+  async #workerPid(): Promise<number> {
+    try { return Number(/^Pid: (\d+)/m.exec(await this.#cli('show info'))?.[1] ?? 0); } catch { return 0; }
+  }
+
+  /** Sessions the current haproxy worker accepted on its per-pod (in-pod) listeners. */
+  async sessions(): Promise<number> {
+    const csv = await this.#cli('show stat');
+    let n = 0;
+    for (const l of csv.split('\n')) {
+      const f = l.split(',');
+      if (/^(out|in)_\d+$/.test(f[0]) && f[1] === 'FRONTEND') n += Number(f[7]) || 0;
+    }
+    return n;
+  }
+
+  /** The control socket (node proxy contract, in-pod engine): PUT /v1/pods { pods: [{ netns }] }. */
+  async #serveControl(): Promise<void> {
+    rmSync(this.controlSocket, { force: true });
+    const srv = http.createServer((req, res) => {
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (d: string) => (body += d));
+      req.on('end', () => {
+        const reply = (code: number, msg: unknown) => { res.writeHead(code, { 'content-type': 'application/json' }); res.end(JSON.stringify(msg)); };
+        if (req.method !== 'PUT' || req.url !== '/v1/pods') return reply(404, { error: 'PUT /v1/pods only' });
+        let names: string[];
+        try {
+          const snap = JSON.parse(body) as { pods?: { netns?: unknown }[] };
+          if (!Array.isArray(snap.pods)) throw new Error('pods: expected an array');
+          names = snap.pods.map((p) => netnsName(String(p.netns)));
+        } catch (e) {
+          return reply(400, { error: (e as Error).message });
+        }
+        this.listenIn(names).then(() => reply(200, { ok: true }), (e: Error) => reply(500, { error: e.message }));
+      });
+    });
+    await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(this.controlSocket, resolve); });
+    chmodSync(this.controlSocket, 0o600);
+    this.#control = srv;
+  }
+
+  #reloads: Promise<void> = Promise.resolve();
+
+  /** Opens the listeners in exactly these pod netns (reload); resolves once every one listens. */
+  listenIn(names: string[]): Promise<void> {
+    const next = this.#reloads.then(async () => {
+      const same = names.length === this.podNetns.length && names.every((n, i) => n === this.podNetns[i]);
+      if (same) return;
+      this.podNetns = [...names];
+      writeFileSync(this.#cfg, haproxyConfig(NODE_PROXY_PORTS, names, this.#stats), { mode: 0o644 });
+      const c = this.child;
+      if (!c || c.exitCode !== null) throw new Error(`node proxy ${this.id}: haproxy is not running`);
+      // One reload at a time: a SIGUSR2 while the master re-executes itself would be lost.
+      const before = await this.#workerPid();
+      c.kill('SIGUSR2');
+      if (!await eventually(async () => { const p = await this.#workerPid(); return p !== 0 && p !== before; }, 10_000, 20)) {
+        throw new Error(`node proxy ${this.id}: haproxy did not reload`);
+      }
+      const want = [NODE_PROXY_PORTS.outbound, NODE_PROXY_PORTS.inbound];
+      const up = await eventually(async () => {
+        for (const n of names) {
+          const r = await this.pod.run(['nsenter', `--net=/run/netns/${n}`, '--', 'ss', '-Hltn']);
+          if (!want.every((port) => r.stdout.split('\n').filter((l) => l.includes(`:${port} `)).length >= 2)) return false;
+        }
+        return true;
+      }, 10_000, 20);
+      if (!up) throw new Error(`node proxy ${this.id}: listeners did not open in ${names.join(', ')}`);
+    });
+    this.#reloads = next.catch(() => {});
+    return next;
   }
 
   /** Announces this instance to a node's agent over its socket (the node proxy contract, docs/ambient.md). */
@@ -74,10 +191,10 @@ export class LabNodeProxy {
     const dir = join(labRunDir(this.node.lab.prefix), this.node.name, `proxy-${this.pod.name}`);
     mkdirSync(dir, { recursive: true });
     chmodSync(dir, 0o755);
-    const cfg = join(dir, 'haproxy.cfg');
-    writeFileSync(cfg, haproxyConfig(NODE_PROXY_PORTS), { mode: 0o644 });
-    // root: IP_TRANSPARENT needs CAP_NET_ADMIN.
-    this.child = this.pod.spawn(['haproxy', '-db', '-f', cfg], { env: { PATH: process.env.PATH } });
+    this.#dir = dir;
+    writeFileSync(this.#cfg, haproxyConfig(NODE_PROXY_PORTS, this.podNetns, this.#stats), { mode: 0o644 });
+    // root: IP_TRANSPARENT needs CAP_NET_ADMIN, `namespace` CAP_SYS_ADMIN. -W: master-worker (reloads).
+    this.child = this.pod.spawn(['haproxy', '-W', '-db', '-f', this.#cfg], { env: { PATH: process.env.PATH } });
     const want = [NODE_PROXY_PORTS.outbound, NODE_PROXY_PORTS.inbound];
     const up = await eventually(async () => {
       if (this.child?.exitCode !== null) return true;
@@ -85,9 +202,13 @@ export class LabNodeProxy {
       return want.every((port) => r.stdout.split('\n').filter((l) => l.includes(`:${port} `)).length >= 2);
     }, 10_000, 50);
     if (!up || this.child.exitCode !== null) throw new Error(`node proxy ${this.id}: haproxy did not start listening (exit ${this.child.exitCode})`);
+    if (!this.#control) await this.#serveControl();
   }
 
   async stop(): Promise<void> {
+    const srv = this.#control;
+    this.#control = undefined;
+    if (srv) { srv.closeAllConnections(); await new Promise((r) => srv.close(r)); }
     const c = this.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise((r) => c.once('exit', r));

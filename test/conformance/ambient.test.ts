@@ -1,17 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 // Ambient dataplane (MESHWARP_DATAPLANE=ambient): enrolled pods' TCP goes through the
-// node proxy of their node (src/lab/node-proxy.ts: haproxy, transparent, connects
-// upstream from its own address). So the app server of a captured connection sees the
-// node proxy's address as the client: outbound capture shows the client node's proxy,
-// inbound capture the server node's; the proxy's own connections are not captured again.
+// node proxy of their node (src/lab/node-proxy.ts: haproxy, transparent).
+// Engine ebpf: the proxy connects upstream from its own address, so the app server of a
+// captured connection sees the node proxy's address as the client: outbound capture shows
+// the client node's proxy, inbound capture the server node's; the proxy's own connections
+// are not captured again.
+// Engine iptables (in-pod): the proxy's listeners and upstream sockets live in the pod's
+// netns, so upstream connections carry the pod's own address: an enrolled server sees its
+// own address (its inbound listener connected to it), a server that is not enrolled sees
+// the enrolled client's address from another port than the client's (its outbound listener).
 //   node1: a, b (enrolled)  u (not enrolled)  ztunnel (node proxy)
 //   node2: d (enrolled)     w (not enrolled)  ztunnel (node proxy)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
 import { BpfObject, Link, TcFilter, codec, tcxPrograms } from '../../src/bpf/index.ts';
 import { selftestObject } from '../../src/bpf/selftest.ts';
 import { withNetns } from '../../src/sys/netns.ts';
-import { FAMILIES, MeshLab, assertDirect, connectFrom, famName, norm, stat, suiteSkip, SUITE, type ConnectResult, type Family, type MeshPod } from './harness.ts';
+import { FAMILIES, MODE, MeshLab, assertDirect, assertProxied, connectFrom, famName, norm, stat, suiteSkip, SUITE, type ConnectResult, type Family, type MeshPod } from './harness.ts';
+import { PROBE_SOURCE } from '../../src/datapath/ambient-iptables/rules.ts';
+
+const INPOD = MODE === 'iptables';
 
 const PODS = [
   { node: 'node1', name: 'a', profile: 'istio' },
@@ -23,6 +32,7 @@ const PODS = [
 
 /** The request went through the node proxy whose address (of family fam) the server saw. */
 function assertVia(r: ConnectResult, server: string, proxyIp: string, what: string): void {
+  if (INPOD) assertProxied(r, server, what);
   assert.ok(r.ok && r.reply, `${what}: request failed: ${JSON.stringify(r)}`);
   assert.equal(r.reply.name, server, `${what}: answered by ${r.reply.name}`);
   assert.equal(norm(r.reply.remote), proxyIp, `${what}: the server saw ${r.reply.remote}, not the node proxy ${proxyIp}`);
@@ -48,6 +58,9 @@ async function icmpEcho(pod: MeshPod, dst: string): Promise<void> {
 describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip('ambient') }, () => {
   let env: MeshLab;
   const px = (node: string, fam: Family) => (fam === 4 ? env.proxy(node).ip4 : env.proxy(node).ip6);
+  /** The client address a server sees for a captured connection from `client` (see the header). */
+  const seen = (client: MeshPod, server: MeshPod, fam: Family, node: string): string =>
+    !INPOD ? px(node, fam) : server.policy ? server.ip(fam) : client.ip(fam);
 
   before(async () => { env = await MeshLab.create(PODS, { tag: 'mam' }); });
   after(async () => { await env?.destroy(); });
@@ -56,8 +69,8 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
     it(`outbound capture, same node: enrolled -> enrolled and -> not enrolled (${famName(fam)})`, async () => {
       const a = env.pod('a');
       const n0 = stat(a.driver, 'am_captured_out')!;
-      assertVia(await a.connectTo(env.pod('b'), fam), 'b', px('node1', fam), 'a -> b');
-      assertVia(await a.connectTo(env.pod('u'), fam), 'u', px('node1', fam), 'a -> u');
+      assertVia(await a.connectTo(env.pod('b'), fam), 'b', seen(a, env.pod('b'), fam, 'node1'), 'a -> b');
+      assertVia(await a.connectTo(env.pod('u'), fam), 'u', seen(a, env.pod('u'), fam, 'node1'), 'a -> u');
       assert.ok(stat(a.driver, 'am_captured_out')! >= n0 + 2n, 'am_captured_out counted both');
       assert.ok(stat(a.driver, 'am_bypass_proxy')! > 0n, 'the proxy\'s own connection to b was not captured again');
     });
@@ -66,19 +79,59 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
       const a = env.pod('a');
       const d = env.pod('d');
       const in0 = stat(d.driver, 'am_captured_in')!;
-      assertVia(await a.connectTo(d, fam), 'd', px('node2', fam), 'a -> d');
+      assertVia(await a.connectTo(d, fam), 'd', seen(a, d, fam, 'node2'), 'a -> d');
       assert.ok(stat(d.driver, 'am_captured_in')! > in0, 'node2 captured the inbound flow');
       // Not enrolled client, enrolled server on another node: inbound capture only.
-      assertVia(await env.pod('w').connectTo(a, fam), 'a', px('node1', fam), 'w -> a');
+      assertVia(await env.pod('w').connectTo(a, fam), 'a', seen(env.pod('w'), a, fam, 'node1'), 'w -> a');
     });
 
     it(`pods that are not enrolled and the node itself are untouched (${famName(fam)})`, async () => {
       assertDirect(await env.pod('w').connectTo(env.pod('u'), fam), 'u', 'w -> u');
       const a = env.pod('a');
       const h0 = stat(a.driver, 'am_bypass_host')!;
-      // A process of the node (kubelet's probes) reaches the enrolled pod directly.
-      assertDirect(await connectFrom(env.node('node1'), a.ip(fam), 8080), 'a', 'node1 -> a');
+      // A process of the node (kubelet's probes) reaches the enrolled pod directly (in-pod: SNATed
+      // on the node to the probe address, as Istio does, so the pod's rules can tell it).
+      const r = await connectFrom(env.node('node1'), a.ip(fam), 8080);
+      if (!INPOD) assertDirect(r, 'a', 'node1 -> a');
+      else {
+        assert.ok(r.ok && r.reply?.name === 'a', `node1 -> a: ${JSON.stringify(r)}`);
+        assert.deepEqual([norm(r.reply!.remote), r.reply!.remotePort], [PROBE_SOURCE[fam], r.localPort], 'the probe reached the app, not the proxy');
+      }
       assert.ok(stat(a.driver, 'am_bypass_host')! > h0, 'am_bypass_host counted the probe');
+    });
+  }
+
+  for (const fam of FAMILIES) {
+    it(`a flow older than the enrolment keeps going untouched; new flows are captured (${famName(fam)})`, async () => {
+      const u = env.pod('u');
+      const w = env.pod('w');
+      const flag = `/tmp/${env.prefix}-pre-${fam}`;
+      // Half a request before enrolment, the rest after: the server answers with the client end it saw.
+      const code = `import socket,sys,os,time\ns=socket.create_connection((sys.argv[1],8080),timeout=20)\nprint(s.getsockname()[1],flush=True)\n` +
+        `s.sendall(b'GET / HTTP/1.0\\r\\nHost: x\\r\\n')\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.02)\ns.sendall(b'\\r\\n')\n` +
+        `d=b''\nwhile True:\n b=s.recv(4096)\n if not b: break\n d+=b\nprint(d.split(b'\\r\\n\\r\\n',1)[1].decode(),flush=True)\n`;
+      const child = u.sb.spawn(['/usr/bin/python3', '-c', code, w.ip(fam), flag], { uid: 1000 });
+      let out = '';
+      let err = '';
+      child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+      child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      try {
+        for (let i = 0; i < 200 && !out.includes('\n'); i++) await new Promise((r) => setTimeout(r, 20));
+        const port = Number(out.split('\n')[0]);
+        assert.ok(port > 0, `the old flow connected: ${out} ${err}`);
+        await u.mesh('istio');
+        assertVia(await u.connectTo(w, fam), 'w', seen(u, w, fam, 'node1'), 'a new flow of the enrolled pod is captured');
+        writeFileSync(flag, '');
+        await exited;
+        const reply = JSON.parse(out.split('\n')[1]) as { name: string; remotePort: number };
+        assert.equal(reply.name, 'w');
+        assert.equal(reply.remotePort, port, 'the old flow reached the server directly, on its own connection');
+      } finally {
+        child.kill();
+        rmSync(flag, { force: true });
+        await u.unmesh();
+      }
     });
   }
 
@@ -117,17 +170,20 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
       d.setFailPolicy('closed');
       await d.setNodeProxy({ ...ann, ready: true });
     }
-    assertVia(await a.connectTo(b, 4), 'b', px('node1', 4), 'captured again once the proxy is ready');
+    assertVia(await a.connectTo(b, 4), 'b', seen(a, b, 4, 'node1'), 'captured again once the proxy is ready');
   });
 
   it('a second proxy instance (upgrade) takes new flows once ready; capture goes on after the old one is removed', async () => {
     const a = env.pod('a');
     const old = env.proxy('node1');
     const next = await env.startNodeProxy('node1', 'zt2', true);
+    const b = env.pod('b');
     try {
-      assertVia(await a.connectTo(env.pod('b'), 4), 'b', next.ip4, 'new flows go to the new instance');
+      const s0 = INPOD ? await next.sessions() : 0;
+      assertVia(await a.connectTo(b, 4), 'b', INPOD ? seen(a, b, 4, 'node1') : next.ip4, 'new flows go to the new instance');
+      if (INPOD) assert.ok(await next.sessions() > s0, 'the new instance served it');
       await env.ambientDriver('node1').removeNodeProxy(old.id);
-      assertVia(await a.connectTo(env.pod('b'), 6), 'b', next.ip6, 'still the new instance after the old one left');
+      assertVia(await a.connectTo(b, 6), 'b', INPOD ? seen(a, b, 6, 'node1') : next.ip6, 'still the new instance after the old one left');
     } finally {
       await env.ambientDriver('node1').setNodeProxy(old.announcement(true));
       await env.ambientDriver('node1').removeNodeProxy(next.id);
@@ -181,7 +237,7 @@ describe(`ambient next to foreign tc programs on the same veth (${SUITE})`, { sk
     await a.mesh('istio');
     stillThere();
     const [f0, x0] = [count(theirs[0]), count(theirs[1])];
-    assertVia(await a.connectTo(u, 4), 'u', env.proxy('node1').ip4, 'a -> u captured');
+    assertVia(await a.connectTo(u, 4), 'u', INPOD ? a.ip(4) : env.proxy('node1').ip4, 'a -> u captured');
     await icmpEcho(a, u.ip(4));
     assert.ok(count(theirs[0]) > f0, 'the foreign cls_bpf filter ran');
     assert.ok(count(theirs[1]) > x0, 'the foreign tcx program ran');

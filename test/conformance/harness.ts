@@ -453,7 +453,7 @@ export class MeshLab {
   }
 
   /** Ambient: the node's ambient driver. */
-  ambientDriver(node: string): AmbientEbpfDriver {
+  ambientDriver(node: string): Pick<AmbientEbpfDriver, 'setNodeProxy' | 'removeNodeProxy' | 'setFailPolicy' | 'nodeProxies'> {
     const d = this.driver(node);
     if (d.dataplane !== 'ambient') throw new Error(`driver of ${node} is ${d.dataplane}, not ambient`);
     return d as unknown as AmbientEbpfDriver;

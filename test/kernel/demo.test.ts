@@ -82,3 +82,26 @@ kernelTest('meshwarp demo --dataplane ambient: same node and cross node through 
   assert.deepEqual(r.ambientConfig.map((c) => JSON.stringify({ ztunnelReady: c.ztunnelReady, redirectMode: c.redirectMode })),
     ['{"ztunnelReady":true,"redirectMode":"ebpf"}', '{"ztunnelReady":true,"redirectMode":"ebpf"}']);
 }, { timeout: 120_000 });
+
+kernelTest('meshwarp demo --dataplane ambient --engine iptables: in-pod rules and the node proxy\'s listeners in each pod netns', async () => {
+  const { code, result, stderr } = await demo(['--dataplane', 'ambient', '--engine', 'iptables', '--requests', '4']);
+  const r = result as unknown as AmbientDemoResult;
+  assert.equal(code, 0, stderr);
+  assert.equal(r.ok, true);
+  assert.equal(r.engine, 'iptables');
+  for (const q of r.requests) {
+    assert.ok(q.ok, `request ${q.n}: ${q.answer}`);
+    // In-pod: the server's own inbound listener (in its netns) connected to it from its own address.
+    const pod = r.pods.find((p) => q.to.startsWith(`${p.name} `))!;
+    assert.ok([pod.ip4, pod.ip6].includes(q.sawClient!), `request ${q.n} to ${q.to}: the server saw ${q.sawClient}, not its own address`);
+  }
+  assert.deepEqual(new Set(r.requests.map((q) => q.to)), new Set(['pipy-ok-v1 (node1)', 'pipy-ok-v2 (node2)']));
+  const view = (p: string) => r.inPod!.find((v) => v.pod === p)!;
+  assert.ok(view('curl').rules.some((l) => /^v4 \[[1-9]\d*:\d+\] .*am_captured_out/.test(l)), `curl's SYN captured by its in-pod rule: ${view('curl').rules.join('\n')}`);
+  assert.ok(view('pipy-ok-v2').rules.some((l) => /^v4 \[[1-9]\d*:\d+\] .*am_captured_in/.test(l)), 'inbound capture in v2\'s netns');
+  for (const p of ['curl', 'pipy-ok-v1', 'pipy-ok-v2']) {
+    assert.deepEqual([...view(p).listeners].sort(), ['0.0.0.0:15001', '0.0.0.0:15006', '[::]:15001', '[::]:15006'], `${p}: the node proxy listens in its netns`);
+  }
+  assert.deepEqual(r.ambientConfig.map((c) => JSON.stringify({ ztunnelReady: c.ztunnelReady, redirectMode: c.redirectMode })),
+    ['{"ztunnelReady":true,"redirectMode":"iptables"}', '{"ztunnelReady":true,"redirectMode":"iptables"}']);
+}, { timeout: 120_000 });

@@ -18,6 +18,13 @@ export interface NodeProxy {
   ports: { outbound: number; inbound: number; hbone?: number };
   /** Ready for new flows. false: keeps its flows, takes no new ones (draining, or not ready yet). */
   ready: boolean;
+  /**
+   * In-pod engine (iptables) only: the unix socket (HTTP) where the proxy takes the snapshot of
+   * enrolled pods whose netns it opens its listeners in (PUT /v1/pods), and its cgroup (v2, absolute
+   * or relative to the mount), whose sockets the pod rules never capture.
+   */
+  control?: string;
+  cgroup?: string;
 }
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/;
@@ -44,7 +51,16 @@ export function parseNodeProxy(body: unknown): NodeProxy {
   const inb = port(ports.inbound, 'ports.inbound')!;
   const hbone = port(ports.hbone, 'ports.hbone', true);
   if (out === inb || hbone === out || hbone === inb) throw new Error('ports: outbound, inbound and hbone must differ');
-  return { id: b.id, netns: b.netns, ifName: b.ifName, ready: b.ready, ports: { outbound: out, inbound: inb, ...(hbone ? { hbone } : {}) } };
+  for (const k of ['control', 'cgroup'] as const) {
+    const v = b[k];
+    if (v !== undefined && (typeof v !== 'string' || !v.startsWith('/') || v.includes('\n') || v.split('/').includes('..'))) {
+      throw new Error(`${k}: expected an absolute path, got ${JSON.stringify(v)}`);
+    }
+  }
+  return {
+    id: b.id, netns: b.netns, ifName: b.ifName, ready: b.ready, ports: { outbound: out, inbound: inb, ...(hbone ? { hbone } : {}) },
+    ...(typeof b.control === 'string' ? { control: b.control } : {}), ...(typeof b.cgroup === 'string' ? { cgroup: b.cgroup } : {}),
+  };
 }
 
 /** What the agent found for an announced proxy. */

@@ -22,7 +22,7 @@ export interface IptablesOptions {
   nodeIps: string[];
 }
 
-const TOOLS: Record<Family, { save: string; restore: string }> = {
+export const TOOLS: Record<Family, { save: string; restore: string }> = {
   4: { save: 'iptables-save', restore: 'iptables-restore' },
   6: { save: 'ip6tables-save', restore: 'ip6tables-restore' },
 };
@@ -71,7 +71,13 @@ function natState(netnsPath: string, f: Family): NatState {
   return parseNatSave(inNetns(netnsPath, [TOOLS[f].save, '-t', 'nat']));
 }
 
-function restore(netnsPath: string, f: Family, script: string): void {
+/** One table of one family of a netns as `*-save` prints it (with counters when asked). */
+export function saveTable(netnsPath: string, f: Family, table: 'nat' | 'mangle', counters = false): string {
+  return inNetns(netnsPath, [TOOLS[f].save, ...(counters ? ['-c'] : []), '-t', table]);
+}
+
+/** One `*-restore --noflush` transaction in a netns (the script names its tables). */
+export function restore(netnsPath: string, f: Family, script: string): void {
   inNetns(netnsPath, [TOOLS[f].restore, '--noflush', '--wait'], script);
 }
 
