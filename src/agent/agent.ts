@@ -14,6 +14,7 @@ import type { AgentConfig } from './config.ts';
 import { log } from './log.ts';
 import { Reconciler } from './reconcile.ts';
 import { intentFromAdd } from './sources/cni.ts';
+import { entryProblem } from '../cni/install.ts';
 import { StateStore, type PodRecord } from './state.ts';
 
 export { log } from './log.ts';
@@ -64,11 +65,13 @@ export class Agent {
 
   #started = false;
 
-  /** Readiness (HTTP /readyz): drivers attached and, with a Kubernetes source, its caches synced. */
+  /** Readiness (HTTP /readyz): drivers attached, with a Kubernetes source its caches synced, with --cni-conf-dir the conflist entry valid. */
   ready(): { ready: boolean; reasons: string[] } {
     const reasons: string[] = [];
     if (!this.#started) reasons.push('datapath not attached yet');
     if (this.podSource && !this.podSource.synced) reasons.push('kubernetes caches not synced');
+    const cni = this.cfg.cniConfDir && entryProblem(this.cfg.cniConfDir, this.cfg.socket);
+    if (cni) reasons.push(`conflist entry: ${cni}`);
     return { ready: reasons.length === 0, reasons };
   }
 

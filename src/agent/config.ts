@@ -35,6 +35,8 @@ export interface AgentConfig {
   dataplanes: Dataplane[];
   /** Ambient: what enrolled pods' new flows do while no node proxy is ready. */
   ambientFailPolicy: 'closed' | 'open';
+  /** The node's CNI conf dir: /readyz also requires a valid meshwarp-cni entry in its conflist. */
+  cniConfDir?: string;
   /** Set: pods are also watched in Kubernetes (src/k8s, sources/kube.ts). */
   kube?: KubeAgentConfig;
 }
@@ -51,6 +53,9 @@ export interface KubeAgentConfig {
   self?: { namespace: string; name: string };
   /** The agent's DaemonSet: on SIGTERM, gone or being deleted means uninstall, present means upgrade. */
   daemonSet?: { namespace: string; name: string };
+  /** Repair by pod uid (sources/podns.ts): the host's /proc, and the runtime's netns dir. */
+  hostProc: string;
+  netnsDir: string;
 }
 
 export const DEFAULTS = {
@@ -72,7 +77,7 @@ export function validateConfig(c: Partial<AgentConfig> & { /** @deprecated alias
   const engine = parseEngine(c.engine ?? c.mode ?? DEFAULTS.engine);
   const profile = c.profile ?? DEFAULTS.profile;
   getProfile(profile); // throws listing the known profiles
-  for (const [k, v] of [['pin-root', c.pinRoot], ['socket', c.socket], ['state-dir', c.stateDir], ['cgroup', c.cgroupPath]] as const) {
+  for (const [k, v] of [['pin-root', c.pinRoot], ['socket', c.socket], ['state-dir', c.stateDir], ['cgroup', c.cgroupPath], ['cni-conf-dir', c.cniConfDir]] as const) {
     if (v !== undefined && !isAbsolute(v)) bad(k, `must be an absolute path, got ${JSON.stringify(v)}`);
   }
   for (const ip of c.nodeIps ?? []) if (!isIP(ip)) bad('node-ip', `${JSON.stringify(ip)} is not an IP address`);
@@ -101,5 +106,6 @@ export function validateConfig(c: Partial<AgentConfig> & { /** @deprecated alias
     stateDir: c.stateDir ?? DEFAULTS.stateDir,
     nodeIps: c.nodeIps ?? [],
     clusterDns: c.clusterDns ?? [],
+    ...(c.cniConfDir ? { cniConfDir: c.cniConfDir } : {}),
   };
 }

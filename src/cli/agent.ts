@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { Agent, log, type Driver } from '../agent/agent.ts';
 import { DEFAULTS, validateConfig, type AgentConfig, type KubeAgentConfig } from '../agent/config.ts';
 import { KubeSource } from '../agent/sources/kube.ts';
+import { podRepairer } from '../agent/sources/podns.ts';
 import { inClusterConfig, KubeClient, loadKubeconfig } from '../k8s/client.ts';
 import { DEFAULT_EXCLUDE_NAMESPACES } from '../k8s/enroll.ts';
 import { nodeAddresses, watchNodeAddresses } from '../agent/node-addrs.ts';
@@ -33,6 +34,8 @@ const HELP = `usage: meshwarp agent [options]
   --ambient-fail-policy closed|open
                          ambient pods' new flows while no node proxy is ready: dropped, or
                          passed uncaptured (default ${DEFAULTS.ambientFailPolicy})
+  --cni-conf-dir DIR     the node's CNI conf dir: /readyz also requires the meshwarp-cni entry
+                         in its conflist (valid, pointing at --socket)
   --kubernetes           watch this node's pods and namespaces with the in-cluster ServiceAccount
   --kubeconfig PATH      ... or with this JSON kubeconfig (implies --kubernetes)
   --kube-server URL      API-server URL for the in-cluster credentials (default: the kubernetes Service)
@@ -42,6 +45,9 @@ const HELP = `usage: meshwarp agent [options]
                          once it is gone or being deleted, SIGTERM removes what meshwarp made on the node
   --sockmap auto|off|force  sockmap acceleration app <-> sidecar (S4): auto = on only when the
                          behaviour gate passes on this kernel (default), force = on regardless
+  --host-proc DIR        the host's /proc, to find pods by uid (repair of pods whose CNI ADD was
+                         missed; default /proc)
+  --netns-dir DIR        the runtime's netns bind mounts (default /var/run/netns)
 
 SIGTERM/SIGINT stop the agent and leave the datapath running (pins keep it);
 \`meshwarp uninstall\` removes everything.
@@ -57,6 +63,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
       dataplanes: { type: 'string' }, 'ambient-fail-policy': { type: 'string' },
       kubernetes: { type: 'boolean' }, kubeconfig: { type: 'string' }, 'kube-server': { type: 'string' }, 'node-name': { type: 'string' },
       'exclude-namespaces': { type: 'string' }, daemonset: { type: 'string' }, sockmap: { type: 'string' },
+      'cni-conf-dir': { type: 'string' }, 'host-proc': { type: 'string' }, 'netns-dir': { type: 'string' },
     },
     strict: true,
   });
@@ -69,13 +76,14 @@ export function parseAgentArgs(argv: string[]): AgentConfig | undefined {
     dataplanes: values.dataplanes?.split(',').map((d) => d.trim()).filter(Boolean) as AgentConfig['dataplanes'] | undefined,
     ambientFailPolicy: values['ambient-fail-policy'] as AgentConfig['ambientFailPolicy'],
     sockmap: values.sockmap as AgentConfig['sockmap'],
+    cniConfDir: values['cni-conf-dir'],
   });
   if (values.kubernetes || values.kubeconfig) cfg.kube = kubeConfigOf(values, process.env);
   return cfg;
 }
 
 /** The Kubernetes side's settings; refuses to start without a node name. */
-export function kubeConfigOf(values: { kubeconfig?: string; 'kube-server'?: string; 'node-name'?: string; 'exclude-namespaces'?: string; daemonset?: string }, env: NodeJS.ProcessEnv): KubeAgentConfig {
+export function kubeConfigOf(values: { kubeconfig?: string; 'kube-server'?: string; 'node-name'?: string; 'exclude-namespaces'?: string; daemonset?: string; 'host-proc'?: string; 'netns-dir'?: string }, env: NodeJS.ProcessEnv): KubeAgentConfig {
   const nodeName = values['node-name'] ?? env.NODE_NAME;
   if (!nodeName) throw new Error('--kubernetes needs the node name: set NODE_NAME from the downward API (fieldRef spec.nodeName) or pass --node-name');
   const excl = values['exclude-namespaces'];
@@ -86,6 +94,7 @@ export function kubeConfigOf(values: { kubeconfig?: string; 'kube-server'?: stri
     kubeconfig: values.kubeconfig, server: values['kube-server'], nodeName,
     excludeNamespaces: excl === undefined ? [...DEFAULT_EXCLUDE_NAMESPACES] : excl.split(',').map((x) => x.trim()).filter(Boolean),
     self: env.POD_NAMESPACE && env.POD_NAME ? { namespace: env.POD_NAMESPACE, name: env.POD_NAME } : undefined,
+    hostProc: values['host-proc'] ?? '/proc', netnsDir: values['netns-dir'] ?? '/var/run/netns',
   };
 }
 
@@ -119,7 +128,10 @@ export async function run(argv: string[]): Promise<number> {
   if (cfg.kube) {
     const k = cfg.kube;
     const client = new KubeClient(k.kubeconfig ? loadKubeconfig(k.kubeconfig) : inClusterConfig(process.env, k.server));
-    kube = new KubeSource(client, agent.reconciler, { ...k, validate: (i) => agent.validate(i) });
+    kube = new KubeSource(client, agent.reconciler, {
+      ...k, validate: (i) => agent.validate(i),
+      repair: podRepairer((req) => agent.add(req), { procRoot: k.hostProc, netnsDir: k.netnsDir }),
+    });
     agent.podSource = kube;
     kube.start();
   }
@@ -145,6 +157,7 @@ export async function run(argv: string[]): Promise<number> {
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => { api.close(); metrics?.close(); void stop(0); });
   // Ready once the caches match the API server (the watch retries for ever; /readyz says why it is not ready).
   while (kube && !kube.synced) await new Promise((r) => setTimeout(r, 50));
+  await kube?.idle(); // reconciled (and repaired) before saying ready
   log('info', 'agent ready', { engine: cfg.engine, dataplanes: cfg.dataplanes, profile: cfg.profile, socket: cfg.socket, metrics: cfg.metrics, pods: agent.pods().length, node: cfg.kube?.nodeName });
   process.stdout.write('ready\n');
   return new Promise(() => {}); // runs until a signal

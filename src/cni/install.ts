@@ -413,3 +413,24 @@ export async function watchConflist(opts: WatchOptions, signal: AbortSignal): Pr
     else signal.addEventListener('abort', stop, { once: true });
   });
 }
+
+/**
+ * Readiness of the chained entry (the agent's /readyz): undefined when the config file the
+ * runtime loads from `confDir` is a conflist carrying exactly one meshwarp-cni entry the
+ * plugin accepts, pointing at `socket` when given; else what is wrong. Reads only.
+ */
+export function entryProblem(confDir: string, socket?: string): string | undefined {
+  const t = findTarget(confDir, []);
+  if (!t) return `no CNI network config in ${confDir}`;
+  if (t.parsed.kind !== 'conflist') return `${t.path} is a single-plugin config without the meshwarp-cni entry`;
+  const ours = (t.parsed.obj.plugins as unknown[]).filter(isOurEntry) as JsonObject[];
+  if (ours.length !== 1) return `${t.path} has ${ours.length} meshwarp-cni entries (want 1)`;
+  let s: MeshwarpSettings;
+  try {
+    s = parseMeshwarpSettings(ours[0].meshwarp);
+  } catch (e) {
+    return `${t.path}: the meshwarp-cni entry is invalid: ${(e as Error).message}`;
+  }
+  if (socket !== undefined && s.socket !== socket) return `${t.path}: the meshwarp-cni entry points at ${s.socket}, this agent listens on ${socket}`;
+  return undefined;
+}

@@ -4,6 +4,8 @@
 //   netns  ${prefix}-${node}         pod bridge (gateway), node IP on eth0, forwarding on
 //   netns  ${prefix}-${node}-${pod}  eth0 with the pod's IPv4 + IPv6
 //   cgroup ${cgroup2}/${prefix}/${node}/${pod}   (the lab root is where BPF programs attach)
+//          or, with `kubelet`, ${cgroup2}/${prefix}/${node}/kubepods/pod${uid}/${sandboxId}
+//          (kubelet's cgroupfs layout: a pod's processes carry its uid), with a pause process
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { CommandError } from '../sys/exec.ts';
@@ -125,11 +127,15 @@ export class LabPod extends Sandbox {
   host: number | undefined;
   /** Set for pods created by lab.addPodCni(): what DEL needs. */
   cni: PodCniAttachment | undefined;
+  /** The cgroup removed with the pod (the pod-level one in the kubelet layout, above cgroupPath). */
+  readonly cgroupRoot: string;
 
-  constructor(lab: Lab, node: LabNode, name: string, seq: number) {
-    super(lab, name, `${lab.prefix}-${node.name}-${name}`, `${node.cgroupPath}/${name}`);
+  constructor(lab: Lab, node: LabNode, name: string, seq: number, kubelet?: KubeletCgroup) {
+    const podDir = kubelet && `${node.cgroupPath}/kubepods/pod${kubelet.uid}`;
+    super(lab, name, `${lab.prefix}-${node.name}-${name}`, podDir ? `${podDir}/${kubelet.sandboxId}` : `${node.cgroupPath}/${name}`);
     this.node = node;
     this.seq = seq;
+    this.cgroupRoot = podDir ?? this.cgroupPath;
   }
 
   get wired(): boolean { return this.net !== undefined; }
@@ -158,7 +164,12 @@ export interface LabOptions {
 export interface AddPodOptions {
   /** false: only netns (DAD off, lo up) and cgroup, for a CNI plugin to wire later. Default true. */
   wire?: boolean;
+  /** Place the pod in kubelet's cgroup layout (see the header) and start its pause process. */
+  kubelet?: KubeletCgroup;
 }
+
+/** A pod as kubelet lays out its cgroup: kubepods/pod<uid>/<sandbox id>. */
+export interface KubeletCgroup { uid: string; sandboxId: string }
 
 export interface EnableCniOptions {
   /** The node agent's socket (LabAgent.socket); nothing needs to listen there yet. */
@@ -177,6 +188,8 @@ export interface AddPodCniOptions {
   namespace?: string;
   /** Kubernetes pod uid (K8S_POD_UID), e.g. of a Pod object made in a test API server. Default random. */
   uid?: string;
+  /** kubelet's cgroup layout (kubepods/pod<uid>/<container id>) and a pause process, as on a real node. */
+  kubeletCgroup?: boolean;
 }
 
 export class Lab {
@@ -270,12 +283,14 @@ export class Lab {
     if (n.lab !== this || this.nodes.get(n.name) !== n) throw new Error(`node ${n.name} is not part of lab ${this.prefix}`);
     if (!NAME_RE.test(name)) throw new Error(`pod name ${JSON.stringify(name)} must match ${NAME_RE}`);
     if (n.pods.has(name)) throw new Error(`lab ${this.prefix}: pod ${n.name}/${name} exists`);
-    const pod = new LabPod(this, n, name, ++this.podSeq);
+    const pod = new LabPod(this, n, name, ++this.podSeq, opts.kubelet);
     this.claimNetns(pod.netns);
     n.pods.set(name, pod);
     try {
-      createCgroup(`${this.prefix}/${n.name}/${name}`);
+      createCgroup(pod.cgroupPath.slice(cgroup2Mount().length));
       createSandboxNetns(pod.netns);
+      // The sandbox's pause process: the pod's oldest process, in its netns (what finds a pod by uid).
+      if (opts.kubelet) pod.spawn(['sleep', 'infinity'], { stdio: 'ignore' });
       if (opts.wire !== false) this.wirePod(pod);
     } catch (e) {
       this.removePod(pod);
@@ -335,11 +350,12 @@ export class Lab {
     const namespace = opts.namespace ?? 'default';
     if (!NAME_RE.test(namespace)) throw new Error(`namespace ${JSON.stringify(namespace)} must match ${NAME_RE}`);
     const conflist = loadConflist(cni.confDir); // read at every ADD, as runtimes pick up config changes
-    const pod = this.addPod(n, name, { wire: false });
-    const containerId = `${this.prefix}${pod.seq}${randomBytes(8).toString('hex')}`;
+    const containerId = `${this.prefix}${this.podSeq + 1}${randomBytes(8).toString('hex')}`; // addPod takes seq podSeq + 1
+    const uid = opts.uid ?? randomUUID();
+    const pod = this.addPod(n, name, { wire: false, ...(opts.kubeletCgroup ? { kubelet: { uid, sandboxId: containerId } } : {}) });
     const env = {
       CNI_CONTAINERID: containerId, CNI_NETNS: pod.netnsPath, CNI_IFNAME: 'eth0',
-      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${opts.uid ?? randomUUID()}`,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${uid}`,
     };
     const ctx = this.chainContext(n, cni);
     let result: CniResult | undefined;
@@ -384,7 +400,7 @@ export class Lab {
   /** Deletes one pod: kills its processes, deletes its netns (and so its veth) and cgroup. */
   removePod(pod: LabPod): void {
     if (pod.lab !== this) throw new Error(`pod ${pod.name} is not part of lab ${this.prefix}`);
-    removeCgroupTree(pod.cgroupPath);
+    removeCgroupTree(pod.cgroupRoot);
     const left = deleteNetns(pod.netns);
     if (left.length > 0) throw new Error(`could not delete netns ${pod.netns}`);
     if (pod.host !== undefined) pod.node.releaseHost(pod.host);

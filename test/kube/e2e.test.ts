@@ -12,39 +12,21 @@
 // Traffic stays in the lab's netns; the agent reaches the API server through a
 // unix-socket bridge (node1's loopback → the host's loopback).
 import assert from 'node:assert/strict';
-import { createConnection, createServer } from 'node:net';
-import { existsSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
 import type { Pod } from '../../src/k8s/enroll.ts';
-import { type LabNode, type LabPod, waitForLine } from '../../src/lab/index.ts';
+import type { LabPod } from '../../src/lab/index.ts';
 import { labRunDir } from '../../src/lab/cleanup.ts';
 import { resolvePodPolicy } from '../../src/profiles/index.ts';
 import { APP_PORT, Sidecar, assertDirect, assertProxied, connectFrom, serveIn } from '../conformance/harness.ts';
 import { applyManifests, renderChart, splitManifests } from '../helpers/chart.ts';
 import { agentPods, cli as meshwarp, cniLab, metricsText } from '../helpers/cni-runtime.ts';
 import { inCI, kernelUnavailable } from '../helpers/kernel.ts';
+import { ISTIO_SHAPE, PLAIN_SHAPE, bridgeApi } from '../helpers/kube-lab.ts';
 import { kubePrefix, kubeTest, serviceAccountToken, startKube, type KubeServer } from '../helpers/kube.ts';
 import { waitUntil } from '../helpers/poll.ts';
 
 const TOOLS = ['etcd', 'kube-apiserver', 'helm'];
 const RELEASE_NS = 'meshwarp';
-const BRIDGE = fileURLToPath(new URL('./netns-bridge.ts', import.meta.url));
-
-/** Makes host 127.0.0.1:`port` reachable as 127.0.0.1:`port` inside `node`'s netns. */
-async function bridgeApi(node: LabNode, port: number, sock: string): Promise<() => void> {
-  rmSync(sock, { force: true });
-  const host = createServer((c) => { const u = createConnection(port, '127.0.0.1'); c.pipe(u).pipe(c); u.on('error', () => c.destroy()); c.on('error', () => u.destroy()); });
-  await new Promise<void>((r) => host.listen(sock, r));
-  const child = node.spawn([process.execPath, '--disable-warning=ExperimentalWarning', BRIDGE, String(port), sock]);
-  await waitForLine(child, /^ready$/, 10_000);
-  return () => { child.kill('SIGKILL'); host.close(); rmSync(sock, { force: true }); };
-}
-
-const ISTIO_SHAPE = {
-  annotations: { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' },
-  containers: [{ name: 'app', image: 'example.invalid/app:1' }, { name: 'istio-proxy', image: 'example.invalid/proxyv2:1', args: ['proxy', 'sidecar'] }],
-};
-const PLAIN_SHAPE = { annotations: {}, containers: [{ name: 'app', image: 'example.invalid/app:1' }] };
 
 kubeTest('e2e: the agent with the chart\'s RBAC meshes, updates and reports pods of its node', async (t) => {
   const why = kernelUnavailable();

@@ -21,6 +21,12 @@ export interface KubeSourceOptions extends EnrollOptions {
   nodeName: string;
   /** Throws when the policy for (profile, annotations) is invalid; changes nothing. */
   validate(intent: Pick<PodIntent, 'profile' | 'annotations' | 'key'>): void;
+  /**
+   * Reconcile at start doubles as repair: meshes a running pod whose CNI ADD this
+   * agent never saw (netns located by pod uid, sources/podns.ts); resolves with
+   * why it could not. Absent: such pods stay `pending`.
+   */
+  repair?(pod: Pod): Promise<string | undefined>;
 }
 
 type Intent = PodRecord;
@@ -37,7 +43,7 @@ const CACHE_RETRY_MS = 10;
 export class KubeSource {
   readonly pods: Informer<Pod>;
   readonly namespaces: Informer<Namespace>;
-  readonly counters = { syncs: 0, statusWrites: 0, events: 0, failures: 0 };
+  readonly counters = { syncs: 0, statusWrites: 0, events: 0, failures: 0, repaired: 0 };
   readonly #client: KubeClient;
   readonly #rec: Reconciler;
   readonly #o: KubeSourceOptions;
@@ -59,6 +65,7 @@ export class KubeSource {
     this.pods = new Informer<Pod>(client, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${opts.nodeName}` }, {
       add: (p) => this.#mark(p), update: (_o, p) => this.#mark(p),
       delete: (p) => this.#mark(p, true),
+      synced: () => this.#dropGone(),
     });
     this.namespaces = new Informer<Namespace>(client, { path: '/api/v1/namespaces' }, {
       add: (ns) => this.#markNamespace(ns.metadata.name),
@@ -84,6 +91,14 @@ export class KubeSource {
   #mark(p: Pod, deleted = false): void {
     this.#dirty.set(`${p.metadata.namespace}/${p.metadata.name}/${p.metadata.uid}`, deleted ? undefined : p);
     this.#draining ??= this.#drain().finally(() => { this.#draining = undefined; });
+  }
+
+  /** After a (re)list: sandboxes recorded for Kubernetes pods the API no longer has are removed. */
+  #dropGone(): void {
+    for (const r of this.#rec.list()) {
+      const { uid, namespace, name } = r.key;
+      if (uid && namespace && name && this.pods.get(namespace, name)?.metadata.uid !== uid) this.#mark({ metadata: { namespace, name, uid } } as Pod, true);
+    }
   }
 
   #markNamespace(ns: string): void {
@@ -134,10 +149,18 @@ export class KubeSource {
     const known = this.#unenrolled.get(uid);
     if (sandboxes.length === 0 && known) sandboxes.push(known);
     if (sandboxes.length === 0) {
-      // Not through CNI ADD yet: the ADD brings netns and addresses. A pod that already
-      // has an IP started before this agent (or its ADD was missed): say so.
-      if (pod.status?.podIP) await this.#status(pod, 'pending', 'enrolled, but this agent has not seen its CNI ADD (pod started before the agent?)');
-      return;
+      // Not through CNI ADD yet: the ADD brings netns and addresses. A running pod with an
+      // IP started before this agent (or its ADD was missed): repair it, or say why not.
+      if (!pod.status?.podIP) return;
+      const why = pod.status.phase !== 'Running' ? `phase ${pod.status.phase ?? 'unknown'}`
+        : this.#o.repair ? await this.#o.repair(pod) : 'repair is off';
+      if (why === undefined) sandboxes.push(...this.#sandboxesOf(ns, name, uid));
+      if (sandboxes.length === 0) {
+        await this.#status(pod, 'pending', `enrolled, but this agent has not seen its CNI ADD (pod started before the agent?) and could not repair it: ${why ?? 'no sandbox'}`);
+        return;
+      }
+      this.counters.repaired++;
+      log('info', 'pod repaired: meshed without its CNI ADD', { pod: `${ns}/${name}`, sandbox: sandboxes[0].key.sandboxId, netns: sandboxes[0].netns });
     }
     const annotations = podKnobs(pod, this.namespaces.get(undefined, ns));
     let failed: string | undefined;
