@@ -127,6 +127,8 @@ export const fn = {
   // feature probes
   probeProgType: lib.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
   probeMapType: lib.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
+  // BPF_ENABLE_STATS: per-program run_time_ns/run_cnt while the returned fd is open
+  enableStats: lib.func('int bpf_enable_stats(int type)'),
   setPrint: lib.func('void *libbpf_set_print(libbpf_print_fn *fn)'),
 };
 

@@ -156,6 +156,10 @@ export const SOL_IPV6 = 41;
 export const SO_NETNS_COOKIE = 71;
 /** SO_ORIGINAL_DST (IPv4, netfilter_ipv4.h) and IP6T_SO_ORIGINAL_DST (IPv6) share the number. */
 export const SO_ORIGINAL_DST = 80;
+
+/** enum bpf_stats_type: BPF_ENABLE_STATS of per-program run time (bench/dns-cost.ts). */
+export const BPF_STATS_RUN_TIME = 0;
+
 export const CLONE_NEWNET = 0x40000000;
 /** Ethernet header: the smallest packet BPF_PROG_TEST_RUN takes for tc programs. */
 export const ETH_HLEN = 14;

@@ -18,8 +18,10 @@ listeners inside each enrolled pod's netns; prints those rules' counters and lis
 
 Builds a two-node lab (network namespaces), creates the pods curl and
 pipy-ok-v1 on node1 and pipy-ok-v2 on node2 through the real CNI chain with a
-meshwarp agent per node, runs \`curl -s pipy-ok:8080\` from the curl pod, and
-shows what the datapath and the sidecars did. Exits non-zero if a request
+meshwarp agent per node and dnsmasq as the cluster DNS, runs
+\`curl -s pipy-ok:8080\` from the curl pod (the name resolved through DNS: with
+--profile istio, the default, the query is captured to the sidecar's DNS proxy),
+and shows what the datapath and the sidecars did. Exits non-zero if a request
 failed or none was captured. --keep leaves the lab up until Ctrl-C.
 --mode is the old name of --engine.
 `;
@@ -28,7 +30,7 @@ export async function run(argv: string[]): Promise<number> {
   const { values: o } = parseArgs({
     args: argv,
     options: {
-      engine: { type: 'string' }, mode: { type: 'string' }, dataplane: { type: 'string', default: 'sidecar' }, profile: { type: 'string', default: 'osm' },
+      engine: { type: 'string' }, mode: { type: 'string' }, dataplane: { type: 'string', default: 'sidecar' }, profile: { type: 'string', default: 'istio' },
       requests: { type: 'string', default: '4' }, keep: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean' },
     },
     strict: true,

@@ -17,6 +17,8 @@ export interface DnsProxyOptions {
   names: MeshName[];
   /** Where other queries go; default: the nameservers of /etc/resolv.conf. */
   upstream?: string[];
+  /** Mesh names answered over UDP only with the TC bit and no records (the client retries over TCP). */
+  truncate?: string[];
   /** One JSON line per query on stderr. */
   log?: boolean;
   tag?: string;
@@ -119,6 +121,7 @@ export async function startDnsProxy(opts: DnsProxyOptions): Promise<DnsProxy> {
   const names = new Map(opts.names.map((n) => [n.name, n.addrs]));
   const upstream = opts.upstream ?? resolvConfServers(readFileSync('/etc/resolv.conf', 'utf8'));
   const timeoutMs = opts.timeoutMs ?? 2000;
+  const truncate = new Set((opts.truncate ?? []).map((n) => n.toLowerCase().replace(/\.$/, '')));
   const log = (o: Record<string, unknown>) => {
     if (opts.log) process.stderr.write(JSON.stringify({ dir: 'dns', tag: opts.tag, ...o }) + '\n');
   };
@@ -128,6 +131,12 @@ export async function startDnsProxy(opts: DnsProxyOptions): Promise<DnsProxy> {
     const q = question(query);
     if (!q) return undefined;
     const local = names.get(q.name.replace(/\.$/, ''));
+    if (local && proto === 'udp' && truncate.has(q.name.replace(/\.$/, ''))) {
+      log({ proto, client, name: q.name, type: q.type, answer: 'truncated' });
+      const r = answer(query, q, []);
+      r.writeUInt16BE(r.readUInt16BE(2) | 0x0200, 2); // TC
+      return r;
+    }
     if (local) {
       log({ proto, client, name: q.name, type: q.type, answer: 'local' });
       return answer(query, q, local);

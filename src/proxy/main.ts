@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // CLI for the test/lab sidecar: node src/proxy/main.ts --outbound 15001 --inbound 15003 [--host ::] [--log] [--tag NAME]
-//   [--service VIP:PORT=IP:PORT,IP:PORT ...] [--dns-port 15053 --dns-name NAME=IP,IP ...]
+//   [--service VIP:PORT=IP:PORT,IP:PORT ...] [--dns-port 15053 --dns-name NAME=IP,IP ... [--dns-truncate NAME ...]]
+// (--dns-truncate: that mesh name is answered over UDP with the TC bit only, to test TCP fallback)
 // Prints "ready" once both listeners are up; exits 0 on SIGTERM/SIGINT.
 import { parseArgs } from 'node:util';
 import { parseService, startProxy } from './proxy.ts';
@@ -16,6 +17,7 @@ const { values } = parseArgs({
     service: { type: 'string', multiple: true },
     'dns-port': { type: 'string' },
     'dns-name': { type: 'string', multiple: true },
+    'dns-truncate': { type: 'string', multiple: true },
   },
 });
 const port = (s: string) => {
@@ -29,7 +31,7 @@ const proxy = await startProxy({
   services: new Map((values.service ?? []).map(parseService)),
 });
 const dns = values['dns-port'] === undefined ? undefined : await startDnsProxy({
-  port: port(values['dns-port']), names: (values['dns-name'] ?? []).map(parseMeshName), log: values.log, tag: values.tag,
+  port: port(values['dns-port']), names: (values['dns-name'] ?? []).map(parseMeshName), truncate: values['dns-truncate'], log: values.log, tag: values.tag,
 });
 process.stdout.write('ready\n');
 for (const sig of ['SIGTERM', 'SIGINT'] as const) {

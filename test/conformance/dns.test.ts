@@ -12,10 +12,17 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { labRunDir, waitForLine, type Sandbox } from '../../src/lab/index.ts';
 import { APP_UID, MODE, MeshLab, Sidecar, presetPods, skipIfLimited, stat, suiteSkip, SUITE } from './harness.ts';
+import { waitUntil } from '../helpers/poll.ts';
+import type { TraceRecord } from '../../src/datapath/trace.ts';
 
 const REAL = '192.0.2.1';
 const MESH = '192.0.2.2';
 const EXT = '192.0.2.10';
+/** A mesh name the proxy answers over UDP only with TC set (no records): clients retry over TCP. */
+const BIG = 'big.mesh';
+const BIG_ADDR = '192.0.2.3';
+/** A stub resolver inside the pod, as systemd-resolved's. */
+const STUB = '127.0.0.53';
 const TOOL = fileURLToPath(new URL('./dnstool.ts', import.meta.url));
 const NODE = [process.execPath, '--disable-warning=ExperimentalWarning'];
 const ENV = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
@@ -57,7 +64,7 @@ describe(`DNS capture (${SUITE})`, { skip: suiteSkip() }, () => {
     writeFileSync(resolvConf, `nameserver ${ns.w4}\nnameserver ${ns.b4}\nnameserver ${ns.w6}\noptions timeout:2 attempts:2\n`);
     a.dnsServers = [ns.w4, ns.b4, ns.w6];
     a.resolvConf = resolvConf;
-    a.sidecarArgs = ['--dns-port', '15053', '--dns-name', `svc.mesh=${MESH}`];
+    a.sidecarArgs = ['--dns-port', '15053', '--dns-name', `svc.mesh=${MESH}`, '--dns-name', `${BIG}=${BIG_ADDR}`, '--dns-truncate', BIG];
     await meshA();
   });
 
@@ -109,6 +116,87 @@ describe(`DNS capture (${SUITE})`, { skip: suiteSkip() }, () => {
     assert.equal(await dig(ns.w4, 'svc.mesh', { uid: env.pod('a').policy!.proxyUid }), REAL, 'proxy uid still excluded');
     await meshA({ 'meshwarp.io/dns-capture-all': 'false' });
     assert.equal(await dig(ns.b6, 'svc.mesh'), REAL);
+  });
+
+  it('a truncated UDP answer: glibc and dig retry over TCP, which is captured to the proxy too', async () => {
+    const sc = env.pod('a').sidecar!;
+    const m = sc.mark();
+    assert.match(await run(['getent', 'ahostsv4', BIG]), new RegExp(`^${BIG_ADDR.replaceAll('.', '\\.')}\\s`, 'm'));
+    await sc.waitFor((l) => l.dir === 'dns' && l.name === BIG && l.proto === 'udp' && l.answer === 'truncated', 'glibc: UDP answered with TC', m);
+    await sc.waitFor((l) => l.dir === 'dns' && l.name === BIG && l.proto === 'tcp' && l.answer === 'local', 'glibc: the TCP retry reached the proxy', m);
+    const m2 = sc.mark();
+    assert.equal(await dig(ns.w4, BIG), BIG_ADDR, 'dig retries over TCP after TC');
+    await sc.waitFor((l) => l.dir === 'dns' && l.name === BIG && l.proto === 'tcp', 'dig: the TCP retry reached the proxy', m2);
+  });
+
+  it('a stub resolver inside the pod (127.0.0.53): app -> proxy -> stub -> cluster DNS, no loop', async () => {
+    const a = env.pod('a');
+    const saved = { resolvConf: a.resolvConf, dnsServers: a.dnsServers };
+    // dnsmasq as the pod's stub on 127.0.0.53 (as root, like systemd-resolved is not the proxy), forwarding to
+    // the cluster DNS; the pod's resolv.conf names only the stub.
+    const stubLog: string[] = [];
+    const stub = a.sb.spawn(['dnsmasq', '-k', '-C', '/dev/null', '--no-resolv', '--no-hosts', '--no-poll', '--pid-file=', '--user=root',
+      '--bind-interfaces', `--listen-address=${STUB}`, '--port=53', `--server=${ns.w4}`, '--cache-size=0', '--log-queries', '--log-facility=-'],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+    stub.stderr!.setEncoding('utf8');
+    stub.stderr!.on('data', (d: string) => { stubLog.push(...d.split('\n').filter(Boolean)); });
+    const stubConf = `${labRunDir(env.prefix)}/dns/a-stub-resolv.conf`;
+    writeFileSync(stubConf, `nameserver ${STUB}\noptions timeout:2 attempts:2\n`);
+    try {
+      await waitUntil('the stub started', () => stubLog.some((l) => /started, version/.test(l)), 10_000);
+      await a.sidecar?.stop();
+      a.sidecar = undefined;
+      a.resolvConf = stubConf;
+      a.dnsServers = [STUB];
+      await meshA();
+      const sc = a.sidecar!;
+      // A mesh name: captured on the way to the stub, answered by the proxy; the stub never sees it.
+      assert.equal(await run(['dig', '+short', '+time=2', '+tries=1', `@${STUB}`, 'svc.mesh']), MESH);
+      // Another name: the proxy forwards to its nameserver (the stub, not captured: proxy uid), the stub to
+      // the cluster DNS (not a nameserver of the pod: not captured). Exactly one query each way.
+      const m = sc.mark();
+      const seen = stubLog.length;
+      assert.equal(await run(['dig', '+short', '+time=2', '+tries=1', `@${STUB}`, 'ext.test']), EXT);
+      await sc.waitFor((l) => l.dir === 'dns' && l.name === 'ext.test' && l.answer === 'upstream' && l.upstream === STUB, 'forwarded to the stub', m);
+      await waitUntil('the stub forwarded ext.test', () => stubLog.slice(seen).some((l) => l.includes(`forwarded ext.test to ${ns.w4}`)));
+      assert.equal(sc.lines.slice(m).filter((l) => l.dir === 'dns' && l.name === 'ext.test').length, 1, JSON.stringify(sc.lines.slice(m)));
+      assert.equal(stubLog.slice(seen).filter((l) => /query\[A\] ext\.test /.test(l)).length, 1, stubLog.slice(seen).join('\n'));
+      assert.ok(!stubLog.some((l) => /query\[A\] svc\.mesh /.test(l)), 'the mesh name never reached the stub');
+    } finally {
+      await a.sidecar?.stop();
+      a.sidecar = undefined;
+      Object.assign(a, saved);
+      stub.kill();
+      await meshA();
+    }
+  });
+
+  it('trace: a DNS event for each verdict (captured, restored, not a nameserver, the proxy\'s own query)', async (t) => {
+    if (skipIfLimited(t, env, 'trace')) return;
+    const src = env.driver('node1').features.trace!;
+    const events: TraceRecord[] = [];
+    src.setEnabled(true);
+    const reader = src.read((r) => events.push(r));
+    try {
+      const multi = await tool(['multi', '--servers', `${ns.w4},${ns.b4}`, '--name', 'svc.mesh']);
+      assert.equal(multi.replies.length, 2, JSON.stringify(multi));
+      await dig(ns.w4, 'svc.mesh', { tcp: true });
+      await dig(ns.b6, 'svc.mesh');
+      await dig(ns.w4, 'svc.mesh', { uid: env.pod('a').policy!.proxyUid });
+      const has = (what: string, f: (e: TraceRecord) => boolean) => waitUntil(`${what}\n${JSON.stringify(events, null, 1)}`, () => events.some(f));
+      for (const srv of [ns.w4, ns.b4]) {
+        await has(`sendmsg4 captured to ${srv}`, (e) => e.program === 'sendmsg4' && e.verdict === 'captured' && e.reason === 'dns_captured'
+          && e.orig === `${srv}:53` && e.to === '127.0.0.1:15053' && e.uid === APP_UID);
+        await has(`recvmsg4 restored ${srv}`, (e) => e.program === 'recvmsg4' && e.verdict === 'restored' && e.orig === '127.0.0.1:15053' && e.to === `${srv}:53`);
+      }
+      await has('TCP connect4 captured', (e) => e.program === 'connect4' && e.reason === 'dns_captured' && e.orig === `${ns.w4}:53` && e.to === '127.0.0.1:15053');
+      await has('not a nameserver', (e) => e.verdict === 'bypassed' && e.reason === 'dns_not_server' && e.orig === `[${ns.b6}]:53`);
+      await has('the proxy\'s own query', (e) => e.verdict === 'bypassed' && e.reason === 'dns_bypass_proxy' && e.orig === `${ns.w4}:53`
+        && e.uid === env.pod('a').policy!.proxyUid);
+    } finally {
+      reader.close();
+      src.setEnabled(false);
+    }
   });
 
   it('10,000 queries, a socket each: all answered by the proxy, no per-query state left', async (t) => {

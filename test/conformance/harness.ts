@@ -182,9 +182,10 @@ export function assertProxied(r: ConnectResult, server: string, what: string): S
 
 /** One --log line of src/proxy (written when a proxied connection has closed). */
 export interface ProxyLogLine {
-  /** 'dns': a query to the DNS proxy (name, answer 'local' | 'upstream' | 'none'). */
+  /** 'dns': a query to the DNS proxy (name, answer 'local' | 'upstream' | 'truncated' | 'none', proto udp | tcp). */
   dir: 'outbound' | 'inbound' | 'dns';
   name?: string;
+  proto?: string;
   answer?: string;
   tag?: string;
   client: string;

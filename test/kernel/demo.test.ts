@@ -31,6 +31,12 @@ for (const mode of ['ebpf', 'iptables'] as const) {
     const answers = new Set(result.requests.map((r) => r.answer));
     assert.deepEqual([...answers].sort(), ['Hi, I am pipy ok v1 !', 'Hi, I am pipy ok v2 !'], 'both versions answered (round robin)');
     assert.equal(result.captured, 4, 'every request went through the client sidecar');
+    // The name went through DNS, captured to the client sidecar's DNS proxy: it answered every
+    // request's A query itself and the cluster DNS (which knows the name too) saw none.
+    assert.equal(result.profile, 'istio');
+    assert.deepEqual(result.requests.map((r) => r.resolvedBySidecar), [true, true, true, true]);
+    assert.equal(result.clusterDnsQueries, 0, 'no query for pipy-ok reached the cluster DNS');
+    assert.ok(result.dns.some((d) => d.pod === 'curl' && d.name === 'pipy-ok.ebpf.svc.cluster.local' && d.type === 1 && d.answer === 'local'), JSON.stringify(result.dns));
     const inbound = result.sidecars.filter((s) => s.dir === 'inbound');
     assert.equal(inbound.length, 1, 'the first request also went through the server pod\'s sidecar');
     assert.match(inbound[0].origDst, /:8080$/);
@@ -42,6 +48,12 @@ kernelTest('the demo trace shows what the datapath did for one request', async (
   assert.equal(code, 0);
   const t = result.trace;
   const has = (f: (e: DemoResult['trace'][number]) => boolean, what: string) => assert.ok(t.some(f), `${what}\n${JSON.stringify(t, null, 1)}`);
+  // DNS first: glibc's connected UDP socket to the cluster DNS goes to the sidecar's DNS proxy,
+  // and the answers show the cluster DNS as their source.
+  has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'connect4' && e.verdict === 'captured' && e.reason === 'dns_captured'
+    && e.orig === '10.96.0.53:53' && e.to === '127.0.0.1:15053' && e.uid === 1000, 'curl\'s DNS query captured to its sidecar\'s DNS proxy');
+  has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'recvmsg4' && e.verdict === 'restored'
+    && e.orig === '127.0.0.1:15053' && e.to === '10.96.0.53:53', 'the answer\'s source restored to the cluster DNS');
   has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'connect4' && e.verdict === 'captured'
     && e.orig === '10.96.0.10:8080' && e.to === '127.0.0.1:15001' && e.uid === 1000, 'curl connect captured to its sidecar');
   has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'getsockopt' && e.verdict === 'answered' && e.orig === '10.96.0.10:8080',
@@ -49,12 +61,21 @@ kernelTest('the demo trace shows what the datapath did for one request', async (
   const v2 = result.pods.find((p) => p.name === 'pipy-ok-v2')!;
   assert.equal(result.requests[0].answer, 'Hi, I am pipy ok v2 !', 'request 1 goes to v2 on node2');
   assert.ok(!t.some((e) => e.pod === 'ebpf/pipy-ok-v1'), 'v1 took no part in request 1');
-  has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'connect4' && e.uid === 1500 && e.verdict === 'bypassed'
+  has((e) => e.node === 'node1' && e.pod === 'ebpf/curl' && e.program === 'connect4' && e.uid === 1337 && e.verdict === 'bypassed'
     && e.reason === 'bypass_proxy' && e.orig === `${v2.ip4}:8080`, 'the sidecar\'s own connect to v2 is not re-captured');
   has((e) => e.node === 'node2' && e.program === 'tc_to_pod' && e.pod === 'ebpf/pipy-ok-v2' && e.verdict === 'captured'
-    && e.orig === `${v2.ip4}:8080` && e.to === `${v2.ip4}:15003`, 'node2 tc DNATs the SYN to v2\'s inbound port');
+    && e.orig === `${v2.ip4}:8080` && e.to === `${v2.ip4}:15006`, 'node2 tc DNATs the SYN to v2\'s inbound port');
   has((e) => e.node === 'node2' && e.program === 'getsockopt' && e.pod === 'ebpf/pipy-ok-v2' && e.orig === `${v2.ip4}:8080`,
     'the server sidecar read the original port 8080');
+}, { timeout: 120_000 });
+
+kernelTest('meshwarp demo --profile osm (no DNS proxy in the mesh): the cluster DNS answers the name, nothing captured', async () => {
+  const { code, result, stderr } = await demo(['--profile', 'osm', '--requests', '1']);
+  assert.equal(code, 0, stderr);
+  assert.equal(result.ok, true);
+  assert.equal(result.resolvedBySidecar, 0);
+  assert.ok(result.clusterDnsQueries >= 1, 'the query reached dnsmasq');
+  assert.ok(!result.trace.some((e) => e.reason.startsWith('dns_')), JSON.stringify(result.trace, null, 1));
 }, { timeout: 120_000 });
 
 kernelTest('meshwarp demo --dataplane ambient: same node and cross node through the node proxies, trace, veth programs, ambient config', async () => {
