@@ -106,13 +106,17 @@ export class LabNodeProxy {
     try { return Number(/^Pid: (\d+)/m.exec(await this.#cli('show info'))?.[1] ?? 0); } catch { return 0; }
   }
 
-  /** Sessions the current haproxy worker accepted on its per-pod (in-pod) listeners. */
-  async sessions(): Promise<number> {
+  /**
+   * Sessions the current haproxy worker accepted (`total`) or holds now (`current`) on its
+   * relay listeners (the proxy netns ones and the per-pod in-pod ones). A reload starts a new
+   * worker: sessions the old worker still finishes are not in it.
+   */
+  async sessions(which: 'total' | 'current' = 'total'): Promise<number> {
     const csv = await this.#cli('show stat');
     let n = 0;
     for (const l of csv.split('\n')) {
       const f = l.split(',');
-      if (/^(out|in)_\d+$/.test(f[0]) && f[1] === 'FRONTEND') n += Number(f[7]) || 0;
+      if (/^((out|in)_\d+|outbound|inbound)$/.test(f[0]) && f[1] === 'FRONTEND') n += Number(f[which === 'total' ? 7 : 4]) || 0;
     }
     return n;
   }
@@ -150,6 +154,12 @@ export class LabNodeProxy {
     const next = this.#reloads.then(async () => {
       const same = names.length === this.podNetns.length && names.every((n, i) => n === this.podNetns[i]);
       if (same) return;
+      // Both instances of an upgrade listen on the same ports in a pod netns (one SO_REUSEPORT
+      // group): without tcp_migrate_req the kernel resets the handshakes queued on a listener
+      // that closes (the old instance dropping the pod); with it they move to the new one.
+      for (const n of new Set([...names, ...this.podNetns])) {
+        await this.pod.run(['nsenter', `--net=/run/netns/${n}`, '--', 'sysctl', '-qw', 'net.ipv4.tcp_migrate_req=1']);
+      }
       this.podNetns = [...names];
       writeFileSync(this.#cfg, haproxyConfig(NODE_PROXY_PORTS, names, this.#stats), { mode: 0o644 });
       const c = this.child;

@@ -17,8 +17,9 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { BpfObject, Link, TcFilter, codec, tcxPrograms } from '../../src/bpf/index.ts';
 import { selftestObject } from '../../src/bpf/selftest.ts';
 import { withNetns } from '../../src/sys/netns.ts';
-import { FAMILIES, MODE, MeshLab, assertDirect, assertProxied, connectFrom, famName, norm, stat, suiteSkip, SUITE, type ConnectResult, type Family, type MeshPod } from './harness.ts';
+import { FAMILIES, MODE, MeshLab, assertDirect, assertProxied, connectFrom, loadFrom, famName, norm, stat, suiteSkip, SUITE, type ConnectResult, type Family, type MeshPod } from './harness.ts';
 import { PROBE_SOURCE } from '../../src/datapath/ambient-iptables/rules.ts';
+import { waitUntil } from '../helpers/poll.ts';
 
 const INPOD = MODE === 'iptables';
 
@@ -53,6 +54,26 @@ async function icmpEcho(pod: MeshPod, dst: string): Promise<void> {
     `while True:\n d,a=s.recvfrom(2048)\n if a[0]==sys.argv[1] and d[20]==0:\n  print('reply');break\n`;
   const r = await pod.sb.run(['python3', '-c', code, dst], { timeoutMs: 10_000 });
   assert.equal(r.stdout.trim(), 'reply', `ICMP echo ${pod.name} -> ${dst}: ${r.stderr.trim()}`);
+}
+
+/**
+ * A connection from `pod` to dst:8080 that sends half a request now and the rest once
+ * `flag` exists; `reply` resolves with what the server saw (a long-lived flow).
+ */
+function heldFlow(pod: MeshPod, dst: string, flag: string): { connected: () => boolean; reply: Promise<{ name: string; remote: string }>; kill: () => void } {
+  const code = `import socket,sys,os,time\ns=socket.create_connection((sys.argv[1],8080),timeout=60)\nprint('connected',flush=True)\n` +
+    `s.sendall(b'GET / HTTP/1.0\\r\\nHost: x\\r\\n')\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.02)\ns.sendall(b'\\r\\n')\n` +
+    `d=b''\nwhile True:\n b=s.recv(4096)\n if not b: break\n d+=b\nprint(d.split(b'\\r\\n\\r\\n',1)[1].decode(),flush=True)\n`;
+  const child = pod.sb.spawn(['/usr/bin/python3', '-c', code, dst, flag], { uid: 1000 });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  const reply = new Promise<{ name: string; remote: string }>((resolve, reject) => child.once('exit', () => {
+    try { resolve(JSON.parse(out.split('\n')[1]) as { name: string; remote: string }); } catch { reject(new Error(`held flow: ${out} ${err}`)); }
+  }));
+  reply.catch(() => {});
+  return { connected: () => out.startsWith('connected'), reply, kill: () => child.kill() };
 }
 
 describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip('ambient') }, () => {
@@ -188,6 +209,79 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
       await env.ambientDriver('node1').setNodeProxy(old.announcement(true));
       await env.ambientDriver('node1').removeNodeProxy(next.id);
       await next.stop();
+    }
+  });
+
+  it('proxy upgrade under continuous traffic: 0 failed requests, new connections on the new instance, old flows finish on the old one', async () => {
+    const a = env.pod('a');
+    const b = env.pod('b');
+    const old = env.proxy('node1');
+    const drv = env.ambientDriver('node1');
+    const flag = `/tmp/${env.prefix}-upg`;
+    const held = heldFlow(a, b.ip(4), flag);
+    let next: Awaited<ReturnType<MeshLab['startNodeProxy']>> | undefined;
+    let withdrawn = false;
+    try {
+      await waitUntil('the long-lived flow connected through the old instance', held.connected, 10_000);
+      if (!INPOD) assert.ok(await old.sessions('current') >= 1, 'the old instance holds the long-lived flow');
+      const c0 = stat(a.driver, 'am_captured_out')!;
+      let done = false;
+      const load = loadFrom(a.sb, b.ip(4), 8080, 4000, 4).finally(() => { done = true; });
+      await waitUntil('the load is being captured', () => stat(a.driver, 'am_captured_out')! > c0 + 20n, 20_000);
+      next = await env.startNodeProxy('node1', 'zt3', false); // announced not ready first: takes nothing yet
+      const n0 = await next.sessions();
+      await drv.setNodeProxy(next.announcement(true));
+      await waitUntil('new connections land on the new instance', async () => await next!.sessions() > n0 + 20, 20_000);
+      assert.equal(done, false, 'the load was still running after the switch (make it longer)');
+      assertVia(await a.connectTo(b, 4), 'b', INPOD ? seen(a, b, 4, 'node1') : next.ip4, 'a new connection after the switch goes to the new instance');
+      writeFileSync(flag, ''); // the old flow ends now
+      const reply = await held.reply;
+      assert.equal(reply.name, 'b', 'the long-lived flow finished');
+      assert.equal(norm(reply.remote), INPOD ? b.ip(4) : old.ip4, 'the long-lived flow finished on the old instance');
+      if (!INPOD) await waitUntil('the old instance has no flow left', async () => await old.sessions('current') === 0, 20_000);
+      await drv.removeNodeProxy(old.id); // withdrawn once its flows ended
+      withdrawn = true;
+      const r = await load;
+      assert.deepEqual({ ok: r.ok, errors: r.errors }, { ok: r.total, errors: {} }, `load across the upgrade: ${JSON.stringify(r)}`);
+      assertVia(await a.connectTo(b, 6), 'b', INPOD ? seen(a, b, 6, 'node1') : next.ip6, 'the new instance alone after the old one left');
+    } finally {
+      held.kill();
+      rmSync(flag, { force: true });
+      if (next) {
+        await drv.setNodeProxy(old.announcement(true));
+        await drv.removeNodeProxy(next.id);
+        await next.stop();
+      } else if (withdrawn) await drv.setNodeProxy(old.announcement(true));
+    }
+    assertVia(await a.connectTo(b, 4), 'b', seen(a, b, 4, 'node1'), 'the old instance is back for the next scenarios');
+  });
+
+  it('10,000 connections through the node proxy leave no per-connection datapath entry behind', async () => {
+    const a = env.pod('a');
+    const u = env.pod('u');
+    const c0 = stat(a.driver, 'am_captured_out')!;
+    // eBPF: the ambient maps keep no per-connection state (flows are found by socket lookup),
+    // so their entry counts must not move. In-pod: the pod netns's conntrack table must return
+    // to its baseline once the flows' TIME_WAIT/CLOSE entries expire (shortened in this pod).
+    const counts0 = a.driver.features.mapCounts?.();
+    const ct = async (): Promise<number> => (await a.sb.check(['cat', '/proc/net/nf_conntrack'])).split('\n').filter((l) => l.trim() !== '').length;
+    const CT = ['net.netfilter.nf_conntrack_tcp_timeout_time_wait', 'net.netfilter.nf_conntrack_tcp_timeout_close'];
+    const saved = INPOD ? await Promise.all(CT.map(async (k) => (await a.sb.check(['sysctl', '-n', k])).trim())) : [];
+    try {
+      if (INPOD) for (const k of CT) await a.sb.check(['sysctl', '-qw', `${k}=1`]);
+      const base = INPOD ? await ct() : 0;
+      for (let batch = 0; batch < 5; batch++) {
+        const r = await loadFrom(a.sb, u.ip(4), 8080, 2000, 8);
+        assert.deepEqual({ ok: r.ok, errors: r.errors }, { ok: 2000, errors: {} }, `batch ${batch}: ${JSON.stringify(r)}`);
+        if (counts0) assert.deepEqual(a.driver.features.mapCounts!(), counts0, `map entry counts after batch ${batch}`);
+      }
+      assert.ok(stat(a.driver, 'am_captured_out')! >= c0 + 10_000n, 'all 10,000 were captured');
+      if (INPOD) {
+        assert.ok(await ct() > base, 'the conntrack table saw the flows (the check can fail)');
+        await waitUntil('the pod\'s conntrack entries are back to the baseline', async () => await ct() <= base, 60_000);
+      }
+    } finally {
+      for (const [i, v] of saved.entries()) await a.sb.check(['sysctl', '-qw', `${CT[i]}=${v}`]);
     }
   });
 });
