@@ -78,3 +78,37 @@ for (const tc of TC_MODES) {
     });
   }, { timeout: 180_000, needs: tc === 'tcx' ? ['tcx'] : [] });
 }
+
+// The in-pod engine (iptables): the rules live in each pod's netns and the node proxy's
+// listeners there, so the agent holds nothing the traffic needs while it is down.
+kernelTest('agent --dataplanes ambient --engine iptables (in-pod): SIGKILL under traffic fails nothing; new connections are still captured while it is down', async (t) => {
+  const c = await cniLab(t, { tag: 'ai', dataplane: 'ambient', agentArgs: ['--dataplanes', 'ambient', '--engine', 'iptables'] });
+  if (!c) return;
+  const { lab, n1, agent } = c;
+  const proxy = await LabNodeProxy.start(n1);
+  t.after(() => proxy.stop());
+  await proxy.announceTo(agent);
+  const server = await lab.addPodCni(n1, 'server');
+  const client = await lab.addPodCni(n1, 'client');
+  for (const p of [server, client]) await serveIn(p, p.name, [APP_PORT]);
+  const status = () => agent.request<AmbientStatus>('GET', '/v1/status');
+  // In-pod, the server's inbound listener connects to it from its own address.
+  assertVia(await connectFrom(client, server.ip4, APP_PORT), 'server', server.ip4, 'client -> server (IPv4)');
+  assert.equal((await status()).ambient?.redirectMode, 'iptables');
+
+  const before = (await status()).datapath.am_captured_out ?? 0;
+  let done = false;
+  const load = loadFrom(client, server.ip4, APP_PORT, 3000, 4).finally(() => { done = true; });
+  await waitUntil('the load is being captured', async () => ((await status()).datapath.am_captured_out ?? 0) > before + 20, 20_000);
+  await agent.kill();
+  assert.equal(done, false, 'the load was still running when the agent was killed (make it longer)');
+  const s0 = await proxy.sessions();
+  assertVia(await connectFrom(client, server.ip6, APP_PORT), 'server', server.ip6, 'a new connection while the agent is down');
+  assert.ok(await proxy.sessions() > s0, 'the node proxy served it');
+  await agent.start();
+  await proxy.announceTo(agent);
+  const r = await load;
+  assert.deepEqual({ ok: r.ok, errors: r.errors }, { ok: r.total, errors: {} }, `load across the SIGKILL: ${JSON.stringify(r)}`);
+  assertVia(await connectFrom(client, server.ip4, APP_PORT), 'server', server.ip4, 'after the restart');
+  assert.equal((await agentStatus(agent)).pods, 2, 'both pods still enrolled after the restart');
+}, { timeout: 180_000 });
