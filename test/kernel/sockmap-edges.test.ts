@@ -27,7 +27,10 @@ const ENV = { PATH: process.env.PATH };
 const ULPS = (() => { try { return readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').trim(); } catch { return ''; } })();
 const KTLS_SKIP = ULPS.split(/\s+/).includes('tls') ? false : `kernel has no tls ULP (tcp_available_ulp: "${ULPS}")`;
 
-const WIP = 'not yet passing: the stall detector never saw the sender settle (under investigation)';
+// Finding (6.18.44, S4 forced): redirected bytes queued for a paused reader are not bounded by its
+// receive buffer: the sidecar's writes to the paused app never block, so the app's sender pushes
+// all 128 MiB. Kept as a todo that runs (and fails) until the redirect is bounded or the gate checks it.
+const UNBOUNDED = 'finding: with S4 on, a paused reader does not hold back its sender (redirect queue unbounded)';
 
 /** Spawns a fixture and collects its stdout lines. */
 function spawnLines(sb: Sandbox, argv: string[]): { p: ChildProcess; lines: string[]; exit: Promise<void> } {
@@ -48,7 +51,7 @@ async function stalled(lines: string[]): Promise<number> {
     same = n >= 0 && n === last ? same + 1 : 0;
     last = n;
     return same >= 5;
-  }, 30_000);
+  }, 15_000).catch((e) => { throw new Error(`${e.message}: ${lines.length} lines, last ${JSON.stringify(lines.slice(-3))}`); });
   return last;
 }
 
@@ -112,7 +115,7 @@ for (const mode of ['force', 'off'] as const) {
       await waitUntil('the server side closed too', async () => (await s().check(['ss', '-Htn', 'state', 'established', `sport = :${ECHO_PORT}`])).trim() === '', 10_000);
     });
 
-    it('slow reader: a paused app holds back its sender (bounded memory), then gets all 128 MiB in order', { skip: WIP }, async () => {
+    it('slow reader: a paused app holds back its sender (bounded memory), then gets all 128 MiB in order', mode === 'force' ? { todo: UNBOUNDED } : {}, async () => {
       const before = stat('sockmap_msgs');
       const total = 128 << 20;
       const gate = join(dir, `gate-${n++}`);
@@ -129,7 +132,7 @@ for (const mode of ['force', 'off'] as const) {
       redirected(before);
     });
 
-    it('peer close while the sender blocks: the sender gets an error or EOF, no hang, sock_pairs drains', { skip: WIP }, async () => {
+    it('peer close while the sender blocks: the sender gets an error or EOF, no hang, sock_pairs drains', async () => {
       const gate = join(dir, `gate-${n++}`);
       const sink = spawnLines(s(), [...EDGE, 'sink', String(SINK_PORT), gate]);
       try {
