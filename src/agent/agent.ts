@@ -8,7 +8,7 @@ import { limitations, type DatapathDriver, type Dataplane, type SidecarPlan } fr
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { podName, type PodIntent } from '../datapath/pod.ts';
 import type { TraceRecord } from '../datapath/trace.ts';
-import { PolicyError, resolvePodPolicy } from '../profiles/index.ts';
+import { resolvePodPolicy } from '../profiles/index.ts';
 import { AGENT_CNI_CODE, ApiError, type AddRequest } from './api.ts';
 import type { AgentConfig } from './config.ts';
 import { log } from './log.ts';
@@ -58,7 +58,8 @@ export class Agent {
     try {
       return resolvePodPolicy(p.profile, p.annotations);
     } catch (e) {
-      if (e instanceof PolicyError || e instanceof Error) throw new ApiError(400, `pod ${podName(p.key)}: ${e.message}`, AGENT_CNI_CODE.invalidConfig);
+      // Whatever the profile or an annotation got wrong is the pod's configuration (PolicyError, or a bad profile name).
+      if (e instanceof Error) throw new ApiError(400, `pod ${podName(p.key)}: ${e.message}`, AGENT_CNI_CODE.invalidConfig);
       throw e;
     }
   }

@@ -14,7 +14,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { BpfObject, Link, MapProgAttachment, BpfError, type Program } from '../../bpf/index.ts';
 import { ERRNO } from '../../bpf/uapi.ts';
 import { run } from '../../sys/exec.ts';
-import { decodeTrace } from './trace.ts';
+import { decodeTrace, formatAddr } from './trace.ts';
 import { netnsCookie } from '../../sys/netns.ts';
 import { limitations as deriveLimitations, type DatapathDriver, type DriverFeatures, type Limitation, type SidecarPlan } from '../driver.ts';
 import { firstIps, podName, type PodTarget } from '../pod.ts';
@@ -296,7 +296,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     if (cookie !== p.cookie) return `netns ${pod.netns} is another namespace than the one meshed`;
     if (!maps.podConfig.lookup(cookie)) return 'pod_config entry missing';
     for (const [k] of p.entries.localPods) {
-      if (maps.localPods.lookup(k)?.netns_cookie !== cookie) return `local_pods entry for ${formatIpAddr(k)} missing or another sandbox's`;
+      if (maps.localPods.lookup(k)?.netns_cookie !== cookie) return `local_pods entry for ${formatAddr(k)} missing or another sandbox's`;
     }
     return pod.hostVeth ? this.#tc.verify(pod.key.sandboxId, pod.hostVeth) : undefined;
   }
@@ -441,7 +441,3 @@ function attachCgroupExplained(prog: Program, cgroupPath: string): Link {
   }
 }
 
-function formatIpAddr(a: IpAddr): string {
-  const b = a.addr;
-  return b.slice(0, 12).every((x, i) => x === (i >= 10 ? 0xff : 0)) ? b.slice(12).join('.') : hex(b);
-}

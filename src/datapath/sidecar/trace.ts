@@ -12,9 +12,15 @@ export const VERDICTS: readonly string[] = Object.values(TRACE_VERDICTS);
 
 /** "10.0.0.1:80" / "[fd00::1]:80" from the 16-byte map form (v4-mapped for IPv4). */
 export function formatEndpoint(a: IpAddr, port: number): string {
+  const ip = formatAddr(a);
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** "10.0.0.1" / "fd00::1" from the 16-byte map form (v4-mapped for IPv4). */
+export function formatAddr(a: IpAddr): string {
   const b = a.addr;
   const v4 = b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
-  return v4 ? `${b.slice(12).join('.')}:${port}` : `[${formatIp({ family: 6, bytes: b })}]:${port}`;
+  return v4 ? b.slice(12).join('.') : formatIp({ family: 6, bytes: b });
 }
 
 export function decodeTrace(buf: Buffer): TraceRecord {
