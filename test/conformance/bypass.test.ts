@@ -46,7 +46,7 @@ describe(`bypass and exclusions (${SUITE})`, { skip: suiteSkip() }, () => {
       const r = await connectFrom(n1, a.ip(fam), APP_PORT, { uid: 0 });
       assertDirect(r, 'a', 'node1 -> a:8080');
       assert.equal(norm(r.local), fam === 4 ? n1.addrs.gw4 : n1.addrs.gw6, 'probe sourced from the node bridge address');
-      assert.equal(a.sidecar!.fromClientPort('inbound', r.localPort), undefined);
+      assert.equal(a.sidecar!.fromClient('inbound', r), undefined);
       // Control: the same connection from the other node's netns (not a node IP of node1) is captured.
       assertProxied(await connectFrom(env.node('node2'), a.ip(fam), APP_PORT, { uid: 0 }), 'a', 'control: node2 -> a:8080');
     });

@@ -61,7 +61,7 @@ describe(`capture (${SUITE})`, { skip: suiteSkip() }, () => {
       const ext = fam === 4 ? n2.ip4 : n2.ip6;
       const r = await a.connect(ext, EXTERNAL_PORT, { uid: a.policy!.proxyUid });
       assertDirect(r, 'external', `a as proxy uid ${a.policy!.proxyUid} -> ${hostPort(ext, EXTERNAL_PORT)}`);
-      assert.equal(a.sidecar!.fromClientPort('outbound', r.localPort), undefined, 'a sidecar must not see its own connection');
+      assert.equal(a.sidecar!.fromClient('outbound', r), undefined, 'a sidecar must not see its own connection');
       // Control: the app uid to the same destination is captured.
       const app = await a.connect(ext, EXTERNAL_PORT);
       assertProxied(app, 'external', `a app -> ${hostPort(ext, EXTERNAL_PORT)}`);
@@ -78,7 +78,7 @@ describe(`capture (${SUITE})`, { skip: suiteSkip() }, () => {
       assert.equal(splitHostPort(inb.client).addr, a.ip(fam));
       assert.equal(inb.origDst, hostPort(c.ip(fam), APP_PORT), 'original destination of the inbound connection');
       assert.equal(norm(reply.remote), c.ip(fam));
-      assert.equal(a.sidecar!.fromClientPort('outbound', r.localPort), undefined);
+      assert.equal(a.sidecar!.fromClient('outbound', r), undefined);
     });
 
     it(`S3: the proxy uid connecting to its own pod's app is untouched (${famName(fam)})`, async () => {
@@ -86,8 +86,8 @@ describe(`capture (${SUITE})`, { skip: suiteSkip() }, () => {
       const r = await a.connectTo(a, fam, APP_PORT, { uid: a.policy!.proxyUid });
       assertDirect(r, 'a', 'a (proxy uid) -> a:8080');
       assertProxied(await env.pod('b').connectTo(a, fam), 'a', 'control: b -> a:8080 is captured');
-      assert.equal(a.sidecar!.fromClientPort('inbound', r.localPort), undefined);
-      assert.equal(a.sidecar!.fromClientPort('outbound', r.localPort), undefined);
+      assert.equal(a.sidecar!.fromClient('inbound', r), undefined);
+      assert.equal(a.sidecar!.fromClient('outbound', r), undefined);
     });
 
     it(`S3: cross-node meshed -> meshed: node2's tc sends the SYN to the inbound port and translates replies back (${famName(fam)})`, async () => {

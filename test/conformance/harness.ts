@@ -250,8 +250,15 @@ export class Sidecar {
   }
 
   /** A log line from the client end `clientPort` (the port the sidecar accepted from). */
-  fromClientPort(dir: ProxyLogLine['dir'], clientPort: number | undefined): ProxyLogLine | undefined {
-    return this.find((l) => l.dir === dir && splitHostPort(l.client).port === clientPort);
+  /**
+   * The line of the connection from client end (address, port). Both count: another pod may use
+   * the same port number at the same time (a port-only match once mistook b's connection for a's).
+   */
+  fromClient(dir: ProxyLogLine['dir'], client: { local?: string; localPort?: number }): ProxyLogLine | undefined {
+    return this.find((l) => {
+      const c = splitHostPort(l.client);
+      return l.dir === dir && c.port === client.localPort && norm(c.addr) === norm(client.local ?? '');
+    });
   }
 
   /** Resolves with the first line matching `pred`; rejects after timeoutMs listing what was seen. */
