@@ -212,11 +212,9 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
     }
   });
 
-  // In-pod: the lab proxy's reload (haproxy master-worker, SIGUSR2) lost 1 request of 4000 in one
-  // of the fresh-clone runs (NO_REPLY), even with tcp_migrate_req: recorded as a todo there until
-  // the reload hands over queued connections every time. eBPF must be exact.
-  it('proxy upgrade under continuous traffic: 0 failed requests, new connections on the new instance, old flows finish on the old one',
-    { todo: INPOD ? 'in-pod lab proxy reload: 1 of 4000 requests lost in one run (NO_REPLY)' : false }, async () => {
+  // In-pod: both instances listen in the pod's netns (one SO_REUSEPORT group); the old one
+  // pauses its listeners before its reload drops them (src/lab/node-proxy.ts listenIn).
+  it('proxy upgrade under continuous traffic: 0 failed requests, new connections on the new instance, old flows finish on the old one', async () => {
     const a = env.pod('a');
     const b = env.pod('b');
     const old = env.proxy('node1');
