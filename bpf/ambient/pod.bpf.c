@@ -91,7 +91,9 @@ static __always_inline int mw_am_to_proxy_in(struct __sk_buff *skb, struct am_pr
 	if (reason == MW_STAT_AM_FLOW)
 		mw_count(reason);
 	else
-		mw_am_done(0, MW_PROG_AM_TO_POD, MW_VERDICT_CAPTURED, reason, cookie, p, px->inbound_port);
+		/* The listener mwam_proxy_in will pick: HBONE for the HBONE port. */
+		mw_am_done(0, MW_PROG_AM_TO_POD, MW_VERDICT_CAPTURED, reason, cookie, p,
+			   px->hbone_port && p->dport == px->hbone_port ? px->hbone_port : px->inbound_port);
 	return bpf_redirect(px->host_ifindex, 0);
 }
 

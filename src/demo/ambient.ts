@@ -12,6 +12,11 @@
 // address; on node2 the inbound connection is taken again at v2's veth to node2's proxy.
 // The apps answer with the client address they saw: a node proxy's.
 //
+// Engine ebpf: the node proxies are the lab's HBONE proxy (src/lab/hbone/), with a lab CA and
+// workload registry (LabMesh, istiod's role): curl -> v2 crosses from node1's proxy to node2's as
+// an HTTP/2 CONNECT stream over mutual TLS to v2's address on 15008, and the demo prints that hop
+// with both SPIFFE identities, as each proxy saw it.
+//
 // --engine iptables (in-pod, Istio >= 1.21): the agent gives each node proxy the pods' netns
 // and waits for it to open its listeners there; rules inside each pod netns send its TCP to
 // them. Upstream sockets live in the pod netns too, so an enrolled server sees its own address
@@ -22,6 +27,8 @@ import { agentStream } from '../agent/client.ts';
 import { tcxPrograms } from '../bpf/index.ts';
 import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
 import { Lab, LabAgent, LabNodeProxy, eventually, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
+import { LabMesh, type LabHboneProxy } from '../lab/hbone/lab.ts';
+import type { HboneHop } from '../lab/hbone/proxy.ts';
 import { withNetns } from '../sys/netns.ts';
 
 const NODE = process.execPath;
@@ -51,6 +58,8 @@ export interface AmbientDemoResult {
   attached: { pod: string; veth: string; hook: string; programs: string[] }[];
   /** In-pod engine: each enrolled pod's mangle rules (iptables-save -c) and the listeners the node proxy opened in its netns. */
   inPod?: { pod: string; rules: string[]; listeners: string[] }[];
+  /** Engine ebpf: the HBONE hop of the first cross-node request, as node1's proxy (client) and node2's (server) saw it. */
+  hbone?: { client?: HboneHop; server?: HboneHop };
   /** What each agent reports, as the seed's istio-cni log line. */
   ambientConfig: { node: string; ztunnelReady: boolean; redirectMode: string }[];
   ok: boolean;
@@ -66,102 +75,136 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
       : `lab ${lab.prefix}: 2 nodes, dataplane ambient, engine ebpf (tc programs on each enrolled pod's veth, node proxy per node)`);
     const nodes = [lab.addNode('node1'), lab.addNode('node2')];
     const agents = new Map<LabNode, LabAgent>();
-    const proxies = new Map<LabNode, LabNodeProxy>();
-    for (const node of nodes) {
-      const agent = new LabAgent(node, { engine, dataplanes: ['ambient'] });
-      await agent.start();
-      agents.set(node, agent);
-      lab.enableCni(node, { agentSocket: agent.socket, dataplane: 'ambient' });
-      const px = await LabNodeProxy.start(node);
-      await px.announceTo(agent);
-      proxies.set(node, px);
-      o.say(`  ${node.name}: agent up, node proxy ${px.id} (${px.ip4}, ${px.ip6}) announced itself, listeners 15001/15006`);
-    }
-    const [n1, n2] = nodes;
-    const curl = await lab.addPodCni(n1, 'curl', { namespace: AMBIENT_NAMESPACE });
-    const v1 = await lab.addPodCni(n1, 'pipy-ok-v1', { namespace: AMBIENT_NAMESPACE });
-    const v2 = await lab.addPodCni(n2, 'pipy-ok-v2', { namespace: AMBIENT_NAMESPACE });
-    const pods = [curl, v1, v2];
-    for (const p of pods) o.say(`  pod ${AMBIENT_NAMESPACE}/${p.name.padEnd(10)} on ${p.node.name}  ${p.ip4}  ${p.ip6}  (enrolled at CNI ADD)`);
-    for (const [p, v] of [[v1, 'v1'], [v2, 'v2']] as const) {
-      p.spawn([NODE, '-e', `require('http').createServer((q,r)=>r.end('Hi, I am pipy ok ${v} ! (client seen: '+q.socket.remoteAddress.replace(/^::ffff:/,'')+')\\n')).listen(8080,'::')`], { uid: APP_UID });
-      await waitForListening(p, 8080);
-    }
-
-    const trace: (TraceRecord & { node: string })[] = [];
-    const streams = inPod ? [] : await Promise.all(nodes.map((n) => agentStream('/v1/trace', (r) => trace.push({ ...(r as TraceRecord), node: n.name }), agents.get(n)!.socket)));
-    await new Promise((r) => setTimeout(r, 100));
-
-    o.say('');
-    const proxyIps = new Set([...proxies.values()].flatMap((p) => [p.ip4, p.ip6]));
-    const targets: [string, LabPod][] = [[v2.ip4, v2], [v1.ip4, v1], [`[${v2.ip6}]`, v2], [`[${v1.ip6}]`, v1]];
-    const requests: AmbientDemoRequest[] = [];
-    let inPodView: AmbientDemoResult['inPod'];
-    for (let n = 1; n <= o.requests; n++) {
-      const [host, pod] = targets[(n - 1) % targets.length];
-      const r = await curl.run(['curl', '-s', '-m', '5', `http://${host}:8080/`], { uid: APP_UID, timeoutMs: 10_000 });
-      const answer = r.stdout.trim();
-      const sawClient = /client seen: ([^)]+)\)/.exec(answer)?.[1];
-      // In-pod: the server's own inbound listener connected to it from the server's own address.
-      const via = inPod ? !!sawClient && [pod.ip4, pod.ip6].includes(sawClient) : !!sawClient && proxyIps.has(sawClient);
-      requests.push({ n, to: `${pod.name} (${pod.node.name})`, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, sawClient, viaProxy: via });
-      o.say(`$ curl -s http://${host}:8080/   # request ${n}: curl (node1) -> ${pod.name} (${pod.node.name})\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
-      if (n === 1 && !inPod) {
-        await new Promise((res) => setTimeout(res, 200)); // the agents drain the trace every 50 ms
-        for (const s of streams) s.close();
+    const proxies = new Map<LabNode, LabNodeProxy | LabHboneProxy>();
+    // eBPF: HBONE node proxies, their CA and registry (in-pod: haproxy, as before).
+    const mesh = inPod ? undefined : LabMesh.create(lab);
+    try {
+      for (const node of nodes) {
+        const agent = new LabAgent(node, { engine, dataplanes: ['ambient'] });
+        await agent.start();
+        agents.set(node, agent);
+        lab.enableCni(node, { agentSocket: agent.socket, dataplane: 'ambient' });
+        const px = mesh ? await mesh.startProxy(node) : await LabNodeProxy.start(node);
+        await px.announceTo(agent);
+        proxies.set(node, px);
+        o.say(`  ${node.name}: agent up, node proxy ${px.id} (${px.ip4}, ${px.ip6}) announced itself, listeners ${mesh ? '15001/15006/15008 (HBONE)' : '15001/15006'}`);
       }
-      if (n === 1 && inPod) inPodView = pods.map((p) => inPodOf(p));
-    }
-    const first = trace.filter((t) => t.pod?.startsWith(`${AMBIENT_NAMESPACE}/`));
-    o.say('');
-    if (inPod) {
-      o.say('what the in-pod rules did for request 1 (iptables-save -c -t mangle in each pod netns, rules that counted packets):');
-      for (const v of inPodView ?? []) {
-        o.say(`  ${v.pod}:`);
-        for (const l of v.rules) o.say(`    ${l}`);
+      const [n1, n2] = nodes;
+      const curl = await lab.addPodCni(n1, 'curl', { namespace: AMBIENT_NAMESPACE });
+      const v1 = await lab.addPodCni(n1, 'pipy-ok-v1', { namespace: AMBIENT_NAMESPACE });
+      const v2 = await lab.addPodCni(n2, 'pipy-ok-v2', { namespace: AMBIENT_NAMESPACE });
+      const pods = [curl, v1, v2];
+      for (const p of pods) o.say(`  pod ${AMBIENT_NAMESPACE}/${p.name.padEnd(10)} on ${p.node.name}  ${p.ip4}  ${p.ip6}  (enrolled at CNI ADD)`);
+      if (mesh) {
+        // The registry learns the enrolled pods (istiod watching pods); each proxy gets the
+        // certificates of its own node's workloads only.
+        for (const p of pods) mesh.add(p, { namespace: AMBIENT_NAMESPACE });
+        await mesh.push();
+        o.say(`  lab CA (openssl, trust domain ${mesh.trustDomain}) issued ${pods.map((p) => `${mesh.identity(p)} (to ${p.node.name}'s proxy)`).join(', ')}`);
       }
+      for (const [p, v] of [[v1, 'v1'], [v2, 'v2']] as const) {
+        p.spawn([NODE, '-e', `require('http').createServer((q,r)=>r.end('Hi, I am pipy ok ${v} ! (client seen: '+q.socket.remoteAddress.replace(/^::ffff:/,'')+')\\n')).listen(8080,'::')`], { uid: APP_UID });
+        await waitForListening(p, 8080);
+      }
+
+      const trace: (TraceRecord & { node: string })[] = [];
+      const streams = inPod ? [] : await Promise.all(nodes.map((n) => agentStream('/v1/trace', (r) => trace.push({ ...(r as TraceRecord), node: n.name }), agents.get(n)!.socket)));
+      await new Promise((r) => setTimeout(r, 100));
+
       o.say('');
-      o.say('the node proxy\'s listeners inside each enrolled pod\'s netns (ss -ltn):');
-      for (const v of inPodView ?? []) o.say(`  ${v.pod}: ${v.listeners.join('  ')}`);
-    } else {
-      o.say('what the datapath did for request 1 (meshwarp trace):');
-      for (const t of first) o.say(`  ${t.node}  ${formatTrace(t)}`);
-    }
-
-    if (!inPod) o.say('');
-    if (!inPod) o.say('programs on each enrolled pod\'s host veth (the seed\'s `tc filter show dev <veth> ingress`):');
-    const attached: AmbientDemoResult['attached'] = [];
-    for (const p of inPod ? [] : pods) {
-      for (const hook of ['ingress', 'egress'] as const) {
-        const programs = programsOn(p, hook);
-        attached.push({ pod: p.name, veth: p.hostVeth, hook, programs });
-        o.say(`  ${p.node.name} ${p.hostVeth.padEnd(14)} ${hook.padEnd(7)} (${p.name})  ${programs.join('; ') || '(none)'}`);
+      const proxyIps = new Set([...proxies.values()].flatMap((p) => [p.ip4, p.ip6]));
+      const targets: [string, LabPod][] = [[v2.ip4, v2], [v1.ip4, v1], [`[${v2.ip6}]`, v2], [`[${v1.ip6}]`, v1]];
+      const requests: AmbientDemoRequest[] = [];
+      let inPodView: AmbientDemoResult['inPod'];
+      let hbone: AmbientDemoResult['hbone'];
+      let hboneOf = 0;
+      for (let n = 1; n <= o.requests; n++) {
+        const [host, pod] = targets[(n - 1) % targets.length];
+        const r = await curl.run(['curl', '-s', '-m', '5', `http://${host}:8080/`], { uid: APP_UID, timeoutMs: 10_000 });
+        const answer = r.stdout.trim();
+        const sawClient = /client seen: ([^)]+)\)/.exec(answer)?.[1];
+        // In-pod: the server's own inbound listener connected to it from the server's own address.
+        const via = inPod ? !!sawClient && [pod.ip4, pod.ip6].includes(sawClient) : !!sawClient && proxyIps.has(sawClient);
+        requests.push({ n, to: `${pod.name} (${pod.node.name})`, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, sawClient, viaProxy: via });
+        o.say(`$ curl -s http://${host}:8080/   # request ${n}: curl (node1) -> ${pod.name} (${pod.node.name})\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
+        if (n === 1 && !inPod) {
+          await new Promise((res) => setTimeout(res, 200)); // the agents drain the trace every 50 ms
+          for (const s of streams) s.close();
+        }
+        if (n === 1 && inPod) inPodView = pods.map((p) => inPodOf(p));
+        if (mesh && pod === v2 && !hbone) {
+          const authority = `${host}:8080`;
+          const client = (await (proxies.get(n1) as LabHboneProxy).hops()).filter((h) => h.side === 'client' && h.authority === authority).pop();
+          const server = (await (proxies.get(n2) as LabHboneProxy).hops()).filter((h) => h.side === 'server' && h.authority === authority).pop();
+          hbone = { ...(client ? { client } : {}), ...(server ? { server } : {}) };
+          hboneOf = n;
+        }
       }
-    }
+      const first = trace.filter((t) => t.pod?.startsWith(`${AMBIENT_NAMESPACE}/`));
+      o.say('');
+      if (inPod) {
+        o.say('what the in-pod rules did for request 1 (iptables-save -c -t mangle in each pod netns, rules that counted packets):');
+        for (const v of inPodView ?? []) {
+          o.say(`  ${v.pod}:`);
+          for (const l of v.rules) o.say(`    ${l}`);
+        }
+        o.say('');
+        o.say('the node proxy\'s listeners inside each enrolled pod\'s netns (ss -ltn):');
+        for (const v of inPodView ?? []) o.say(`  ${v.pod}: ${v.listeners.join('  ')}`);
+      } else {
+        o.say('what the datapath did for request 1 (meshwarp trace):');
+        for (const t of first) o.say(`  ${t.node}  ${formatTrace(t)}`);
+      }
 
-    o.say('');
-    const ambientConfig: AmbientDemoResult['ambientConfig'] = [];
-    for (const [n, a] of agents) {
-      const s = await a.request<{ ambient?: { ztunnelReady: boolean; redirectMode: string } }>('GET', '/v1/status');
-      const c = { ztunnelReady: !!s.ambient?.ztunnelReady, redirectMode: s.ambient?.redirectMode ?? '?' };
-      ambientConfig.push({ node: n.name, ...c });
-      o.say(`  ${n.name} agent: ambient config: ${JSON.stringify(c)}`);
-    }
+      if (mesh) {
+        o.say('');
+        o.say(`the HBONE hop of request ${hboneOf} (curl -> pipy-ok-v2, node1's proxy -> node2's proxy: HTTP/2 CONNECT over mutual TLS 1.3):`);
+        const c = hbone?.client;
+        const sv = hbone?.server;
+        if (c) o.say(`  node1 proxy  CONNECT ${c.authority} to ${c.peer}  ${c.status}  as ${c.srcId} -> server proved ${c.dstId}  (pooled connection ${c.connection}, Forwarded: for="${c.forwardedFor}")`);
+        else o.say('  node1 proxy  (no HBONE hop recorded)');
+        if (sv) o.say(`  node2 proxy  accepted from ${sv.peer}  client proved ${sv.srcId} (chain to the lab CA, a workload of node1) -> ${sv.dstId}  ${sv.status}  traceparent ${sv.traceparent ?? '-'}`);
+        else o.say('  node2 proxy  (no HBONE hop recorded)');
+      }
 
-    const failed = requests.filter((r) => !r.ok).length;
-    const captured = requests.filter((r) => r.viaProxy).length;
-    const ok = failed === 0 && captured === requests.length && ambientConfig.every((c) => c.ztunnelReady && c.redirectMode === engine);
-    o.say('');
-    o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered, ${captured} through a node proxy`);
-    const result: AmbientDemoResult = {
-      dataplane: 'ambient', engine, prefix: lab.prefix, ...(inPodView ? { inPod: inPodView } : {}),
-      pods: pods.map((p) => ({ name: p.name, node: p.node.name, ip4: p.ip4, ip6: p.ip6 })),
-      proxies: [...proxies].map(([n, p]) => ({ node: n.name, ip4: p.ip4, ip6: p.ip6 })),
-      requests, captured, trace: first, attached, ambientConfig, ok,
-    };
-    o.onResult?.(result);
-    for (const p of proxies.values()) await p.stop();
-    return result;
+      if (!inPod) o.say('');
+      if (!inPod) o.say('programs on each enrolled pod\'s host veth (the seed\'s `tc filter show dev <veth> ingress`):');
+      const attached: AmbientDemoResult['attached'] = [];
+      for (const p of inPod ? [] : pods) {
+        for (const hook of ['ingress', 'egress'] as const) {
+          const programs = programsOn(p, hook);
+          attached.push({ pod: p.name, veth: p.hostVeth, hook, programs });
+          o.say(`  ${p.node.name} ${p.hostVeth.padEnd(14)} ${hook.padEnd(7)} (${p.name})  ${programs.join('; ') || '(none)'}`);
+        }
+      }
+
+      o.say('');
+      const ambientConfig: AmbientDemoResult['ambientConfig'] = [];
+      for (const [n, a] of agents) {
+        const s = await a.request<{ ambient?: { ztunnelReady: boolean; redirectMode: string } }>('GET', '/v1/status');
+        const c = { ztunnelReady: !!s.ambient?.ztunnelReady, redirectMode: s.ambient?.redirectMode ?? '?' };
+        ambientConfig.push({ node: n.name, ...c });
+        o.say(`  ${n.name} agent: ambient config: ${JSON.stringify(c)}`);
+      }
+
+      const failed = requests.filter((r) => !r.ok).length;
+      const captured = requests.filter((r) => r.viaProxy).length;
+      const hboneOk = !mesh || (hbone?.client?.status === 200 && hbone.server?.status === 200);
+      const ok = failed === 0 && captured === requests.length && hboneOk && ambientConfig.every((c) => c.ztunnelReady && c.redirectMode === engine);
+      o.say('');
+      o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered, ${captured} through a node proxy`);
+      const result: AmbientDemoResult = {
+        dataplane: 'ambient', engine, prefix: lab.prefix, ...(inPodView ? { inPod: inPodView } : {}),
+        pods: pods.map((p) => ({ name: p.name, node: p.node.name, ip4: p.ip4, ip6: p.ip6 })),
+        proxies: [...proxies].map(([n, p]) => ({ node: n.name, ip4: p.ip4, ip6: p.ip6 })),
+        requests, captured, trace: first, attached, ...(hbone ? { hbone } : {}), ambientConfig, ok,
+      };
+      o.onResult?.(result);
+      return result;
+    } finally {
+      for (const p of proxies.values()) await p.stop();
+      mesh?.ca.destroy();
+    }
   } finally {
     await lab.destroy();
   }

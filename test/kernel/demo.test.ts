@@ -94,6 +94,13 @@ kernelTest('meshwarp demo --dataplane ambient: same node and cross node through 
   const has = (f: (e: AmbientDemoResult['trace'][number]) => boolean, what: string) => assert.ok(r.trace.some(f), `${what}\n${JSON.stringify(r.trace, null, 1)}`);
   has((e) => e.node === 'node1' && e.program === 'am_from_pod' && e.pod === 'ambient/curl' && e.verdict === 'captured', 'curl\'s SYN taken at its veth');
   has((e) => e.node === 'node2' && e.program === 'am_to_pod' && e.pod === 'ambient/pipy-ok-v2' && e.verdict === 'captured', 'inbound capture on node2');
+  // The cross-node request crossed as HBONE: to v2's address on 15008, both identities proven.
+  has((e) => e.node === 'node2' && e.program === 'am_proxy_in' && e.pod === 'ambient/pipy-ok-v2' && /:15008$/.test(e.orig), 'node2 delivered the HBONE connection to its proxy');
+  const v2 = r.pods.find((p) => p.name === 'pipy-ok-v2')!;
+  const { client, server } = r.hbone ?? {};
+  assert.deepEqual([client?.srcId, client?.dstId, client?.status, client?.peer], ['spiffe://cluster.local/ns/ambient/sa/curl', 'spiffe://cluster.local/ns/ambient/sa/pipy-ok-v2', 200, `${v2.ip4}:15008`], JSON.stringify(r.hbone));
+  assert.deepEqual([server?.srcId, server?.dstId, server?.status, server?.authority], [client?.srcId, client?.dstId, 200, `${v2.ip4}:8080`], JSON.stringify(r.hbone));
+  assert.ok(server?.peer.startsWith(`${proxy('node1').ip4}:`), `node2's proxy accepted it from node1's: ${server?.peer}`);
   for (const p of ['curl', 'pipy-ok-v1', 'pipy-ok-v2']) {
     for (const [hook, prog] of [['ingress', 'mwam_from_pod'], ['egress', 'mwam_to_pod']]) {
       const a = r.attached.find((x) => x.pod === p && x.hook === hook);
