@@ -137,6 +137,23 @@ describe(`ambient across nodes over HBONE (${SUITE})`, { skip: skip() }, () => {
     }
   });
 
+  it('the client checks the server: node2 presenting another identity than the registry gives d fails the connection', async () => {
+    // node1 is told d runs as sa/impostor; node2's proxy still proves sa/d, which node1 must refuse.
+    const cfg = mesh.config('node1');
+    cfg.workloads = cfg.workloads.map((w) => (w.name === 'd' ? { ...w, serviceAccount: 'impostor' } : w));
+    await p1.configure(cfg);
+    try {
+      const [f0, ok0] = [await c(p1, 'out_h2_connection_errors'), await c(p1, 'out_hbone_status_200')];
+      const r = await env.pod('a').connectTo(env.pod('d'), 4);
+      assert.ok(!r.reply && r.code === 'ECONNRESET', `a -> d must fail: ${JSON.stringify(r)}`);
+      assert.equal(await c(p1, 'out_h2_connection_errors'), f0 + 1, 'the TLS connection failed on the server identity');
+      assert.equal(await c(p1, 'out_hbone_status_200'), ok0);
+    } finally {
+      await mesh.push();
+    }
+    assert.equal((await env.pod('a').connectTo(env.pod('d'), 4)).reply?.name, 'd', 'with the right registry again it works');
+  });
+
   describe('the HBONE listener checks its clients (a client of our own in node1\'s proxy netns)', () => {
     let dir: string;
     let foreign: LabCa;
@@ -202,7 +219,7 @@ describe(`ambient across nodes over HBONE (${SUITE})`, { skip: skip() }, () => {
     const conns0 = await c(p1, 'out_h2_connections');
     const run = tool(a.sb, ['hold', '--host', d.ip(4), '--port', '8080', '--count', '1000', '--flag', flag], 120_000);
     try {
-      const key = `${mesh.identity(a.sb)}|${d.ip(4)}`;
+      const key = `${mesh.identity(a.sb)}|${mesh.identity(d.sb)}|${d.ip(4)}`;
       const all = await eventually(async () => {
         const s = await p1.stats();
         return (s.pool.find((p) => p.key === key)?.streams ?? 0) >= 1000 && (await c(p2, 'hbone_streams_active')) >= 1000;

@@ -49,8 +49,9 @@ export function hostPort(ip: string, port: number): string {
 /** Parses an HBONE authority (ip:port or [v6]:port); null when it is not one. */
 export function parseAuthority(a: string | undefined): { ip: string; port: number } | null {
   if (!a) return null;
-  const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(a) ?? /^(\d+\.\d+\.\d+\.\d+):(\d{1,5})$/.exec(a);
-  if (!m || net.isIP(m[1]) === 0) return null;
+  const v6 = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(a);
+  const m = v6 ?? /^(\d+\.\d+\.\d+\.\d+):(\d{1,5})$/.exec(a);
+  if (!m || net.isIP(m[1]) !== (v6 ? 6 : 4)) return null;
   const port = Number(m[2]);
   if (port < 1 || port > 65535) return null;
   return { ip: canonicalIp(m[1]), port };

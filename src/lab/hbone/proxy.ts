@@ -91,6 +91,8 @@ function relay(a: net.Socket, b: Duplex, onEnd?: () => void): void {
 }
 
 interface Peer { id: string; node: string }
+/** Pooling as ztunnel's: one connection per (source identity, destination identity, destination address). */
+const poolKey = (srcId: string, dstId: string, dst: string) => `${srcId}|${dstId}|${dst}`;
 interface Pooled { session: http2.ClientHttp2Session; n: number; streams: number; idle?: NodeJS.Timeout }
 
 export class HboneProxy {
@@ -140,7 +142,12 @@ export class HboneProxy {
     const certs = new Map(c.identities.map((i) => [i.id, { cert: i.cert, key: i.key }]));
     const changed = (id: string) => old?.ca !== c.ca || certs.get(id)?.cert !== this.#certs.get(id)?.cert;
     for (const [id, srv] of this.#servers) if (changed(id)) { srv.close(); this.#servers.delete(id); }
-    for (const [k, p] of this.#pool) if (changed(k.split('|')[0])) { p.session.close(); this.#pool.delete(k); }
+    // A pooled connection proved (src id, dst id) for one address: keep it only while the registry still says so.
+    for (const [k, p] of this.#pool) {
+      const [src, dstId, ip] = k.split('|');
+      const w = this.#byIp.get(ip);
+      if (changed(src) || !w?.hbone || identityOf(c.trustDomain, w) !== dstId) { p.session.close(); this.#pool.delete(k); }
+    }
     this.#certs = certs;
   }
 
@@ -217,7 +224,7 @@ export class HboneProxy {
   }
 
   #session(cfg: HboneConfig, srcId: string, dst: string, dstId: string): Pooled | undefined {
-    const key = `${srcId}|${dst}`;
+    const key = poolKey(srcId, dstId, dst);
     const have = this.#pool.get(key);
     if (have && !have.session.closed && !have.session.destroyed) return have;
     const cert = this.#certs.get(srcId);
@@ -257,7 +264,7 @@ export class HboneProxy {
       c.resetAndDestroy();
       return;
     }
-    const key = `${srcId}|${dst}`;
+    const key = poolKey(srcId, dstId, dst);
     const pooled = entry;
     if (pooled.idle) { clearTimeout(pooled.idle); pooled.idle = undefined; }
     pooled.streams++;
