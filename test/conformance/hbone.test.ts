@@ -120,6 +120,19 @@ describe(`ambient across nodes over HBONE (${SUITE})`, { skip: skip() }, () => {
     });
   }
 
+  it('64 MiB each way through HBONE, with a half-close in the middle: every byte back, in order', async () => {
+    const d = env.pod('d');
+    // An echo server on d:9090 that ends its side when the client has ended its own.
+    d.sb.spawn([process.execPath, '-e', "require('net').createServer({allowHalfOpen:true},(s)=>s.pipe(s)).listen(9090,'::',()=>console.log('listening'))"], { uid: 1000, env: CHILD_ENV });
+    await eventually(async () => (await d.sb.run(['sh', '-c', "ss -Htln 'sport = :9090' | grep -q ."])).code === 0, 5000, 50);
+    for (const fam of FAMILIES) {
+      const o0 = await c(p1, 'out_hbone_status_200');
+      const r = await tool(env.pod('a').sb, ['echo', '--host', d.ip(fam), '--port', '9090', '--bytes', String(64 << 20)], 120_000);
+      assert.deepEqual(r, { sent: 64 << 20, received: 64 << 20, same: true }, `${famName(fam)}: ${JSON.stringify(r)}`);
+      assert.equal(await c(p1, 'out_hbone_status_200'), o0 + 1, 'it went over HBONE');
+    }
+  });
+
   it('a workload whose policy denies the source: 401, the connection fails', async () => {
     const b = env.pod('b');
     mesh.add(env.pod('d').sb, { denyFrom: [mesh.identity(b.sb)] });

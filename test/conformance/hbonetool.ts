@@ -3,6 +3,9 @@
 //   hold    --host H --port P --count N --flag F   N connections open at once, each with half an
 //           HTTP/1.0 request; prints {"connected":n,"failed":m}, completes every request once the
 //           file F exists, then prints {"ok":n,"errors":{...},"names":{...}}
+//   echo    --host H --port P --bytes N   sends N random bytes, half-closes, reads until the server's
+//           FIN; prints {"sent":n,"received":m,"same":bool} (the server echoes: both directions,
+//           flow control and half-close through the relays)
 //   connect --host H --authority A --ca F [--cert F --key F] [--id ID]   an HBONE client of its own:
 //           TLS 1.3 + h2 to H:15008, CONNECT A, a request through the tunnel when the answer is
 //           200; prints {"tls":"ok"|code,"status":n,"reply":{...}|null,"error":...}
@@ -24,6 +27,7 @@ const { positionals, values } = parseArgs({
     cert: { type: 'string' },
     key: { type: 'string' },
     id: { type: 'string' },
+    bytes: { type: 'string', default: '0' },
   },
 });
 
@@ -105,10 +109,25 @@ async function connect(): Promise<void> {
   process.exit(0);
 }
 
-const commands: Record<string, () => Promise<void>> = { hold, connect };
+async function echo(): Promise<void> {
+  const { createHash, randomBytes } = await import('node:crypto');
+  const data = randomBytes(Number(values.bytes));
+  const got = createHash('sha256');
+  let received = 0;
+  const res = await new Promise<Record<string, unknown>>((resolve) => {
+    const s = net.connect({ host: values.host, port: Number(values.port), allowHalfOpen: true });
+    s.on('data', (b: Buffer) => { received += b.length; got.update(b); });
+    s.on('error', (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message, received }));
+    s.on('end', () => { s.end(); resolve({ sent: data.length, received, same: got.digest('hex') === createHash('sha256').update(data).digest('hex') }); });
+    s.once('connect', () => s.end(data)); // write everything, then FIN: the echo must still come back
+  });
+  out(res);
+}
+
+const commands: Record<string, () => Promise<void>> = { hold, connect, echo };
 const cmd = commands[positionals[0] ?? ''];
 if (!cmd) {
-  process.stderr.write('usage: hbonetool.ts hold|connect [options]\n');
+  process.stderr.write('usage: hbonetool.ts hold|connect|echo [options]\n');
   process.exit(2);
 }
 await cmd();

@@ -281,6 +281,7 @@ export class HboneProxy {
     } catch {
       this.count('out_hbone_failed');
       this.#gauge('out', -1);
+      pooled.streams--;
       c.resetAndDestroy();
       return;
     }
