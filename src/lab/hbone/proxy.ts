@@ -57,6 +57,8 @@ const CONN_WINDOW = 16 << 20;
 const tlsOpts = (): Pick<tls.TlsOptions, 'minVersion' | 'maxVersion' | 'ALPNProtocols'> => ({ minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ALPNProtocols: ['h2'] });
 const CONNECT_TIMEOUT_MS = 5000;
 const POOL_IDLE_MS = 60_000;
+const PING_EVERY_MS = 10_000;
+const PING_TIMEOUT_MS = 20_000;
 const HOPS_KEPT = 256;
 
 type Counters = Record<string, number>;
@@ -246,7 +248,17 @@ export class HboneProxy {
     });
     const entry: Pooled = { session, n, streams: 0 };
     this.count('out_h2_connections');
-    session.on('connect', () => session.setLocalWindowSize(CONN_WINDOW));
+    session.on('connect', () => {
+      session.setLocalWindowSize(CONN_WINDOW);
+      // Keepalive as ztunnel's: a PING every 10 s, the connection dropped when one is not answered in 20 s.
+      const ping = setInterval(() => {
+        const dead = setTimeout(() => { this.count('out_h2_ping_timeouts'); session.destroy(); }, PING_TIMEOUT_MS);
+        dead.unref();
+        if (!session.ping((err) => { clearTimeout(dead); if (err) session.destroy(); })) clearTimeout(dead);
+      }, PING_EVERY_MS);
+      ping.unref();
+      session.once('close', () => clearInterval(ping));
+    });
     session.on('error', () => this.count('out_h2_connection_errors'));
     const drop = () => { if (this.#pool.get(key) === entry) this.#pool.delete(key); if (entry.idle) clearTimeout(entry.idle); };
     session.on('close', drop);
