@@ -2,7 +2,7 @@
 /*
  * mw-sockcheck: the S4 behaviour gate's socket exerciser (sockgate.ts runs it).
  *
- *   mw-sockcheck <sock_pairs fd> <origin_by_sock fd> [-6] [-n] [-c cycles] [-m max_mb]
+ *   mw-sockcheck <sock_pairs fd> <origin_by_sock fd> [-6] [-n] [-c cycles] [-m max_mb] [-o prefix]
  *
  * In a private netns (unshare, lo up) it makes loopback TCP pairs, enrols
  * both ends in sock_pairs (key: netns cookie + ends, as sockmap.h builds it)
@@ -10,9 +10,12 @@
  * checks what applications rely on: byte-exact transfers both ways (1 B ..
  * 16 MB, write, writev > 17 iovecs, sendfile, splice in and out), FIONREAD
  * equal to readable bytes (redirected and native), one EPOLLET edge per
- * message, MSG_PEEK, half-close. One JSON line per check on stdout; exit 0
- * when all pass, 1 when one fails, 2 when setup fails. -n: do not enrol
- * (plain TCP: the control run, every check must pass). Every wait is bounded.
+ * message, MSG_PEEK, half-close, and bounded memory: a sender whose peer
+ * reads nothing must stall after about what plain TCP's buffers hold. One
+ * JSON line per check on stdout; exit 0 when all pass, 1 when one fails, 2
+ * when setup fails. -n: do not enrol (plain TCP: the control run, every check
+ * must pass). -o: only the checks whose name starts with prefix. Every wait
+ * is bounded.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -45,6 +48,13 @@
 #endif
 
 static int pairs_fd, origin_fd, v6, enrol = 1, cycles = 1000, max_mb = 16, failed, rr_iters;
+static const char *only = "";
+
+/* -o: run the check called name? */
+static int want(const char *name)
+{
+	return strncmp(name, only, strlen(only)) == 0;
+}
 
 static void report(const char *check, int ok, const char *detail)
 {
@@ -506,6 +516,78 @@ static void check_half_close(void)
 	close(p.a);
 }
 
+/* Bytes a non-blocking writer gets into fd while its peer reads nothing:
+ * writes until fd is not writable for STALL_MS, or cap bytes went in. */
+#define STALL_MS 300
+static size_t push_until_stall(int fd, size_t cap, int *err)
+{
+	size_t chunk = 256 * 1024, off = 0;
+	uint8_t *buf = malloc(chunk);
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	*err = 0;
+	while (off < cap) {
+		size_t k = cap - off < chunk ? cap - off : chunk;
+		ssize_t r;
+
+		for (size_t j = 0; j < k; j++)
+			buf[j] = pat(off + j, 4);
+		r = send(fd, buf, k, MSG_DONTWAIT);
+		if (r > 0) {
+			off += r;
+			continue;
+		}
+		if (r < 0 && errno != EAGAIN) {
+			*err = errno; /* e.g. ENOMEM: the global TCP memory limit, not the socket's */
+			break;
+		}
+		if (poll(&pfd, 1, STALL_MS) != 1)
+			break; /* stalled: the peer's buffers are full */
+	}
+	free(buf);
+	return off;
+}
+
+/*
+ * Slow reader: a sender into a socket whose reader is paused must stall
+ * within what plain TCP's buffers hold (the sender's send buffer plus the
+ * reader's receive buffer), then the reader gets every byte in order. The
+ * bound comes from a plain TCP pair measured the same way in the same run:
+ * accepted <= 2 x plain + 4 MiB. Redirected bytes are charged to the reader
+ * only against the global TCP memory limits, not its sk_rcvbuf (tcp_bpf.c
+ * bpf_tcp_ingress), so on such a kernel the sender never stalls.
+ */
+static void check_slow_reader(void)
+{
+	struct pair ctl = make_pair(0), p;
+	size_t tcp, bound, cap, got;
+	char why[160] = "", rwhy[160] = "";
+	int err, ok;
+
+	tcp = push_until_stall(ctl.a, (size_t)256 << 20, &err);
+	close_pair(ctl);
+	bound = 2 * tcp + ((size_t)4 << 20);
+	cap = 2 * bound; /* what an unbounded queue gets before we stop feeding it */
+	p = make_pair(3);
+	got = push_until_stall(p.a, cap, &err);
+	ok = got <= bound;
+	if (!ok)
+		snprintf(why, sizeof(why), "accepted=%zu tcp=%zu bound=%zu: the sender did not stall while nobody read%s",
+			 got, tcp, bound, got >= cap ? " (stopped feeding at 2x the bound)" : "");
+	else if (err)
+		ok = 0, snprintf(why, sizeof(why), "accepted=%zu tcp=%zu bound=%zu: send failed: %s", got, tcp, bound, strerror(err));
+	else
+		snprintf(why, sizeof(why), "accepted=%zu tcp=%zu bound=%zu", got, tcp, bound);
+	/* Then the paused reader reads: every accepted byte, in order. */
+	if (!recv_check(p.b, got, 4, 0, rwhy, sizeof(rwhy))) {
+		ok = 0;
+		snprintf(why + strlen(why), sizeof(why) - strlen(why), "; drain: %s", rwhy);
+	}
+	report("slow-reader-bound", ok, why);
+	close_pair(p);
+}
+
 static void *echo_thread(void *x)
 {
 	int fd = *(int *)x;
@@ -571,16 +653,17 @@ int main(int argc, char **argv)
 	int opt;
 
 	if (argc < 3)
-		return fprintf(stderr, "usage: %s <sock_pairs fd> <origin_by_sock fd> [-6] [-n] [-c cycles] [-m max_mb]\n", argv[0]), 2;
+		return fprintf(stderr, "usage: %s <sock_pairs fd> <origin_by_sock fd> [-6] [-n] [-c cycles] [-m max_mb] [-o prefix]\n", argv[0]), 2;
 	pairs_fd = atoi(argv[1]);
 	origin_fd = atoi(argv[2]);
 	optind = 3;
-	while ((opt = getopt(argc, argv, "6nc:m:R:")) != -1) {
+	while ((opt = getopt(argc, argv, "6nc:m:R:o:")) != -1) {
 		if (opt == '6') v6 = 1;
 		else if (opt == 'n') enrol = 0;
 		else if (opt == 'c') cycles = atoi(optarg);
 		else if (opt == 'm') max_mb = atoi(optarg);
 		else if (opt == 'R') rr_iters = atoi(optarg);
+		else if (opt == 'o') only = optarg;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	alarm(120); /* a hung kernel path ends the gate, never the agent */
@@ -595,16 +678,28 @@ int main(int argc, char **argv)
 		if (sizes[i] > (size_t)max_mb << 20)
 			continue;
 		snprintf(name, sizeof(name), "write-%zu", sizes[i]);
-		check_transfer(name, sizes[i], W_WRITE, 0);
+		if (want(name))
+			check_transfer(name, sizes[i], W_WRITE, 0);
 	}
-	check_transfer("writev-32iov-4MiB", 4 << 20, W_WRITEV, 0);
-	check_transfer("sendfile-4MiB", 4 << 20, W_SENDFILE, 0);
-	check_transfer("splice-in-4MiB", 4 << 20, W_SPLICE, 0);
-	check_transfer("splice-out-1MiB", 1 << 20, W_WRITE, 1);
-	check_fionread("fionread-redirected-2MiB", 3, 2 << 20);
-	check_fionread("fionread-native-2MiB", 2, 2 << 20);
-	check_epoll_edges();
-	check_peek();
-	check_half_close();
+	if (want("writev-32iov-4MiB"))
+		check_transfer("writev-32iov-4MiB", 4 << 20, W_WRITEV, 0);
+	if (want("sendfile-4MiB"))
+		check_transfer("sendfile-4MiB", 4 << 20, W_SENDFILE, 0);
+	if (want("splice-in-4MiB"))
+		check_transfer("splice-in-4MiB", 4 << 20, W_SPLICE, 0);
+	if (want("splice-out-1MiB"))
+		check_transfer("splice-out-1MiB", 1 << 20, W_WRITE, 1);
+	if (want("fionread-redirected-2MiB"))
+		check_fionread("fionread-redirected-2MiB", 3, 2 << 20);
+	if (want("fionread-native-2MiB"))
+		check_fionread("fionread-native-2MiB", 2, 2 << 20);
+	if (want("epoll-edge-"))
+		check_epoll_edges();
+	if (want("msg-peek"))
+		check_peek();
+	if (want("half-close"))
+		check_half_close();
+	if (want("slow-reader-bound"))
+		check_slow_reader();
 	return failed ? 1 : 0;
 }
