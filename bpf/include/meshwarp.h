@@ -266,7 +266,8 @@ enum mw_stat {
 	MW_STAT_SOCKMAP_NATIVE = 57,	/* passed: the socket already sent through TCP (order) */
 	MW_STAT_SOCKMAP_OFF = 58,	/* passed, or not enrolled: switch off */
 	MW_STAT_SOCKMAP_OPTED_OUT = 59,	/* not enrolled: pod opted out */
-	MW_STAT__MAX = 60,
+	MW_STAT_SOCKMAP_EOPNOTSUPP = 60, /* insert failed: socket kind sockmap refuses (e.g. an MPTCP subflow) */
+	MW_STAT__MAX = 61,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");

@@ -93,6 +93,7 @@ static __always_inline __u32 mw_sockmap_errno_stat(long err)
 	case 22: return MW_STAT_SOCKMAP_EINVAL;	/* EINVAL */
 	case 12: return MW_STAT_SOCKMAP_ENOMEM;	/* ENOMEM */
 	case 7:  return MW_STAT_SOCKMAP_E2BIG;	/* E2BIG */
+	case 95: return MW_STAT_SOCKMAP_EOPNOTSUPP; /* EOPNOTSUPP: not a socket sockmap takes */
 	default: return MW_STAT_SOCKMAP_EOTHER;
 	}
 }

@@ -88,7 +88,7 @@ export const STATS = [
   // sockmap acceleration (bpf/sidecar/sockmap.bpf.c)
   'sockmap_added', 'sockmap_eexist', 'sockmap_ebusy', 'sockmap_einval', 'sockmap_enomem', 'sockmap_e2big',
   'sockmap_eother', 'sockmap_msgs', 'sockmap_bytes', 'sockmap_miss', 'sockmap_native', 'sockmap_off',
-  'sockmap_opted_out',
+  'sockmap_opted_out', 'sockmap_eopnotsupp',
 ] as const;
 export type StatName = (typeof STATS)[number];
 
