@@ -88,6 +88,18 @@ for (const mode of ['force', 'off'] as const) {
       assert.ok(r.ok, JSON.stringify(r));
     });
 
+    it('an epoll-driven client (Node/libuv): 10 000 request/response cycles on one connection, none waits 2 s', async () => {
+      const before = stat(env, 'sockmap_msgs');
+      const r = await env.pod('c').sb.run([...NODE, 'pingpong', sAddr, String(PORT), '10000'], { uid: UID, env: { PATH: process.env.PATH }, timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const res = JSON.parse(r.stdout);
+      assert.ok(res.ok, r.stdout);
+      const redirected = stat(env, 'sockmap_msgs') - before;
+      if (mode === 'force') assert.ok(redirected >= 20_000n, `S4 on: each request and each reply is redirected (${redirected})`);
+      else assert.equal(redirected, 0n);
+      process.stdout.write(`# pingpong, S4 ${mode}: slowest cycle ${res.maxMs} ms\n`);
+    });
+
     it('two pods with identical loopback tuples at once: no byte crosses pods', async () => {
       const before = stat(env, 'sockmap_eexist');
       // Same app source port in both pods -> both hold 127.0.0.1:41000 <-> 127.0.0.1:15001.
