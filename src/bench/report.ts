@@ -84,7 +84,7 @@ export function formatReport(r: BenchReport, chartPath?: string): string {
     for (const g of r.goals) {
       const v = g.id === 'tc.ns' ? `${Number.isFinite(g.value) ? g.value.toFixed(0) : '—'} ns` : times(g.value);
       const sp = g.spread ? ` [${times(g.spread.min)}–${times(g.spread.max)}]` : '';
-      out.push(`  ${g.met ? 'met    ' : 'not met'}  ${v.padStart(7)}${sp} (goal ${g.op} ${g.target}${g.id === 'tc.ns' ? ' ns' : '×'})  ${g.text}${g.forced ? ' †' : ''}`);
+      out.push(`  ${g.met ? 'met    ' : 'not met'}  ${v.padStart(7)}${sp} (goal ${g.op} ${g.target}${g.id === 'tc.ns' ? ' ns' : '×'})  ${g.text}`);
     }
   }
 

@@ -129,7 +129,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     if (o.scenarios.includes('ebpf+sockmap')) {
       const st = bl.drivers.get('ebpf/node1')?.features.sockmapState?.();
       if (st?.gate) {
-        gate = { pass: st.gate.pass, reason: st.reason, failed: [...new Set(st.gate.checks.filter((c) => !c.ok).map((c) => `IPv${c.family} ${c.check}`))] };
+        const bad = st.gate.checks.filter((c) => !c.ok);
+        gate = {
+          pass: st.gate.pass,
+          reason: st.gate.pass ? `all ${st.gate.checks.length} checks passed` : bad.length ? bad.map((c) => `IPv${c.family} ${c.check}: ${c.detail}`).join('; ') : st.reason,
+          failed: bad.map((c) => `IPv${c.family} ${c.check}`),
+        };
       }
       progress(0, 'sockmap leg micro-benchmark');
       try {
