@@ -33,7 +33,10 @@ const SIZES = [1, 1000, 65_536, 2 << 20, 16 << 20];
 describe('S4 behaviour gate', { skip: MODE !== 'ebpf' ? 'eBPF only' : suiteSkip() }, () => {
   it('every check passes on plain TCP (the checks themselves are sound)', async () => {
     const v = await runSockmapGate({ noEnrol: true, cycles: 200, maxMb: 4 });
-    assert.ok(v.checks.length >= 28, `only ${v.checks.length} checks ran`);
+    assert.ok(v.checks.length >= 30, `only ${v.checks.length} checks ran`);
+    for (const name of ['fionread-native-2MiB', 'splice-out-1MiB', 'epoll-edge-200', 'msg-peek', 'half-close', 'slow-reader-bound']) {
+      assert.equal(v.checks.filter((c) => c.check === name).length, 2, `${name}: one check per family`);
+    }
     assert.deepEqual(v.checks.filter((c) => !c.ok), [], v.reason);
   });
 
