@@ -48,6 +48,17 @@ describe('S4 behaviour gate', { skip: MODE !== 'ebpf' ? 'eBPF only' : suiteSkip(
     // What this kernel does (reported, not asserted): see docs/sockmap.md.
     process.stdout.write(`# gate on ${v.kernel}: ${v.pass ? 'pass' : `fail: ${v.reason}`}\n`);
   });
+
+  it('the order guard: bytes sent before the peer was accepted are never overtaken by later ones (send before accept, 7-byte writes)', async () => {
+    // Deterministic: the client writes before its peer is accepted and enrolled (a miss), then goes on.
+    // A build without the guard redirects the later writes, which the reader serves first: byte 0 differs.
+    const v = await runSockmapGate({ only: 'send-before-accept-order' });
+    assert.equal(v.checks.length, 2, v.reason);
+    assert.deepEqual(v.checks.filter((c) => !c.ok), [], v.reason);
+    assert.ok((v.miss ?? 0) >= 2, `the early sends missed the peer (miss ${v.miss})`);
+    assert.ok((v.native ?? 0) > 0, `the later sends stayed on TCP (native ${v.native})`);
+    assert.equal(v.redirected, 0, 'nothing of that stream was redirected after a native send');
+  });
 });
 
 for (const mode of ['force', 'off'] as const) {

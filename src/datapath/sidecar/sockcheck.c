@@ -10,7 +10,8 @@
  * checks what applications rely on: byte-exact transfers both ways (1 B ..
  * 16 MB, write, writev > 17 iovecs, sendfile, splice in and out), FIONREAD
  * equal to readable bytes (redirected and native), one EPOLLET edge per
- * message, MSG_PEEK, half-close, and bounded memory: a sender whose peer
+ * message, MSG_PEEK, half-close, order of bytes sent before the peer was
+ * accepted and after, and bounded memory: a sender whose peer
  * reads nothing must stall after about what plain TCP's buffers hold. One
  * JSON line per check on stdout; exit 0 when all pass, 1 when one fails, 2
  * when setup fails. -n: do not enrol (plain TCP: the control run, every check
@@ -516,6 +517,84 @@ static void check_half_close(void)
 	close(p.a);
 }
 
+/* Writes n bytes of pattern seed 5 starting at stream offset off, in 7-byte writes (pipelined small sends). */
+static int small_writes(int fd, size_t off, size_t n)
+{
+	uint8_t b[7];
+
+	for (size_t i = 0; i < n; i += sizeof(b)) {
+		size_t k = n - i < sizeof(b) ? n - i : sizeof(b), done = 0;
+		for (size_t j = 0; j < k; j++)
+			b[j] = pat(off + i + j, 5);
+		while (done < k) {
+			ssize_t r = write(fd, b + done, k - done);
+			if (r < 0 && errno == EAGAIN && wait_fd(fd, POLLOUT))
+				continue;
+			if (r <= 0)
+				return errno ? errno : EPIPE;
+			done += r;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Send before accept, then pipelined small writes: the client (enrolled)
+ * writes before its peer is accepted and enrolled, so those bytes miss and
+ * go through TCP; it goes on writing once the peer is enrolled. The reader
+ * serves the redirect queue before the TCP queue, so without the order guard
+ * (a socket that sent natively once stays native) later redirected bytes
+ * would overtake the early ones.
+ */
+static void check_send_before_accept(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char why[160] = "";
+	size_t early = 32 * 1024, late = 256 * 1024;
+	struct pair p;
+	int l, one = 1, err;
+
+	memset(&ss, 0, sizeof(ss));
+	if (v6) {
+		struct sockaddr_in6 *s = (void *)&ss;
+		s->sin6_family = AF_INET6;
+		s->sin6_addr = in6addr_loopback;
+		len = sizeof(*s);
+	} else {
+		struct sockaddr_in *s = (void *)&ss;
+		s->sin_family = AF_INET;
+		s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(*s);
+	}
+	l = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (l < 0 || bind(l, (void *)&ss, len) || listen(l, 8) || getsockname(l, (void *)&ss, &len))
+		die("listen");
+	p.a = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (p.a < 0 || connect(p.a, (void *)&ss, len))
+		die("connect");
+	setsockopt(p.a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	enrol_sock(p.a);
+	err = small_writes(p.a, 0, early); /* the peer is not accepted yet */
+	p.b = accept(l, NULL, NULL);
+	if (p.b < 0)
+		die("accept");
+	close(l);
+	enrol_sock(p.b);
+	struct reader rd = { p.b, early + late, 5, 0, why, 0 };
+	pthread_t t;
+	pthread_create(&t, NULL, recv_thread, &rd);
+	if (!err)
+		err = small_writes(p.a, early, late);
+	if (err)
+		shutdown(p.b, SHUT_RDWR);
+	pthread_join(t, NULL);
+	if (err && rd.ok)
+		snprintf(why, sizeof(why), "write: %s", strerror(err));
+	report("send-before-accept-order", rd.ok && !err, why);
+	close_pair(p);
+}
+
 /* Bytes a non-blocking writer gets into fd while its peer reads nothing:
  * writes until fd is not writable for STALL_MS, or cap bytes went in. */
 #define STALL_MS 300
@@ -699,6 +778,8 @@ int main(int argc, char **argv)
 		check_peek();
 	if (want("half-close"))
 		check_half_close();
+	if (want("send-before-accept-order"))
+		check_send_before_accept();
 	if (want("slow-reader-bound"))
 		check_slow_reader();
 	return failed ? 1 : 0;

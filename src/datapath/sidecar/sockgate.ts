@@ -28,6 +28,9 @@ export interface GateVerdict {
   checks: GateCheck[];
   /** Messages the private sk_msg program redirected: > 0 proves the checks ran through sockmap. */
   redirected: number;
+  /** Sends it passed to TCP: peer not enrolled (miss), or the socket had sent natively before (the order guard). */
+  miss?: number;
+  native?: number;
   kernel: string;
 }
 
@@ -80,10 +83,11 @@ export async function runSockmapGate(o: GateOptions = {}): Promise<GateVerdict> 
       }
       if (r.code !== 0 && !problems.length) problems.push(`IPv${family}: mw-sockcheck exited ${r.code}${r.err ? `: ${r.err.trim()}` : ''}`);
     }
-    const redirected = Number(sumStats(maps.stats, STATS).sockmap_msgs);
+    const st = sumStats(maps.stats, STATS);
+    const redirected = Number(st.sockmap_msgs);
     if (!o.noEnrol && !o.only && redirected === 0 && problems.length === 0) problems.push('no message was redirected: the checks did not run through sockmap');
     const pass = problems.length === 0;
-    return { pass, reason: pass ? `all ${checks.length} checks passed` : problems.join('; '), checks, redirected, kernel };
+    return { pass, reason: pass ? `all ${checks.length} checks passed` : problems.join('; '), checks, redirected, miss: Number(st.sockmap_miss), native: Number(st.sockmap_native), kernel };
   } catch (e) {
     return { pass: false, reason: `gate setup failed: ${(e as Error).message}`, checks: [], redirected: 0, kernel };
   } finally {
