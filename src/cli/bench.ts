@@ -28,7 +28,7 @@ the app <-> sidecar leg alone (sockmap vs loopback TCP) and each tc program's
 ns per packet (BPF_PROG_TEST_RUN). Needs root; everything it creates is
 removed at the end and on Ctrl-C.
 
-  --full               longer run: ${FULL.rounds} rounds × ${FULL.durationS} s (default: ${QUICK.rounds} × ${QUICK.durationS} s, about 2½ minutes)
+  --full               longer run: ${FULL.rounds} rounds × ${FULL.durationS} s (default: ${QUICK.rounds} × ${QUICK.durationS} s, about 3 minutes; --full about 14)
   --json               print the report as JSON (every figure and sample) instead of the table
   --chart PATH         where to write the SVG chart (default: ./meshwarp-bench-<time>.svg)
   --rounds N           rounds (each scenario once per round)
