@@ -3,7 +3,7 @@
 // pods (src/proxy sidecar, app echo client/server) with S4 forced on and off.
 // Every transfer is checked byte for byte (position-dependent pattern + sha256),
 // and with S4 on the counters must show it went through sockmap.
-//   node1: c, c2 (osm, meshed clients)  s (echo server, unmeshed)
+//   node1: c, c2 (osm, meshed clients)  s (echo server, unmeshed)  sm (echo server, meshed: inbound leg)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
@@ -70,9 +70,11 @@ for (const mode of ['force', 'off'] as const) {
         { node: 'node1', name: 'c', profile: 'osm', serve: [] },
         { node: 'node1', name: 'c2', profile: 'osm', serve: [] },
         { node: 'node1', name: 's', serve: [] },
+        { node: 'node1', name: 'sm', profile: 'osm', serve: [] },
       ], { tag: mode === 'force' ? 'smf' : 'smo', driver: { sockmap: mode } });
       const s = env.pod('s').sb;
       await waitForLine(s.spawn([...NODE, 'serve', String(PORT)], { uid: UID, env: { PATH: process.env.PATH } }), /^listening$/, 10_000);
+      await waitForLine(env.pod('sm').sb.spawn([...NODE, 'serve', String(PORT)], { uid: UID, env: { PATH: process.env.PATH } }), /^listening$/, 10_000);
       sAddr = s.ip4;
     });
     after(async () => { await env?.destroy(); });
@@ -94,6 +96,24 @@ for (const mode of ['force', 'off'] as const) {
         const redirected = stat(env, 'sockmap_msgs') - before;
         if (mode === 'force') assert.ok(redirected > 0n, 'S4 on: no message went through sockmap');
         else assert.equal(redirected, 0n, 'S4 off: messages were redirected');
+      });
+    }
+
+    for (const fam of [4, 6] as const) {
+      it(`IPv${fam}: to a meshed server pod, both same-netns legs are enrolled (client app <-> sidecar, server sidecar -> app over the pod's address); 4 MiB echoed exact`, async () => {
+        const sm = env.pod('sm').sb;
+        const b = { added: stat(env, 'sockmap_added'), msgs: stat(env, 'sockmap_msgs'), off: stat(env, 'sockmap_off') };
+        const r = await echo(env.pod('c').sb, fam === 4 ? sm.ip4 : sm.ip6, 4 << 20, { seed: 40 + fam });
+        assert.ok(r.ok, JSON.stringify(r));
+        const added = stat(env, 'sockmap_added') - b.added;
+        if (mode === 'force') {
+          assert.equal(added, 4n, 'two sockets per leg: the client pod\'s loopback pair and the server pod\'s sidecar -> app pair');
+          assert.ok(stat(env, 'sockmap_msgs') - b.msgs > 0n);
+        } else {
+          assert.equal(added, 0n);
+          assert.ok(stat(env, 'sockmap_off') - b.off >= 4n, 'S4 off: each of the four sockets counted as not enrolled');
+        }
+        await waitUntil('sock_pairs drained', () => pairs(env) === 0, 10_000);
       });
     }
 
