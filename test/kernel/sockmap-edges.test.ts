@@ -47,6 +47,14 @@ const MPTCP_SKIP = !ULPS.split(/\s+/).includes('mptcp') ? `kernel has no mptcp U
   : !existsSync(PYTHON) ? `${PYTHON} missing (the MPTCP client)` : false;
 const FOREIGN = fileURLToPath(new URL('../../build/test/sockmap-foreign.bpf.o', import.meta.url));
 
+/** The kernel log as [seconds since boot, line] (dmesg; empty where it cannot be read). */
+function kernelLog(): [number, string][] {
+  const r = spawnSync('dmesg', [], { encoding: 'utf8', timeout: 10_000 });
+  if (r.status !== 0) return [];
+  return r.stdout.split('\n').map((l): [number, string] => [Number(/^\[\s*(\d+\.\d+)\]/.exec(l)?.[1] ?? NaN), l]).filter(([t]) => Number.isFinite(t));
+}
+const LOG_START = kernelLog().at(-1)?.[0] ?? 0;
+
 // Finding (6.18.44): with S4 forced, redirected bytes queued for a paused reader are not bounded by
 // its receive buffer (tcp_bpf.c charges them against the global TCP memory limits only), so the
 // sidecar's writes to the paused app never block and the app's sender pushes all 128 MiB. The gate's
@@ -423,3 +431,17 @@ kernelTest('agent SIGKILL mid-stream with S4 forced: 0 lost or reordered bytes; 
   assert.ok(again.ok, JSON.stringify(again));
   assert.ok((await dp('sockmap_added')) > added, 'a new connection is enrolled by the restarted agent');
 }, { needs: ['tcx'], timeout: 180_000 });
+
+kernelTest('the kernel logged no WARNING/BUG from the socket, sockmap or TCP code while these tests ran (close races, sk_forward_alloc)', () => {
+  const log = kernelLog();
+  if (log.length === 0) return; // dmesg unreadable: nothing to check (kernelTest already requires root)
+  const lines = log.filter(([t]) => t > LOG_START).map(([, l]) => l);
+  const bad: string[] = [];
+  lines.forEach((l, i) => {
+    if (!/WARNING:|BUG:|Oops|general protection fault|refcount_t:/.test(l)) return;
+    // Only reports whose trace names socket code: other work on the machine may log its own.
+    const trace = lines.slice(i, i + 40).join('\n');
+    if (/sk_msg|skmsg|tcp_bpf|sock_map|sk_psock|sk_stream|sk_forward_alloc|inet_csk|tcp_|sock_/.test(trace)) bad.push(lines.slice(i, i + 12).join('\n'));
+  });
+  assert.deepEqual(bad, [], 'kernel warnings during the S4 edge tests');
+});
