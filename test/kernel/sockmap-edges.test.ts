@@ -3,8 +3,9 @@
 // whatever the gate says) and off (the control): `Connection: close` bodies, RST
 // from either end, a slow reader (bounded memory; where it is not bounded, the
 // gate must say so), peer close while the sender blocks, another tool's sk_msg
-// program owning the sockets (EBUSY), a socket with a ULP (EINVAL), kTLS;
-// haproxy as the sidecar with curl and wrk; agent SIGKILL mid-stream.
+// program owning the sockets (EBUSY), a socket kind sockmap refuses (an MPTCP
+// subflow: EOPNOTSUPP), kTLS; haproxy as the sidecar with curl, an upload and
+// wrk, with and without splice; agent SIGKILL mid-stream; no kernel warnings.
 //   node1: c (osm, src/proxy sidecar)  h (osm, haproxy sidecar)  s (unmeshed: echo, http, sink)
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,15 +29,12 @@ const ECHO = fixture('echo.ts');
 const ECHO_PORT = 9100, HTTP_PORT = 9200, SINK_PORT = 9300;
 const ENV = { PATH: process.env.PATH };
 
-/** The ULPs this kernel offers, after asking for the tls module (no-op where modprobe or modules are missing). */
+/** The ULPs this kernel offers, after `modprobe tls` (CONFIG_TLS=m offers the ULP only once the module is
+ * loaded; where modprobe or modules are missing the call fails and changes nothing). */
 const ULPS = (() => {
-  try { require_modprobe_tls(); } catch { /* no modprobe */ }
+  spawnSync('modprobe', ['-q', 'tls'], { stdio: 'ignore', timeout: 10_000 });
   try { return readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').trim(); } catch { return ''; }
 })();
-function require_modprobe_tls(): void {
-  // `modprobe tls` first: a kernel with CONFIG_TLS=m offers the ULP only once the module is loaded.
-  spawnSync('modprobe', ['-q', 'tls'], { stdio: 'ignore', timeout: 10_000 });
-}
 const KCONFIG_TLS = (() => {
   try { return /^CONFIG_TLS=.*$|^# CONFIG_TLS is not set$/m.exec(gunzipSync(readFileSync('/proc/config.gz')).toString())?.[0] ?? ''; } catch { return ''; }
 })();
