@@ -269,7 +269,9 @@ enum mw_stat {
 	/* Ambient, node proxy netns: a SYN that meets a proxy socket in TIME_WAIT. */
 	MW_STAT_AM_TW_HANDOFF = 60,	/* handed to the kernel's TIME_WAIT path, listener left for mwam_tw_lookup */
 	MW_STAT_AM_TW_ASSIGNED = 61,	/* mwam_tw_lookup gave the kernel's listener lookup our listener */
-	MW_STAT__MAX = 62,
+	/* sockmap (S4), continued. */
+	MW_STAT_SOCKMAP_EOPNOTSUPP = 62, /* insert failed: socket kind sockmap refuses (e.g. an MPTCP subflow) */
+	MW_STAT__MAX = 63,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");

@@ -91,6 +91,8 @@ export const STATS = [
   'sockmap_opted_out',
   // ambient: SYN on the node proxy's TIME_WAIT socket (bpf/ambient/proxy.bpf.c)
   'am_tw_handoff', 'am_tw_assigned',
+  // sockmap, continued
+  'sockmap_eopnotsupp',
 ] as const;
 export type StatName = (typeof STATS)[number];
 
