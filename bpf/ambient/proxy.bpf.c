@@ -4,6 +4,7 @@
  * not an address of this netns, so every packet handed over gets the
  * "local" mark bit: the agent's rule there routes it to lo (local delivery). */
 #include "ambient.h"
+#include "dns.h"
 
 #define MW_PACKET_HOST 0
 
@@ -25,7 +26,12 @@ int mwam_proxy_in(struct __sk_buff *skb)
 	__u32 len;
 	int out, err;
 
-	if (mw_am_parse(skb, &p) || p.proto != MW_IPPROTO_TCP)
+	if (mw_am_parse(skb, &p))
+		return MW_TC_NEXT;
+	err = mw_am_dns_in(skb, &p); /* DNS, UDP and TCP (dns.h) */
+	if (err != MW_AM_GO_ON)
+		return err;
+	if (p.proto != MW_IPPROTO_TCP)
 		return MW_TC_NEXT;
 	node = mw_am_node();
 	if (!node)

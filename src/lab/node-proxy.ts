@@ -12,18 +12,35 @@
 // so an enrolment costs a reload, not a process) and reloads haproxy in master-worker mode
 // (SIGUSR2: the new worker takes the listening sockets over, the old one finishes its
 // sessions), then answers 200 once the listeners of every listed pod are open.
+//
+// DNS (opts.dns): the lab's DNS proxy (src/proxy/dns.ts, the sidecar's) answers mesh names itself
+// and forwards the rest to the cluster DNS. eBPF engine: one in the proxy's netns, UDP and TCP on
+// 0.0.0.0 and :: (TCP transparent), where mwam_proxy_in assigns the queries. In-pod engine: one per
+// listed pod netns on 127.0.0.1/::1, where the pod's rules REDIRECT its queries (Istio's in-pod
+// way), started before the snapshot is acknowledged; its upstream queries leave from the proxy's
+// cgroup, which the pod's rules never capture.
 import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { labRunDir } from './cleanup.ts';
 import type { LabNode, LabPod } from './lab.ts';
-import { eventually } from './proc.ts';
+import { eventually, waitForLine } from './proc.ts';
 import { POD_IFNAME } from './wire.ts';
 
-export const NODE_PROXY_PORTS = { outbound: 15001, inbound: 15006, hbone: 15008 } as const;
+/** ztunnel's ports; `dns` is announced only by a proxy started with a DNS proxy (opts.dns). */
+export const NODE_PROXY_PORTS = { outbound: 15001, inbound: 15006, hbone: 15008, dns: 15053 } as const;
+
+/** The node proxy's DNS proxy: mesh names it answers itself (NAME=IP[,IP]), where the rest goes. */
+export interface NodeProxyDns { names: string[]; upstream: string[]; truncate?: string[] }
+
+/** One query the node proxy's DNS proxy logged (src/proxy/dns.ts); `tag` is `proxy` or the pod netns it served. */
+export interface NodeProxyDnsLine { tag: string; proto: string; client: string; name: string; answer: string; upstream?: string }
+
+const PROXY_MAIN = fileURLToPath(new URL('../proxy/main.ts', import.meta.url));
 
 /** haproxy names a netns by its name under /var/run/netns; the lab's pods live there. */
 export function netnsName(path: string): string {
@@ -63,27 +80,77 @@ export class LabNodeProxy {
   #control: http.Server | undefined;
   /** Pod netns names it listens in (the agent's last snapshot). */
   podNetns: string[] = [];
+  readonly dns: NodeProxyDns | undefined;
+  /** DNS proxies: 'proxy' (its own netns) and one per pod netns it serves in-pod. */
+  readonly #dnsProcs = new Map<string, ChildProcess>();
+  /** Every query its DNS proxies logged. */
+  readonly dnsLog: NodeProxyDnsLine[] = [];
 
-  private constructor(node: LabNode, pod: LabPod, id: string) {
+  private constructor(node: LabNode, pod: LabPod, id: string, dns?: NodeProxyDns) {
     this.node = node;
     this.pod = pod;
     this.id = id;
+    this.dns = dns;
   }
 
-  /** Creates the proxy's sandbox `name` on `node` and starts haproxy; resolves once both listeners listen. */
-  static async start(node: LabNode, name = 'ztunnel'): Promise<LabNodeProxy> {
+  /** Creates the proxy's sandbox `name` on `node` and starts haproxy (and its DNS proxy); resolves once they listen. */
+  static async start(node: LabNode, name = 'ztunnel', opts: { dns?: NodeProxyDns } = {}): Promise<LabNodeProxy> {
     const pod = node.lab.addPod(node, name);
-    const p = new LabNodeProxy(node, pod, `${node.name}-${name}`);
+    const p = new LabNodeProxy(node, pod, `${node.name}-${name}`, opts.dns);
     await p.run();
     return p;
   }
 
   /** The announcement the agent gets (POST /v1/ambient/proxy). */
   announcement(ready = true): NodeProxy {
+    const { dns, ...tcp } = NODE_PROXY_PORTS;
     return {
-      id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: { ...NODE_PROXY_PORTS }, ready,
+      id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: this.dns ? { ...tcp, dns } : { ...tcp }, ready,
       control: this.controlSocket, cgroup: this.pod.cgroupPath,
     };
+  }
+
+  /** Starts one DNS proxy: in the proxy's netns (tag 'proxy') or in pod netns `tag`. */
+  async #startDns(tag: string): Promise<void> {
+    const d = this.dns;
+    if (!d || this.#dnsProcs.has(tag)) return;
+    const inPod = tag !== 'proxy';
+    const args = ['--dns-only', '--dns-port', String(NODE_PROXY_PORTS.dns), '--log', '--tag', tag,
+      ...(inPod ? ['--dns-listen', '127.0.0.1', '--dns-listen', '::1', '--dns-reuseport'] : ['--dns-listen', '0.0.0.0', '--dns-listen', '::', '--dns-transparent']),
+      ...d.names.flatMap((n) => ['--dns-name', n]), ...(d.truncate ?? []).flatMap((n) => ['--dns-truncate', n]),
+      ...d.upstream.flatMap((u) => ['--dns-upstream', u])];
+    const node = [process.execPath, '--disable-warning=ExperimentalWarning', PROXY_MAIN, ...args];
+    const child = this.pod.spawn(inPod ? ['nsenter', `--net=/run/netns/${tag}`, '--', ...node] : node, { env: { PATH: process.env.PATH } });
+    this.#dnsProcs.set(tag, child);
+    let buf = '';
+    child.stderr?.on('data', (b: Buffer) => {
+      buf += b.toString('utf8');
+      const lines = buf.split('\n');
+      buf = lines.pop() ?? '';
+      for (const l of lines) { try { this.dnsLog.push(JSON.parse(l) as NodeProxyDnsLine); } catch { /* not a query line */ } }
+    });
+    try {
+      await waitForLine(child, /^ready$/, 15_000);
+    } catch (e) {
+      this.#dnsProcs.delete(tag);
+      child.kill('SIGKILL');
+      throw new Error(`node proxy ${this.id}: DNS proxy (${tag}) did not start: ${(e as Error).message}`);
+    }
+  }
+
+  async #stopDns(tag: string): Promise<void> {
+    const c = this.#dnsProcs.get(tag);
+    this.#dnsProcs.delete(tag);
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  }
+
+  /** Stops (or starts again) the DNS proxy of its own netns: the eBPF datapath must then fail open. */
+  async setDnsRunning(on: boolean): Promise<void> {
+    if (on) await this.#startDns('proxy'); else await this.#stopDns('proxy');
   }
 
   get controlSocket(): string { return join(this.#dir, 'control.sock'); }
@@ -160,6 +227,9 @@ export class LabNodeProxy {
       for (const n of new Set([...names, ...this.podNetns])) {
         await this.pod.run(['nsenter', `--net=/run/netns/${n}`, '--', 'sysctl', '-qw', 'net.ipv4.tcp_migrate_req=1']);
       }
+      // DNS listeners first, like the others: the acknowledgement means every one is open.
+      for (const n of names) await this.#startDns(n);
+      const dropped = this.podNetns.filter((n) => !names.includes(n));
       this.podNetns = [...names];
       writeFileSync(this.#cfg, haproxyConfig(NODE_PROXY_PORTS, names, this.#stats), { mode: 0o644 });
       const c = this.child;
@@ -179,6 +249,7 @@ export class LabNodeProxy {
         return true;
       }, 10_000, 20);
       if (!up) throw new Error(`node proxy ${this.id}: listeners did not open in ${names.join(', ')}`);
+      for (const n of dropped) await this.#stopDns(n);
     });
     this.#reloads = next.catch(() => {});
     return next;
@@ -213,9 +284,11 @@ export class LabNodeProxy {
     }, 10_000, 50);
     if (!up || this.child.exitCode !== null) throw new Error(`node proxy ${this.id}: haproxy did not start listening (exit ${this.child.exitCode})`);
     if (!this.#control) await this.#serveControl();
+    await this.#startDns('proxy');
   }
 
   async stop(): Promise<void> {
+    for (const tag of [...this.#dnsProcs.keys()]) await this.#stopDns(tag);
     const srv = this.#control;
     this.#control = undefined;
     if (srv) { srv.closeAllConnections(); await new Promise((r) => srv.close(r)); }

@@ -21,7 +21,7 @@ import { checkIptables, restore, saveTable } from '../iptables/driver.ts';
 import { installProxyRouting, removeProxyRouting, type NodeProxy } from '../ambient/proxy.ts';
 import { DEFAULT_MARK_MASK, DEFAULT_ROUTE_TABLE, markBits } from '../ambient/driver.ts';
 import type { FailPolicy } from '../ambient/structs.ts';
-import { POD_CHAINS, cgroupArg, parseTableSave, podMeshScript, podUnmeshScript, probeScript, type CaptureMode } from './rules.ts';
+import { POD_CHAINS, cgroupArg, dnsMeshScript, dnsUnmeshScript, parseTableSave, podMeshScript, podUnmeshScript, probeScript, type CaptureMode } from './rules.ts';
 
 export interface AmbientIptablesOptions {
   /** Netns of the node (the probe SNAT chain lives there); default: the agent's. */
@@ -37,7 +37,8 @@ export interface AmbientIptablesOptions {
 }
 
 /** The counters this engine has: packet counts of its commented rules. */
-const STAT_NAMES = ['am_captured_out', 'am_captured_in', 'am_bypass_host', 'am_bypass_proxy', 'am_spoof', 'am_fail_closed', 'am_fail_open'] as const;
+const STAT_NAMES = ['am_captured_out', 'am_captured_in', 'am_bypass_host', 'am_bypass_proxy', 'am_spoof', 'am_fail_closed', 'am_fail_open',
+  'dns_captured', 'dns_no_listener', 'dns_bypass_proxy'] as const;
 
 interface Proxy { np: NodeProxy; cgroup: string; seq: number }
 
@@ -126,9 +127,15 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     void results;
   }
 
-  #writePod(pod: PodTarget, mode: CaptureMode): void {
-    const input = { ips: pod.ips, ports: this.#ports(), mark: this.#mark, proxyCgroups: [...new Set([...this.#proxies.values()].map((p) => p.cgroup))], mode };
-    const scripts = FAMILIES.map((f) => ({ f, script: podMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'mangle'), 'mangle')) }));
+  #writePod(pod: PodTarget, mode: CaptureMode, dnsPort = this.#active()?.np.ports.dns): void {
+    const input = {
+      ips: pod.ips, ports: this.#ports(), mark: this.#mark, proxyCgroups: [...new Set([...this.#proxies.values()].map((p) => p.cgroup))], mode,
+      dnsServers: pod.dnsServers ?? [], ...(dnsPort !== undefined ? { dnsPort } : {}),
+    };
+    const scripts = FAMILIES.flatMap((f) => [
+      { f, script: podMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'mangle'), 'mangle')) },
+      { f, script: dnsMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'nat'), 'nat')) },
+    ]);
     installProxyRouting(pod.netns, this.#routing);
     for (const { f, script } of scripts) restore(pod.netns, f, script);
   }
@@ -180,6 +187,10 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
       for (const [k, v] of st.counts) this.#gone.set(k, (this.#gone.get(k) ?? 0n) + v);
       const script = podUnmeshScript(st);
       if (script) restore(netns, f, script);
+      const nat = parseTableSave(saveTable(netns, f, 'nat', true), 'nat');
+      for (const [k, v] of nat.counts) this.#gone.set(k, (this.#gone.get(k) ?? 0n) + v);
+      const dnsScript = dnsUnmeshScript(nat);
+      if (dnsScript) restore(netns, f, dnsScript);
     }
     removeProxyRouting(netns, this.#routing);
   }
@@ -224,13 +235,16 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     if (!fs.existsSync(path.join(root, rel))) throw new Error(`cgroup: ${np.cgroup} does not exist`);
     if (!fs.existsSync(np.control)) throw new Error(`control: ${np.control} does not exist`);
     const known = this.#proxies.get(np.id);
+    const prevDns = this.#active()?.np.ports.dns;
     const seq = np.ready && !known?.np.ready ? ++this.#seq : known?.seq ?? 0;
     this.#proxies.set(np.id, { np, cgroup: rel, seq });
     this.#proxiesKnown = true;
     try {
-      // Its cgroup is exempted before it can open any upstream socket (it listens only after the push).
-      for (const p of this.#pods.values()) this.#writePod(p, this.#mode());
+      // Its cgroup is exempted before it can open any upstream socket (it listens only after the push);
+      // DNS is redirected to the new active instance only once it acknowledged (its DNS listeners are open).
+      for (const p of this.#pods.values()) this.#writePod(p, this.#mode(), prevDns);
       await this.#push();
+      if (this.#active()?.np.ports.dns !== prevDns) for (const p of this.#pods.values()) this.#writePod(p, this.#mode());
     } catch (e) {
       if (known) this.#proxies.set(np.id, known); else this.#proxies.delete(np.id);
       throw e;
@@ -297,9 +311,11 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     for (const pod of this.#pods.values()) {
       if (!fs.existsSync(pod.netns)) continue;
       for (const f of FAMILIES as readonly Family[]) {
-        let text: string;
-        try { text = inNetns(pod.netns, [f === 4 ? 'iptables-save' : 'ip6tables-save', '-c', '-t', 'mangle']); } catch { continue; }
-        for (const [k, v] of parseTableSave(text, 'mangle').counts) if (k in out) out[k] += v;
+        for (const table of ['mangle', 'nat']) {
+          let text: string;
+          try { text = inNetns(pod.netns, [f === 4 ? 'iptables-save' : 'ip6tables-save', '-c', '-t', table]); } catch { continue; }
+          for (const [k, v] of parseTableSave(text, table).counts) if (k in out) out[k] += v;
+        }
       }
     }
     return out;

@@ -89,6 +89,8 @@ export const STATS = [
   'sockmap_added', 'sockmap_eexist', 'sockmap_ebusy', 'sockmap_einval', 'sockmap_enomem', 'sockmap_e2big',
   'sockmap_eother', 'sockmap_msgs', 'sockmap_bytes', 'sockmap_miss', 'sockmap_native', 'sockmap_off',
   'sockmap_opted_out',
+  // ambient DNS capture (bpf/ambient/dns.h; it also counts the dns_* above)
+  'dns_unmatched', 'dns_server_reply',
 ] as const;
 export type StatName = (typeof STATS)[number];
 
