@@ -60,23 +60,10 @@ static __always_inline int mw_am_l4_off(struct __sk_buff *skb, const struct mw_a
 /* The DNS id of a UDP packet (network order), or -1. */
 static __always_inline int mw_am_dns_id(struct __sk_buff *skb, const struct mw_am_pkt *p, __u32 *l4_off, __u16 *id)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	__u32 off;
-	__u16 *idp;
-
-	if (mw_am_l4_off(skb, p, l4_off))
+	if (mw_am_l4_off(skb, p, l4_off) || *l4_off > 120)
 		return -1;
-	off = *l4_off;
-	if (off > 120)
-		return -1;
-	if (mw_need(skb, off + 8 + 2, &data, &end))
-		return -1;
-	idp = data + off + 8;
-	if ((void *)(idp + 1) > end)
-		return -1;
-	*id = *idp;
-	return 0;
+	/* A helper, not a packet pointer: only DNS packets get here. */
+	return bpf_skb_load_bytes(skb, *l4_off + 8, id, sizeof(*id)) ? -1 : 0;
 }
 
 static __always_inline void mw_am_dns_key(struct am_dns_key *k, const struct ip_addr *pod, __u16 port, __u16 id)

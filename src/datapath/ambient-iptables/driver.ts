@@ -127,7 +127,9 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     void results;
   }
 
-  #writePod(pod: PodTarget, mode: CaptureMode, dnsPort = this.#active()?.np.ports.dns): void {
+  /** dnsPort: the DNS listener to redirect to (null: the active instance's; undefined: none). */
+  #writePod(pod: PodTarget, mode: CaptureMode, dns: number | undefined | null = null): void {
+    const dnsPort = dns === null ? this.#active()?.np.ports.dns : dns;
     const input = {
       ips: pod.ips, ports: this.#ports(), mark: this.#mark, proxyCgroups: [...new Set([...this.#proxies.values()].map((p) => p.cgroup))], mode,
       dnsServers: pod.dnsServers ?? [], ...(dnsPort !== undefined ? { dnsPort } : {}),
