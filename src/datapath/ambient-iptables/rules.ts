@@ -154,7 +154,9 @@ export function podChainRules(family: Family, input: PodRulesInput): string[] {
   const capturing = input.mode === 'redirect' && input.dnsPort !== undefined;
   for (const d of dns) {
     out.push(`-A ${O} -d ${d} -p udp -m udp --dport 53 -j RETURN`);
-    if (capturing) out.push(`-A ${O} -d ${d} -p tcp -m tcp --dport 53 -j RETURN`);
+    // TCP 53 is REDIRECTed to the DNS listener while capturing, reaches the server with no ready proxy
+    // (fail open); with a ready proxy that has no DNS listener it is ordinary TCP (captured below).
+    if (capturing || input.mode !== 'redirect') out.push(`-A ${O} -d ${d} -p tcp -m tcp --dport 53 -j RETURN`);
   }
   out.push(`-A ${O} -p tcp -m connmark --mark ${M} -j MARK --set-xmark ${M}`);
   if (input.mode === 'redirect') out.push(`-A ${O} ${syn} ${comment('am_captured_out')} -j ${AM_CHAIN.cap}`);
