@@ -12,17 +12,23 @@
 // address; on node2 the inbound connection is taken again at v2's veth to node2's proxy.
 // The apps answer with the client address they saw: a node proxy's.
 //
+// Names: curl asks for pipy-ok-v1 / pipy-ok-v2; its resolv.conf names the cluster DNS (dnsmasq on
+// 10.96.0.53 in each node, agents --cluster-dns). The query is captured to node1's node proxy's DNS
+// proxy (15053), which answers pipy-ok-v*.ambient.svc.cluster.local itself; the cluster DNS sees none.
+//
 // --engine iptables (in-pod, Istio >= 1.21): the agent gives each node proxy the pods' netns
 // and waits for it to open its listeners there; rules inside each pod netns send its TCP to
 // them. Upstream sockets live in the pod netns too, so an enrolled server sees its own address
 // (its inbound listener connected to it). Shown instead of tc programs: the in-pod rules with
 // their counters after request 1, and the proxy's listeners inside a pod's netns.
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { agentStream } from '../agent/client.ts';
 import { tcxPrograms } from '../bpf/index.ts';
 import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
-import { Lab, LabAgent, LabNodeProxy, eventually, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
+import { Lab, LabAgent, LabNodeProxy, eventually, labRunDir, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
 import { withNetns } from '../sys/netns.ts';
+import { CLUSTER_DNS, startClusterDns } from './demo.ts';
 
 const NODE = process.execPath;
 export const AMBIENT_NAMESPACE = 'ambient';
@@ -36,7 +42,7 @@ export interface AmbientDemoOptions {
   onResult?: (r: AmbientDemoResult) => void;
 }
 
-export interface AmbientDemoRequest { n: number; to: string; ok: boolean; answer: string; sawClient?: string; viaProxy: boolean }
+export interface AmbientDemoRequest { n: number; to: string; ok: boolean; answer: string; sawClient?: string; viaProxy: boolean; name: string }
 export interface AmbientDemoResult {
   dataplane: 'ambient';
   engine: 'ebpf' | 'iptables';
@@ -51,6 +57,9 @@ export interface AmbientDemoResult {
   attached: { pod: string; veth: string; hook: string; programs: string[] }[];
   /** In-pod engine: each enrolled pod's mangle rules (iptables-save -c) and the listeners the node proxy opened in its netns. */
   inPod?: { pod: string; rules: string[]; listeners: string[] }[];
+  /** Queries for the apps' names the node proxies' DNS proxies answered themselves, and that reached the cluster DNS. */
+  resolvedByProxy: number;
+  clusterDnsQueries: number;
   /** What each agent reports, as the seed's istio-cni log line. */
   ambientConfig: { node: string; ztunnelReady: boolean; redirectMode: string }[];
   ok: boolean;
@@ -67,15 +76,17 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
     const nodes = [lab.addNode('node1'), lab.addNode('node2')];
     const agents = new Map<LabNode, LabAgent>();
     const proxies = new Map<LabNode, LabNodeProxy>();
+    const dnsLog: string[] = [];
+    for (const node of nodes) await startClusterDns(node, dnsLog);
     for (const node of nodes) {
-      const agent = new LabAgent(node, { engine, dataplanes: ['ambient'] });
+      const agent = new LabAgent(node, { engine, dataplanes: ['ambient'], args: ['--cluster-dns', CLUSTER_DNS] });
       await agent.start();
       agents.set(node, agent);
       lab.enableCni(node, { agentSocket: agent.socket, dataplane: 'ambient' });
-      const px = await LabNodeProxy.start(node);
+      const px = await LabNodeProxy.start(node, 'ztunnel', { dns: { names: [], upstream: [CLUSTER_DNS] } });
       await px.announceTo(agent);
       proxies.set(node, px);
-      o.say(`  ${node.name}: agent up, node proxy ${px.id} (${px.ip4}, ${px.ip6}) announced itself, listeners 15001/15006`);
+      o.say(`  ${node.name}: agent up (--cluster-dns ${CLUSTER_DNS}), node proxy ${px.id} (${px.ip4}, ${px.ip6}) announced itself, listeners 15001/15006, DNS 15053`);
     }
     const [n1, n2] = nodes;
     const curl = await lab.addPodCni(n1, 'curl', { namespace: AMBIENT_NAMESPACE });
@@ -83,6 +94,15 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
     const v2 = await lab.addPodCni(n2, 'pipy-ok-v2', { namespace: AMBIENT_NAMESPACE });
     const pods = [curl, v1, v2];
     for (const p of pods) o.say(`  pod ${AMBIENT_NAMESPACE}/${p.name.padEnd(10)} on ${p.node.name}  ${p.ip4}  ${p.ip6}  (enrolled at CNI ADD)`);
+    // The node proxies' DNS proxies answer the apps' names (ztunnel answers the mesh's services).
+    const fqdn = (p: LabPod) => `${p.name}.${AMBIENT_NAMESPACE}.svc.cluster.local`;
+    const names = [v1, v2].map((p) => `${fqdn(p)}=${p.ip4},${p.ip6}`);
+    for (const px of proxies.values()) await px.setDns({ names, upstream: [CLUSTER_DNS] });
+    mkdirSync(labRunDir(lab.prefix), { recursive: true });
+    const resolvConf = `${labRunDir(lab.prefix)}/resolv.conf`;
+    writeFileSync(resolvConf, `search ${AMBIENT_NAMESPACE}.svc.cluster.local svc.cluster.local cluster.local\nnameserver ${CLUSTER_DNS}\noptions ndots:5\n`);
+    o.say(`  the names: curl's resolv.conf names the cluster DNS ${CLUSTER_DNS} (dnsmasq in each node); ${inPod ? 'its in-pod rules redirect' : 'its veth sends'} `
+      + `the query to node1's node proxy's DNS proxy (:15053), which answers ${fqdn(v1)} and ${fqdn(v2)} itself`);
     for (const [p, v] of [[v1, 'v1'], [v2, 'v2']] as const) {
       p.spawn([NODE, '-e', `require('http').createServer((q,r)=>r.end('Hi, I am pipy ok ${v} ! (client seen: '+q.socket.remoteAddress.replace(/^::ffff:/,'')+')\\n')).listen(8080,'::')`], { uid: APP_UID });
       await waitForListening(p, 8080);
@@ -94,18 +114,18 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
 
     o.say('');
     const proxyIps = new Set([...proxies.values()].flatMap((p) => [p.ip4, p.ip6]));
-    const targets: [string, LabPod][] = [[v2.ip4, v2], [v1.ip4, v1], [`[${v2.ip6}]`, v2], [`[${v1.ip6}]`, v1]];
+    const targets: [string, LabPod, 4 | 6][] = [[v2.name, v2, 4], [v1.name, v1, 4], [v2.name, v2, 6], [v1.name, v1, 6]];
     const requests: AmbientDemoRequest[] = [];
     let inPodView: AmbientDemoResult['inPod'];
     for (let n = 1; n <= o.requests; n++) {
-      const [host, pod] = targets[(n - 1) % targets.length];
-      const r = await curl.run(['curl', '-s', '-m', '5', `http://${host}:8080/`], { uid: APP_UID, timeoutMs: 10_000 });
+      const [host, pod, fam] = targets[(n - 1) % targets.length];
+      const r = await curl.run(['curl', '-s', `-${fam}`, '-m', '5', `http://${host}:8080/`], { uid: APP_UID, timeoutMs: 10_000, resolvConf });
       const answer = r.stdout.trim();
       const sawClient = /client seen: ([^)]+)\)/.exec(answer)?.[1];
       // In-pod: the server's own inbound listener connected to it from the server's own address.
       const via = inPod ? !!sawClient && [pod.ip4, pod.ip6].includes(sawClient) : !!sawClient && proxyIps.has(sawClient);
-      requests.push({ n, to: `${pod.name} (${pod.node.name})`, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, sawClient, viaProxy: via });
-      o.say(`$ curl -s http://${host}:8080/   # request ${n}: curl (node1) -> ${pod.name} (${pod.node.name})\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
+      requests.push({ n, to: `${pod.name} (${pod.node.name})`, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, sawClient, viaProxy: via, name: host });
+      o.say(`$ curl -s -${fam} http://${host}:8080/   # request ${n}: curl (node1) -> ${pod.name} (${pod.node.name}), IPv${fam}\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
       if (n === 1 && !inPod) {
         await new Promise((res) => setTimeout(res, 200)); // the agents drain the trace every 50 ms
         for (const s of streams) s.close();
@@ -150,14 +170,19 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
 
     const failed = requests.filter((r) => !r.ok).length;
     const captured = requests.filter((r) => r.viaProxy).length;
-    const ok = failed === 0 && captured === requests.length && ambientConfig.every((c) => c.ztunnelReady && c.redirectMode === engine);
+    const appNames = new Set([v1, v2].map(fqdn));
+    const resolvedByProxy = [...proxies.values()].flatMap((p) => p.dnsLog).filter((l) => appNames.has(l.name) && l.answer === 'local').length;
+    const clusterDnsQueries = dnsLog.filter((l) => [...appNames].some((nm) => l.includes(` ${nm} `))).length;
+    const ok = failed === 0 && captured === requests.length && ambientConfig.every((c) => c.ztunnelReady && c.redirectMode === engine)
+      && resolvedByProxy >= requests.length && clusterDnsQueries === 0;
     o.say('');
-    o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered, ${captured} through a node proxy`);
+    o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered, ${captured} through a node proxy; `
+      + `the apps' names answered ${resolvedByProxy} times by the node proxy's DNS proxy, ${clusterDnsQueries} queries for them at the cluster DNS`);
     const result: AmbientDemoResult = {
       dataplane: 'ambient', engine, prefix: lab.prefix, ...(inPodView ? { inPod: inPodView } : {}),
       pods: pods.map((p) => ({ name: p.name, node: p.node.name, ip4: p.ip4, ip6: p.ip6 })),
       proxies: [...proxies].map(([n, p]) => ({ node: n.name, ip4: p.ip4, ip6: p.ip6 })),
-      requests, captured, trace: first, attached, ambientConfig, ok,
+      requests, captured, trace: first, attached, resolvedByProxy, clusterDnsQueries, ambientConfig, ok,
     };
     o.onResult?.(result);
     for (const p of proxies.values()) await p.stop();

@@ -80,7 +80,7 @@ export class LabNodeProxy {
   #control: http.Server | undefined;
   /** Pod netns names it listens in (the agent's last snapshot). */
   podNetns: string[] = [];
-  readonly dns: NodeProxyDns | undefined;
+  dns: NodeProxyDns | undefined;
   /** DNS proxies: 'proxy' (its own netns) and one per pod netns it serves in-pod. */
   readonly #dnsProcs = new Map<string, ChildProcess>();
   /** Every query its DNS proxies logged. */
@@ -146,6 +146,16 @@ export class LabNodeProxy {
     c.kill('SIGTERM');
     await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
     if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  }
+
+  /** New DNS settings (names known once pods exist): every running DNS proxy restarts with them. */
+  async setDns(dns: NodeProxyDns): Promise<void> {
+    if (!this.dns) throw new Error(`node proxy ${this.id}: started without DNS (its announcement has no DNS port)`);
+    this.dns = dns;
+    for (const tag of [...this.#dnsProcs.keys()]) {
+      await this.#stopDns(tag);
+      await this.#startDns(tag);
+    }
   }
 
   /** Stops (or starts again) the DNS proxy of its own netns: the eBPF datapath must then fail open. */
