@@ -55,7 +55,7 @@ export interface AmbientDemoResult {
   trace: (TraceRecord & { node: string })[];
   /** The programs on each enrolled pod's host veth, per hook (BPF_PROG_QUERY for tcx, cls_bpf otherwise). */
   attached: { pod: string; veth: string; hook: string; programs: string[] }[];
-  /** In-pod engine: each enrolled pod's mangle rules (iptables-save -c) and the listeners the node proxy opened in its netns. */
+  /** In-pod engine: each enrolled pod's mangle and nat rules (iptables-save -c) and the listeners the node proxy opened in its netns. */
   inPod?: { pod: string; rules: string[]; listeners: string[] }[];
   /** Queries for the apps' names the node proxies' DNS proxies answered themselves, and that reached the cluster DNS. */
   resolvedByProxy: number;
@@ -135,7 +135,7 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
     const first = trace.filter((t) => t.pod?.startsWith(`${AMBIENT_NAMESPACE}/`));
     o.say('');
     if (inPod) {
-      o.say('what the in-pod rules did for request 1 (iptables-save -c -t mangle in each pod netns, rules that counted packets):');
+      o.say('what the in-pod rules did for request 1 (iptables-save -c -t mangle / -t nat in each pod netns, rules that counted packets):');
       for (const v of inPodView ?? []) {
         o.say(`  ${v.pod}:`);
         for (const l of v.rules) o.say(`    ${l}`);
@@ -196,8 +196,10 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
 function inPodOf(p: LabPod): { pod: string; rules: string[]; listeners: string[] } {
   const rules: string[] = [];
   for (const save of ['iptables-save', 'ip6tables-save']) {
-    const text = execFileSync('nsenter', [`--net=${p.netnsPath}`, '--', save, '-c', '-t', 'mangle'], { encoding: 'utf8' });
-    for (const l of text.split('\n')) if (/MESHWARP_AM/.test(l) && !/^\[0:0\]/.test(l) && l.startsWith('[')) rules.push(`${save === 'iptables-save' ? 'v4' : 'v6'} ${l}`);
+    for (const table of ['mangle', 'nat']) {
+      const text = execFileSync('nsenter', [`--net=${p.netnsPath}`, '--', save, '-c', '-t', table], { encoding: 'utf8' });
+      for (const l of text.split('\n')) if (/MESHWARP_AM/.test(l) && !/^\[0:0\]/.test(l) && l.startsWith('[')) rules.push(`${save === 'iptables-save' ? 'v4' : 'v6'} ${l}`);
+    }
   }
   const ss = execFileSync('nsenter', [`--net=${p.netnsPath}`, '--', 'ss', '-Hltn'], { encoding: 'utf8' });
   const listeners = ss.split('\n').map((l) => l.trim().split(/\s+/)[3]).filter((a): a is string => !!a && /:1500[168]$/.test(a));
