@@ -16,7 +16,7 @@
  *   mw_am_dns_reply  mwam_to_pod: a reply from the proxy's DNS port gets the
  *                    server it was sent to back as its source (address and
  *                    port, checksums fixed); a nameserver's own reply passes
- *                    even while the failure policy drops UDP.
+ *                    even while the failure policy drops UDP (no ready proxy).
  * The proxy's own upstream queries leave from its own interface, which is
  * not an enrolled pod's: no program here sees them.
  */
@@ -250,9 +250,25 @@ static __always_inline struct am_proxy *mw_am_proxy_of(__u32 ifindex)
 	return NULL;
 }
 
+/* Whether a node proxy is ready for new flows (am_node.active names a live, ready slot). */
+static __always_inline int mw_am_ready(const struct am_node *node)
+{
+	__u32 k;
+	struct am_proxy *px;
+
+	if (!node || !node->active)
+		return 0;
+	k = node->active - 1;
+	if (k >= MW_AM_MAX_PROXIES)
+		return 0;
+	px = bpf_map_lookup_elem(&am_proxies, &k);
+	return px && (px->flags & (MW_AM_PROXY_F_LIVE | MW_AM_PROXY_F_READY)) == (MW_AM_PROXY_F_LIVE | MW_AM_PROXY_F_READY);
+}
+
 /* mwam_to_pod, first for UDP to an enrolled pod: replies of captured queries, and the servers' own. */
 static __always_inline int mw_am_dns_reply(struct __sk_buff *skb, const struct am_pod *pod, const struct mw_am_pkt *p)
 {
+	struct am_node *node = mw_am_node();
 	struct am_proxy *from_proxy;
 	struct am_dns_query *q;
 	struct am_dns_key k;
@@ -264,10 +280,11 @@ static __always_inline int mw_am_dns_reply(struct __sk_buff *skb, const struct a
 		return MW_AM_GO_ON;
 	from_proxy = mw_am_proxy_of(skb->ingress_ifindex);
 	if (!from_proxy) {
-		/* The real server's answer to a query that was not captured: through even when UDP is dropped. */
-		if (p->sport != MW_DNS_PORT_BE || !mw_am_dns_server(pod->netns_cookie, &p->saddr))
+		/* The real server's answer to a query left to it (fail open): through even while
+		 * the failure policy drops UDP; with a ready proxy it is ordinary UDP. */
+		if (p->sport != MW_DNS_PORT_BE || !mw_am_dns_server(pod->netns_cookie, &p->saddr) || mw_am_ready(node))
 			return MW_AM_GO_ON;
-		return mw_am_done(MW_TC_NEXT, MW_PROG_AM_TO_POD, MW_VERDICT_BYPASSED, MW_STAT_DNS_SERVER_REPLY, pod->netns_cookie, p, p->dport);
+		return mw_am_done(MW_TC_NEXT, MW_PROG_AM_TO_POD, MW_VERDICT_BYPASSED, MW_STAT_DNS_NO_LISTENER, pod->netns_cookie, p, p->dport);
 	}
 	if (!from_proxy->dns_port || p->sport != from_proxy->dns_port)
 		return MW_AM_GO_ON;

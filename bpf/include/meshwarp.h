@@ -267,11 +267,11 @@ enum mw_stat {
 	MW_STAT_SOCKMAP_OFF = 58,	/* passed, or not enrolled: switch off */
 	MW_STAT_SOCKMAP_OPTED_OUT = 59,	/* not enrolled: pod opted out */
 	/* Ambient DNS capture (bpf/ambient/dns.h); the ambient object also counts
-	 * dns_captured, dns_no_listener, dns_not_server, dns_restored and
+	 * dns_captured, dns_no_listener (also the nameserver's reply passed
+	 * while no proxy is ready), dns_not_server, dns_restored and
 	 * dns_state_failed, with the same meaning as the sidecar's. */
 	MW_STAT_DNS_UNMATCHED = 60,	/* reply from the node proxy's DNS port with no query entry: passed as it is */
-	MW_STAT_DNS_SERVER_REPLY = 61,	/* a nameserver's own reply to an enrolled pod (uncaptured query): passed */
-	MW_STAT__MAX = 62,
+	MW_STAT__MAX = 61,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");

@@ -90,7 +90,7 @@ export const STATS = [
   'sockmap_eother', 'sockmap_msgs', 'sockmap_bytes', 'sockmap_miss', 'sockmap_native', 'sockmap_off',
   'sockmap_opted_out',
   // ambient DNS capture (bpf/ambient/dns.h; it also counts the dns_* above)
-  'dns_unmatched', 'dns_server_reply',
+  'dns_unmatched',
 ] as const;
 export type StatName = (typeof STATS)[number];
 
