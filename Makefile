@@ -21,12 +21,22 @@ bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$
 setup:
 	@scripts/setup.sh
 
-bpf: $(BPF_OBJS) build/bin/mw-sockcheck
+bpf: $(BPF_OBJS) build/bin/mw-sockcheck build/bin/mw-musl-resolve build/test/sockmap-foreign.bpf.o
+
+# Test fixture: another tool's sock_ops + sk_msg (test/kernel/sockmap-edges.test.ts).
+build/test/sockmap-foreign.bpf.o: test/kernel/fixtures/sockmap-foreign.bpf.c
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
 
 # The S4 behaviour gate's socket exerciser (src/datapath/sidecar/sockgate.ts runs it).
 build/bin/mw-sockcheck: src/datapath/sidecar/sockcheck.c
 	@mkdir -p $(@D)
 	cc -O2 -Wall -Wextra -Werror -pthread -o $@ $<
+
+# A static musl DNS client for the DNS conformance scenarios (musl's resolver checks reply sources).
+build/bin/mw-musl-resolve: test/tools/musl-resolve.c
+	@mkdir -p $(@D)
+	musl-gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
 
 build/bpf/units/%.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(@D)

@@ -148,8 +148,9 @@ static __always_inline __u32 mw_am_tuple(const struct mw_am_pkt *p, struct bpf_s
 
 /* Lookup result kinds. */
 #define MW_AM_SK_NONE		0
-#define MW_AM_SK_FLOW		1	/* a socket of this flow (request, established, time-wait) */
+#define MW_AM_SK_FLOW		1	/* a socket of this flow (request, established, closing) */
 #define MW_AM_SK_LISTENER	2
+#define MW_AM_SK_TIME_WAIT	3	/* a socket of this tuple in TIME_WAIT: a SYN starts a new flow */
 
 /* What the netns `netns` (BPF_F_CURRENT_NETNS, or an id relative to the
  * skb's netns) holds for tuple t. */
@@ -160,7 +161,8 @@ static __always_inline int mw_am_lookup(struct __sk_buff *skb, struct bpf_sock_t
 
 	if (!sk)
 		return MW_AM_SK_NONE;
-	kind = sk->state == BPF_TCP_LISTEN ? MW_AM_SK_LISTENER : MW_AM_SK_FLOW;
+	kind = sk->state == BPF_TCP_LISTEN ? MW_AM_SK_LISTENER :
+	       sk->state == BPF_TCP_TIME_WAIT ? MW_AM_SK_TIME_WAIT : MW_AM_SK_FLOW;
 	bpf_sk_release(sk);
 	return kind;
 }

@@ -142,8 +142,9 @@ static __always_inline int mw_am_dns_in(struct __sk_buff *skb, const struct mw_a
 		return MW_AM_GO_ON;
 	cookie = pod->netns_cookie;
 	len = mw_am_tuple(p, &t, p->dport);
-	/* A SYN that meets a socket of its own tuple is the TCP path's (see mwam_proxy_in). */
-	if (p->proto == MW_IPPROTO_TCP && mw_am_lookup(skb, &t, len, BPF_F_CURRENT_NETNS) == MW_AM_SK_FLOW)
+	/* A SYN that meets a socket of its own tuple (a flow, or TIME_WAIT: the TCP path's hand-off,
+	 * to the outbound listener, which relays it to the server) is the TCP path's. */
+	if (p->proto == MW_IPPROTO_TCP && mw_am_lookup(skb, &t, len, BPF_F_CURRENT_NETNS) != MW_AM_SK_NONE)
 		return MW_AM_GO_ON;
 	for (__u32 i = 0; i < MW_AM_MAX_PROXIES; i++) {
 		__u32 s = i;

@@ -16,17 +16,23 @@ static __always_inline int mw_am_src_exempt(const struct mw_am_pkt *p)
 }
 
 /* The slot of the live node proxy that holds a socket of this flow, or -1:
- * established flows stay with the instance that has them (upgrades). */
+ * established flows stay with the instance that has them (upgrades). A SYN
+ * that meets a TIME_WAIT socket of its tuple is a new flow (proxy.bpf.c). */
 static __always_inline int mw_am_owner(struct __sk_buff *skb, const struct mw_am_pkt *p)
 {
 	struct bpf_sock_tuple t = {};
 	__u32 len = mw_am_tuple(p, &t, p->dport);
+	int syn = mw_am_is_syn(p);
 
 	for (__u32 i = 0; i < MW_AM_MAX_PROXIES; i++) {
 		__u32 k = i;
 		struct am_proxy *px = bpf_map_lookup_elem(&am_proxies, &k);
+		int kind;
 
-		if (px && (px->flags & MW_AM_PROXY_F_LIVE) && mw_am_lookup(skb, &t, len, px->netns_id) == MW_AM_SK_FLOW)
+		if (!px || !(px->flags & MW_AM_PROXY_F_LIVE))
+			continue;
+		kind = mw_am_lookup(skb, &t, len, px->netns_id);
+		if (kind == MW_AM_SK_FLOW || (kind == MW_AM_SK_TIME_WAIT && !syn))
 			return (int)i;
 	}
 	return -1;

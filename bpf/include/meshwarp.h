@@ -266,12 +266,17 @@ enum mw_stat {
 	MW_STAT_SOCKMAP_NATIVE = 57,	/* passed: the socket already sent through TCP (order) */
 	MW_STAT_SOCKMAP_OFF = 58,	/* passed, or not enrolled: switch off */
 	MW_STAT_SOCKMAP_OPTED_OUT = 59,	/* not enrolled: pod opted out */
+	/* Ambient, node proxy netns: a SYN that meets a proxy socket in TIME_WAIT. */
+	MW_STAT_AM_TW_HANDOFF = 60,	/* handed to the kernel's TIME_WAIT path, listener left for mwam_tw_lookup */
+	MW_STAT_AM_TW_ASSIGNED = 61,	/* mwam_tw_lookup gave the kernel's listener lookup our listener */
+	/* sockmap (S4), continued. */
+	MW_STAT_SOCKMAP_EOPNOTSUPP = 62, /* insert failed: socket kind sockmap refuses (e.g. an MPTCP subflow) */
 	/* Ambient DNS capture (bpf/ambient/dns.h); the ambient object also counts
 	 * dns_captured, dns_no_listener (also the nameserver's reply passed
 	 * while no proxy is ready), dns_not_server, dns_restored and
 	 * dns_state_failed, with the same meaning as the sidecar's. */
-	MW_STAT_DNS_UNMATCHED = 60,	/* reply from the node proxy's DNS port with no query entry: passed as it is */
-	MW_STAT__MAX = 61,
+	MW_STAT_DNS_UNMATCHED = 63,	/* reply from the node proxy's DNS port with no query entry: passed as it is */
+	MW_STAT__MAX = 64,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");
@@ -306,6 +311,7 @@ enum mw_trace_prog {
 	MW_PROG_RECVMSG6 = 13,
 	MW_PROG_GETPEERNAME4 = 14,
 	MW_PROG_GETPEERNAME6 = 15,
+	MW_PROG_AM_TW_LOOKUP = 16,	/* mwam_tw_lookup */
 };
 
 /* trace_event.verdict. Values are fixed: append only. */

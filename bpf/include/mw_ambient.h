@@ -23,6 +23,7 @@
 
 enum mw_am_limit {
 	MW_AM_MAX_PROXIES = 4,		/* node proxy instances live at once (upgrade: old + new) */
+	MW_AM_MAX_CPUS = 1024,		/* am_tw_listener slots (one per CPU); CPUs beyond: no hand-off */
 };
 
 /* am_node.fail_policy: what enrolled pods' new TCP flows and UDP do while no
@@ -107,5 +108,17 @@ struct am_dns_query {
 enum mw_am_dns_limit {
 	MW_AM_DNS_QUERIES = 16384,	/* am_dns_queries: queries in flight on the node */
 };
+
+/* am_tw_hint (PERCPU_ARRAY, one slot): the SYN mwam_proxy_in just handed to
+ * the kernel's TIME_WAIT path on this CPU. That path runs mwam_tw_lookup in
+ * the same softirq; it gives the kernel the listener in am_tw_listener[cpu]
+ * only for this tuple. BPF-only: userspace never reads it. */
+struct am_tw_hint {
+	struct ip_addr saddr;		/* 0  the SYN's source (the client) */
+	struct ip_addr daddr;		/* 16 its destination (the original one) */
+	__u16 sport;			/* 32 network order */
+	__u16 dport;			/* 34 network order */
+	__u32 _pad;			/* 36 */
+};					/* 40 */
 
 #endif /* MW_AMBIENT_H */

@@ -52,4 +52,23 @@ MW_MAP struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } am_dns_queries SEC(".maps");
 
+/* TIME_WAIT hand-off (proxy.bpf.c): per CPU, the SYN handed over and the
+ * listener it must reach. Both are overwritten by the next hand-off on that
+ * CPU; a listener leaves am_tw_listener by itself when it closes. */
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct am_tw_hint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} am_tw_hint SEC(".maps");
+
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, MW_AM_MAX_CPUS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} am_tw_listener SEC(".maps");
+
 #endif /* MW_AMBIENT_MAPS_H */

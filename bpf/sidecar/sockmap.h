@@ -3,8 +3,11 @@
  * sockmap acceleration (S4): what sock_ops (enrolment, sockops.bpf.c) and
  * sk_msg (redirect, sockmap.bpf.c) share. The rules, each from a known bug
  * of earlier meshes (docs/sockmap.md):
- *  - only a same-netns loopback pair meshwarp made is enrolled: the app's
- *    captured socket and the sidecar's socket that accepted it;
+ *  - only same-netns pairs of a meshed pod are enrolled: the app's captured
+ *    socket and the sidecar's socket that accepted it (both loopback), and
+ *    a connection over the pod's own address (local address == remote
+ *    address: both ends in this netns), i.e. the sidecar's inbound leg to
+ *    its app;
  *  - the key holds the netns cookie, so no byte reaches another pod;
  *  - BPF_NOEXIST, every failure counted by errno (a socket another tool's
  *    sk_msg owns, a kTLS socket: left to TCP);
@@ -93,12 +96,20 @@ static __always_inline __u32 mw_sockmap_errno_stat(long err)
 	case 22: return MW_STAT_SOCKMAP_EINVAL;	/* EINVAL */
 	case 12: return MW_STAT_SOCKMAP_ENOMEM;	/* ENOMEM */
 	case 7:  return MW_STAT_SOCKMAP_E2BIG;	/* E2BIG */
+	case 95: return MW_STAT_SOCKMAP_EOPNOTSUPP; /* EOPNOTSUPP: not a socket sockmap takes */
 	default: return MW_STAT_SOCKMAP_EOTHER;
 	}
 }
 
-/* sock_ops, at ESTABLISHED: enrols a socket of a same-netns loopback pair
- * (o is its origin_by_sock storage, cfg its pod's config). */
+/* Both ends on the same non-loopback address: a connection that starts and
+ * ends in this netns (a pod address exists in one netns only). */
+static __always_inline int mw_ends_same_addr(const struct mw_ends *e)
+{
+	return !mw_addr_is_loopback(&e->local) && mw_addr_eq(&e->local, &e->remote);
+}
+
+/* sock_ops, at ESTABLISHED: enrols a socket of a same-netns pair, loopback or
+ * over the pod's own address (o is its origin_by_sock storage, cfg its pod's config). */
 static __always_inline void mw_sockmap_enrol(struct bpf_sock_ops *ctx, const struct mw_ends *e,
 					     struct origin *o, __u64 cookie,
 					     const struct pod_config *cfg)
@@ -106,7 +117,7 @@ static __always_inline void mw_sockmap_enrol(struct bpf_sock_ops *ctx, const str
 	struct sock_key k = {};
 	long err;
 
-	if (!mw_addr_is_loopback(&e->local) || !mw_addr_is_loopback(&e->remote))
+	if (!(mw_addr_is_loopback(&e->local) && mw_addr_is_loopback(&e->remote)) && !mw_ends_same_addr(e))
 		return;
 	if (!mw_sockmap_on()) {
 		mw_count(MW_STAT_SOCKMAP_OFF);
@@ -124,6 +135,30 @@ static __always_inline void mw_sockmap_enrol(struct bpf_sock_ops *ctx, const str
 	}
 	o->flags |= MW_ORIGIN_F_SOCKMAP;
 	mw_count(MW_STAT_SOCKMAP_ADDED);
+}
+
+/*
+ * sock_ops, at ESTABLISHED, a socket meshwarp did not capture: enrols it when
+ * both its ends are the pod's own address (the sidecar's connection to its
+ * app, and the app's accepted end of it). Socket storage is created only when
+ * S4 is on: it carries the order guard's flag.
+ */
+static __always_inline void mw_sockmap_enrol_local(struct bpf_sock_ops *ctx, const struct mw_ends *e,
+						   __u64 cookie, const struct pod_config *cfg)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct origin *o;
+
+	if (!sk || !mw_ends_same_addr(e))
+		return;
+	if (!mw_sockmap_on()) {
+		mw_count(MW_STAT_SOCKMAP_OFF);
+		return;
+	}
+	o = bpf_sk_storage_get(&origin_by_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return;
+	mw_sockmap_enrol(ctx, e, o, cookie, cfg);
 }
 
 #endif /* MW_SOCKMAP_H */

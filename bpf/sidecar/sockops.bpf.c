@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /* sockops: hands the original destination to the proxy's accepted socket,
- * enrols same-netns pairs for sockmap (sockmap.h) and deletes
+ * enrols same-netns pairs for sockmap (sockmap.h: app <-> sidecar on
+ * loopback, sidecar -> app over the pod's address) and deletes
  * per-connection entries at close (see sidecar.h). */
 #include "sidecar.h"
 #include "sockmap.h"
@@ -34,13 +35,17 @@ static __always_inline void mw_on_active(struct bpf_sock_ops *ctx)
 	struct origin *o;
 	__u64 cookie;
 
-	if (!sk)
+	if (!sk || mw_sockops_ends(ctx, &e))
 		return;
 	o = bpf_sk_storage_get(&origin_by_sock, sk, 0, 0);
-	if (!o || !o->family || !(o->flags & MW_ORIGIN_F_CONNECT))
+	if (!o || !o->family || !(o->flags & MW_ORIGIN_F_CONNECT)) {
+		/* Not captured: maybe the sidecar's connection to its own app (S4). */
+		cookie = bpf_get_netns_cookie(ctx);
+		cfg = bpf_map_lookup_elem(&pod_config, &cookie);
+		if (cfg)
+			mw_sockmap_enrol_local(ctx, &e, cookie, cfg);
 		return;
-	if (mw_sockops_ends(ctx, &e))
-		return;
+	}
 	mw_tuple_key(ctx, &k, &e.local, e.lport, &e.remote, e.rport);
 	if (bpf_map_update_elem(&origin_by_tuple, &k, o, BPF_NOEXIST)) {
 		mw_count(MW_STAT_TUPLE_FAILED);
@@ -94,8 +99,11 @@ static __always_inline void mw_on_passive(struct bpf_sock_ops *ctx)
 		return;
 	}
 
-	if (e.lport != cfg->inbound_port)
+	if (e.lport != cfg->inbound_port) {
+		/* The app's end of the sidecar's connection to it (S4). */
+		mw_sockmap_enrol_local(ctx, &e, cookie, cfg);
 		return;
+	}
 	mw_nat_key(&nk, &e.remote, &e.local, e.rport);
 	n = bpf_map_lookup_elem(&inbound_nat, &nk);
 	if (!n)

@@ -37,7 +37,7 @@ export function formatReport(r: BenchReport, chartPath?: string): string {
   const scenarios = r.scenarios;
   for (const pl of r.placements) {
     out.push('', PLACEMENT_TITLE[pl] ?? pl);
-    const rows: string[][] = [['', ...scenarios]];
+    const rows: string[][] = [['', ...scenarios.map((m) => (m === 'ebpf+sockmap' && r.sockmap && !r.sockmap.safe ? `${m} †` : m))]];
     for (const f of r.figures.filter((x) => x.placement === pl)) {
       rows.push([rowLabel(f), ...scenarios.map((m) => spread(f.scenarios[m]) + errMark(f, m))]);
     }
@@ -46,11 +46,16 @@ export function formatReport(r: BenchReport, chartPath?: string): string {
 
   const keys = RATIO_KEYS.filter((k) => k.split('/').every((m) => scenarios.includes(m as Scenario)));
   if (keys.length > 0) {
-    out.push('', 'ratios of medians (higher is better for /s and Gbit/s, lower for µs)');
+    out.push('', 'ratios of medians [min–max of the per-round ratios] (higher is better for /s and Gbit/s, lower for µs)');
     const rows: string[][] = [['', ...keys]];
     for (const pl of r.placements) {
       rows.push([pl, ...keys.map(() => '')]);
-      for (const f of r.figures.filter((x) => x.placement === pl)) rows.push([`  ${rowLabel(f)}`, ...keys.map((k) => times(f.ratios[k]))]);
+      for (const f of r.figures.filter((x) => x.placement === pl)) {
+        rows.push([`  ${rowLabel(f)}`, ...keys.map((k) => {
+          const sp = f.ratioSpread[k];
+          return times(f.ratios[k]) + (sp ? ` [${times(sp.min)}–${times(sp.max)}]` : '');
+        })]);
+      }
     }
     out.push(...table(rows, ['l', ...keys.map(() => 'r' as const)]).map((l) => `  ${l}`));
   }
@@ -69,7 +74,8 @@ export function formatReport(r: BenchReport, chartPath?: string): string {
 
   if (r.sockmap) {
     const g = r.sockmap.gate;
-    out.push('', `sockmap (S4): ebpf+sockmap measured with S4 forced on; behaviour gate on this kernel: ${g ? (g.pass ? 'pass' : `FAIL (the agent keeps S4 off): ${g.reason}`) : 'not run'}`);
+    out.push('', `sockmap (S4)${r.sockmap.safe ? '' : ' † UNSAFE'}: ${r.sockmap.note}`);
+    out.push(`  behaviour gate on this kernel: ${g ? (g.pass ? 'pass' : `FAIL (the agent keeps S4 off): ${g.reason}`) : 'not run'}`);
     if (r.sockmap.leg) out.push(`  leg micro-benchmark, ns per 64 B round trip per run: sockmap ${r.sockmap.leg.sockmapNs.join(', ')}; loopback TCP ${r.sockmap.leg.tcpNs.join(', ')}`);
   }
 

@@ -77,8 +77,19 @@ export interface BenchReport {
   tc: TcProgResult | null;
   /** eBPF datapath counters (both nodes) accumulated during each round's ebpf / ebpf+sockmap block. */
   datapath: { round: number; scenario?: string; counters: Record<string, number> }[];
-  /** S4: the behaviour gate's verdict on this kernel (ebpf+sockmap is measured with S4 forced on) and the leg micro-benchmark. */
-  sockmap?: { gate: { pass: boolean; reason: string } | null; leg: LegResult | null };
+  /**
+   * S4: how ebpf+sockmap ran. The bench always forces S4 on in those blocks (mode 'forced') so the
+   * scenario is measured on every kernel; `safe` is false when the behaviour gate fails here, i.e.
+   * the figures are of a configuration the agent would not run by itself (`gate.failed` says why).
+   * Also the leg micro-benchmark.
+   */
+  sockmap?: {
+    mode: 'forced';
+    safe: boolean;
+    note: string;
+    gate: { pass: boolean; reason: string; failed: string[] } | null;
+    leg: LegResult | null;
+  };
   samples: Sample[];
   errors: string[];
 }
@@ -105,7 +116,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   let tools: Record<string, string> = {};
   let tc: TcProgResult | null = null;
   let leg: LegResult | null = null;
-  let gate: { pass: boolean; reason: string } | null = null;
+  let gate: NonNullable<BenchReport['sockmap']>['gate'] = null;
   let measureStart = 0;
   let measured = 0;
   try {
@@ -117,7 +128,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     };
     if (o.scenarios.includes('ebpf+sockmap')) {
       const st = bl.drivers.get('ebpf/node1')?.features.sockmapState?.();
-      if (st?.gate) gate = { pass: st.gate.pass, reason: st.reason };
+      if (st?.gate) {
+        const bad = st.gate.checks.filter((c) => !c.ok);
+        gate = {
+          pass: st.gate.pass,
+          reason: st.gate.pass ? `all ${st.gate.checks.length} checks passed` : bad.length ? bad.map((c) => `IPv${c.family} ${c.check}: ${c.detail}`).join('; ') : st.reason,
+          failed: bad.map((c) => `IPv${c.family} ${c.check}`),
+        };
+      }
       progress(0, 'sockmap leg micro-benchmark');
       try {
         leg = await legLatency(o.rounds, 20_000, o.objectPath); // its own private netns
@@ -237,8 +255,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     placements: o.placements,
     tests,
     figures,
-    goals: evaluateGoals(figures, o.conns, tc ?? undefined, leg ?? undefined),
-    sockmap: o.scenarios.includes('ebpf+sockmap') ? { gate, leg } : undefined,
+    goals: evaluateGoals(figures, o.conns, tc ?? undefined, leg ?? undefined,
+      o.scenarios.includes('ebpf+sockmap') ? { forced: true, gatePass: gate ? gate.pass : null } : undefined),
+    sockmap: o.scenarios.includes('ebpf+sockmap') ? sockmapSection(gate, leg) : undefined,
     tc,
     datapath,
     samples,
@@ -247,6 +266,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 }
 
 const SETTLE_MS = 250;
+
+function sockmapSection(gate: NonNullable<BenchReport['sockmap']>['gate'], leg: LegResult | null): NonNullable<BenchReport['sockmap']> {
+  const safe = gate?.pass === true;
+  const note = safe
+    ? 'S4 forced on in the ebpf+sockmap blocks; the behaviour gate passes on this kernel, so the agent would turn it on by itself (--sockmap auto)'
+    : `S4 FORCED ON in the ebpf+sockmap blocks although the behaviour gate ${gate ? 'fails' : 'did not run'} on this kernel: UNSAFE, ` +
+      'a configuration the agent never runs by itself (--sockmap auto keeps S4 off); the figures show what S4 would give, not what a node gets' +
+      (gate ? ` (failed: ${gate.failed.join(', ')})` : '');
+  return { mode: 'forced', safe, note, gate, leg };
+}
 
 /**
  * The order of the scenarios in a round: rows of a Williams square, so over n

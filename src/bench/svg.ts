@@ -176,9 +176,11 @@ export function renderChart(r: BenchReport): string {
   // Legend.
   let lx = margin;
   for (const m of r.scenarios) {
+    // S4 forced on where the gate fails: say so next to its colour.
+    const label = m === 'ebpf+sockmap' && r.sockmap && !r.sockmap.safe ? `${m} (S4 forced, unsafe here)` : m;
     out.push(`<rect x="${lx}" y="70" width="14" height="14" fill="${SCENARIO_COLORS[m]}"/>`);
-    out.push(text(lx + 19, 81.5, m, 'font-size="12.5" fill="#111"'));
-    lx += 19 + m.length * 8 + 22;
+    out.push(text(lx + 19, 81.5, label, 'font-size="12.5" fill="#111"'));
+    lx += 19 + label.length * 8 + 22;
   }
   out.push(`<path d="M${lx + 7} 70V84M${lx + 3} 70H${lx + 11}M${lx + 3} 84H${lx + 11}" stroke="#222" stroke-width="1.2" fill="none"/>`);
   out.push(text(lx + 17, 81.5, `whiskers: min–max over ${o.rounds} round${o.rounds === 1 ? '' : 's'} (machine noise); bar: median`, 'font-size="12.5" fill="#111"'));

@@ -19,6 +19,8 @@ export interface LinkInfo {
   type: number; id: number; progId: number;
   /** tcx links: the device's ifindex, 0 once the device is gone (a defunct link). */
   ifindex: number;
+  /** netns links (sk_lookup): the inode of the netns, 0 once it is gone. Same union slot as ifindex. */
+  netnsIno: number;
 }
 
 export class Link {
@@ -41,6 +43,17 @@ export class Link {
       return new Link(fd, `${prog.name}@cgroup:${cgroupPath}`);
     } finally {
       closeSync(cg);
+    }
+  }
+
+  /** Attaches a netns program (BPF sk_lookup) to the network namespace at `netnsPath`. */
+  static attachNetns(prog: Program, netnsPath: string): Link {
+    const ns = openSync(netnsPath, 'r');
+    try {
+      const fd = check(`attach ${prog.name} to netns ${netnsPath}`, fn.linkCreate(prog.fd, ns, prog.expectedAttachType, null));
+      return new Link(fd, `${prog.name}@netns:${netnsPath}`);
+    } finally {
+      closeSync(ns);
     }
   }
 
@@ -89,7 +102,8 @@ export class Link {
     const buf = Buffer.alloc(256);
     const len = [buf.length];
     check(`link info of ${this.what}`, fn.objGetInfoByFd(this.fd, buf, len));
-    return { type: buf.readUInt32LE(0), id: buf.readUInt32LE(4), progId: buf.readUInt32LE(8), ifindex: buf.readUInt32LE(16) };
+    const target = buf.readUInt32LE(16);
+    return { type: buf.readUInt32LE(0), id: buf.readUInt32LE(4), progId: buf.readUInt32LE(8), ifindex: target, netnsIno: target };
   }
 
   /** Detaches from the hook now (even if pinned), unpins, and closes. */

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// `meshwarp bench`: the A/B benchmark (direct, direct+sidecar, iptables, ebpf)
-// on a lab it builds and removes, plus the tc programs' per-packet cost.
+// `meshwarp bench`: the A/B benchmark (direct, direct+sidecar, iptables, ebpf,
+// ebpf+sockmap) on a lab it builds and removes, plus the tc programs' per-packet cost.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -17,15 +17,18 @@ const HELP = `usage: meshwarp bench [--full] [--json] [--chart PATH] [--rounds N
                       [--no-tc] [--tc-repeat N] [--tc-runs N] [--bpf-object PATH] [--prefix P]
 
 Builds a two-node lab and measures a client pod talking to a server pod on
-the same node and on the other node, in four scenarios: direct (no sidecar),
-direct+sidecar (haproxy sidecars used explicitly), iptables and ebpf (haproxy
-sidecars, traffic intercepted). Scenarios are interleaved within each round;
-medians with min–max over rounds and the ratios ebpf/iptables and
-each/direct are reported. Also measures each tc program's ns per packet
-(BPF_PROG_TEST_RUN). Needs root; everything it creates is removed at the end
-and on Ctrl-C.
+the same node and on the other node, in five scenarios: direct (no sidecar),
+direct+sidecar (haproxy sidecars used explicitly), iptables, ebpf and
+ebpf+sockmap (haproxy sidecars, traffic intercepted; ebpf+sockmap with S4
+forced on, labelled unsafe where the behaviour gate fails). Scenarios are
+interleaved within each round; medians with min–max over rounds, the ratios
+ebpf/iptables, ebpf+sockmap/iptables and each/direct with the min–max of the
+per-round ratios, and the goals (JSON "goals") are reported. Also measures
+the app <-> sidecar leg alone (sockmap vs loopback TCP) and each tc program's
+ns per packet (BPF_PROG_TEST_RUN). Needs root; everything it creates is
+removed at the end and on Ctrl-C.
 
-  --full               longer run: ${FULL.rounds} rounds × ${FULL.durationS} s (default: ${QUICK.rounds} × ${QUICK.durationS} s, about 2½ minutes)
+  --full               longer run: ${FULL.rounds} rounds × ${FULL.durationS} s (default: ${QUICK.rounds} × ${QUICK.durationS} s, about 3 minutes; --full about 14)
   --json               print the report as JSON (every figure and sample) instead of the table
   --chart PATH         where to write the SVG chart (default: ./meshwarp-bench-<time>.svg)
   --rounds N           rounds (each scenario once per round)

@@ -60,9 +60,10 @@ export const FEATURES: FeatureRule[] = [
     needs: ['privileges', 'bpffs', P('sched_cls'), H('sched_cls', 'redirect'), O('ambient')],
     soft: [{ probes: [H('sched_cls', 'redirect_peer')], advice: 'no bpf_redirect_peer: delivery takes one more hop through the host stack' },
       { probes: ['tcx'], advice: `kernel lacks tcx (Linux >= ${feature('tcx').since}): ambient programs attach as legacy cls_bpf at their own priority — degraded, works` }] },
-  { id: 'A2', name: 'node-proxy delivery (bpf_sk_assign)', required: false,
-    needs: ['privileges', P('sched_cls'), H('sched_cls', 'sk_assign'), H('sched_cls', 'skc_lookup_tcp'), H('sched_cls', 'sk_release'), O('ambient')],
-    soft: [{ probes: [P('sk_lookup')], advice: `no BPF sk_lookup (Linux >= ${feature('prog.sk_lookup').since}): delivery stays on tc bpf_sk_assign (what meshwarp uses); SO_REUSEPORT listener groups cannot be steered` }] },
+  // sk_lookup + sockmap: a SYN that meets the proxy's TIME_WAIT socket of its tuple (docs/ambient.md).
+  { id: 'A2', name: 'node-proxy delivery (bpf_sk_assign, sk_lookup)', required: false,
+    needs: ['privileges', P('sched_cls'), H('sched_cls', 'sk_assign'), H('sched_cls', 'skc_lookup_tcp'), H('sched_cls', 'sk_release'),
+      P('sk_lookup'), M('sockmap'), O('ambient')] },
   { id: 'A3', name: 'node-proxy absence policy', required: false, needs: ['privileges', 'bpffs', P('sched_cls'), O('ambient')] },
   { id: 'C1', name: 'chained CNI plugin', required: false, needs: ['node'] },
   { id: 'C2', name: 'CNI config installer', required: false, needs: ['node'] },

@@ -240,6 +240,17 @@ export class LabNodeProxy {
       // DNS listeners first, like the others: the acknowledgement means every one is open.
       for (const n of names) await this.#startDns(n);
       const dropped = this.podNetns.filter((n) => !names.includes(n));
+      // A pod netns this instance leaves (an upgrade's old instance): pause its listeners
+      // first (haproxy `disable frontend`: the kernel takes them out of the SO_REUSEPORT group
+      // and tcp_migrate_req hands their queues to the new instance), then reload. A reload
+      // alone closed them in the old worker's soft-stop, which closed a few connections it
+      // had just accepted unanswered (1–3 of 4000); once paused it accepts none, and the
+      // sessions it has finish in the old worker as before.
+      const leaving = this.podNetns.flatMap((n, i) => names.includes(n) ? [] : [`out_${i}`, `in_${i}`]);
+      if (leaving.length > 0) {
+        for (const fe of leaving) await this.#cli(`disable frontend ${fe}`);
+        await new Promise((r) => setTimeout(r, 200)); // accepts already under way complete
+      }
       this.podNetns = [...names];
       writeFileSync(this.#cfg, haproxyConfig(NODE_PROXY_PORTS, names, this.#stats), { mode: 0o644 });
       const c = this.child;

@@ -212,11 +212,9 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
     }
   });
 
-  // In-pod: the lab proxy's reload (haproxy master-worker, SIGUSR2) lost 1 request of 4000 in one
-  // of the fresh-clone runs (NO_REPLY), even with tcp_migrate_req: recorded as a todo there until
-  // the reload hands over queued connections every time. eBPF must be exact.
-  it('proxy upgrade under continuous traffic: 0 failed requests, new connections on the new instance, old flows finish on the old one',
-    { todo: INPOD ? 'in-pod lab proxy reload: 1 of 4000 requests lost in one run (NO_REPLY)' : false }, async () => {
+  // In-pod: both instances listen in the pod's netns (one SO_REUSEPORT group); the old one
+  // pauses its listeners before its reload drops them (src/lab/node-proxy.ts listenIn).
+  it('proxy upgrade under continuous traffic: 0 failed requests, new connections on the new instance, old flows finish on the old one', async () => {
     const a = env.pod('a');
     const b = env.pod('b');
     const old = env.proxy('node1');
@@ -260,11 +258,11 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
     assertVia(await a.connectTo(b, 4), 'b', seen(a, b, 4, 'node1'), 'the old instance is back for the next scenarios');
   });
 
-  // Known eBPF defect (docs/ambient.md): a SYN that meets the proxy's TIME_WAIT socket of the same
-  // tuple is handed to that socket and dropped; assigning it to the listener instead made the
-  // handshake hang. The in-pod engine passes (the TPROXY target handles TIME_WAIT).
-  it('a new connection that reuses a tuple the node proxy holds in TIME_WAIT is accepted at once (no SYN lost)',
-    { todo: INPOD ? false : 'eBPF engine: SYN on the proxy\'s TIME_WAIT socket is lost (1 s client retry); fix pending' }, async () => {
+  // A SYN that meets the proxy's TIME_WAIT socket of the same tuple: the kernel refuses to
+  // assign it to the listener (a request socket beside a live one), so eBPF hands it to the
+  // kernel's TIME_WAIT path and answers that path's listener lookup with BPF sk_lookup
+  // (mwam_tw_lookup); the in-pod engine's TPROXY target takes the same kernel path.
+  it('a new connection that reuses a tuple the node proxy holds in TIME_WAIT is accepted at once (no SYN lost)', async () => {
     const a = env.pod('a');
     const u = env.pod('u');
     // 16 client ports for 160 connections: every port comes back while the proxy still
@@ -279,10 +277,15 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
     const range = (await a.sb.check(['sysctl', '-n', 'net.ipv4.ip_local_port_range'])).trim().split(/\s+/).join(' ');
     try {
       await a.sb.check(['sysctl', '-qw', 'net.ipv4.ip_local_port_range=40000 40015']);
-      const before = await synRetrans();
-      const r = await loadFrom(a.sb, u.ip(4), 8080, 160, 2);
-      assert.deepEqual({ ok: r.ok, errors: r.errors }, { ok: 160, errors: {} }, JSON.stringify(r));
-      assert.equal(await synRetrans() - before, 0, 'SYN retransmissions in the client pod');
+      for (const fam of FAMILIES) {
+        const before = await synRetrans();
+        const tw0 = stat(a.driver, 'am_tw_assigned') ?? 0n;
+        const r = await loadFrom(a.sb, u.ip(fam), 8080, 160, 2);
+        assert.deepEqual({ ok: r.ok, errors: r.errors }, { ok: 160, errors: {} }, `${famName(fam)}: ${JSON.stringify(r)}`);
+        assert.equal(await synRetrans() - before, 0, `${famName(fam)}: SYN retransmissions in the client pod`);
+        // The scenario really met TIME_WAIT sockets (else it proves nothing): 16 ports, 160 connections.
+        if (!INPOD) assert.ok((stat(a.driver, 'am_tw_assigned') ?? 0n) - tw0 >= 100n, `${famName(fam)}: SYNs handed over by mwam_tw_lookup`);
+      }
     } finally {
       await a.sb.check(['sysctl', '-qw', `net.ipv4.ip_local_port_range=${range}`]);
     }

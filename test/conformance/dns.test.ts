@@ -24,6 +24,8 @@ const BIG_ADDR = '192.0.2.3';
 /** A stub resolver inside the pod, as systemd-resolved's. */
 const STUB = '127.0.0.53';
 const TOOL = fileURLToPath(new URL('./dnstool.ts', import.meta.url));
+/** Static musl client (test/tools/musl-resolve.c, built by `make bpf`). */
+const MUSL = fileURLToPath(new URL('../../build/bin/mw-musl-resolve', import.meta.url));
 const NODE = [process.execPath, '--disable-warning=ExperimentalWarning'];
 const ENV = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
 
@@ -71,6 +73,16 @@ describe(`DNS capture (${SUITE})`, { skip: suiteSkip() }, () => {
     assert.ok(ext.includes(EXT) && ext.includes('2001:db8::10'), ext);
     const line = await env.pod('a').sidecar!.waitFor((l) => l.dir === 'dns' && l.name === 'ext.test' && l.answer === 'upstream', 'ext.test forwarded');
     assert.ok(line);
+  });
+
+  it('a static musl client (sendto to every nameserver at once on one v6 socket, v4-mapped) gets the proxy\'s answer', async () => {
+    // musl drops a reply whose source is not one of its nameservers: an answer means every
+    // captured query's reply came back from the server it was sent to. resolv.conf has an
+    // IPv6 nameserver, so musl sends the IPv4 ones as v4-mapped addresses on an AF_INET6 socket.
+    const captured = stat(env.pod('a').driver, 'dns_captured');
+    assert.equal(await run([MUSL, 'svc.mesh']), MESH);
+    assert.equal(await run([MUSL, 'ext.test']), EXT, 'a name the mesh does not know: forwarded');
+    if (captured !== undefined) assert.ok(stat(env.pod('a').driver, 'dns_captured')! > captured, 'the queries were captured');
   });
 
   it('dig over UDP and over TCP (+tcp), IPv4 and IPv6 nameserver, sees the proxy\'s answer from the server it asked', async () => {

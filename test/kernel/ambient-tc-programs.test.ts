@@ -14,6 +14,8 @@ import { AM_FAIL, AM_PROXY_F, EMPTY_PROXY, ambientObject } from '../../src/datap
 import { toIpAddr } from '../../src/datapath/sidecar/entries.ts';
 import { STATS, type StatName } from '../../src/datapath/sidecar/structs.ts';
 import { kernelTest } from '../helpers/kernel.ts';
+import { waitUntil } from '../helpers/poll.ts';
+import { run } from '../../src/sys/exec.ts';
 
 const NEXT = -1;
 const SHOT = 2;
@@ -111,10 +113,28 @@ async function loopbackFlow(host: string): Promise<{ sport: number; dport: numbe
   return { sport: c.localPort!, dport, close: () => { c.destroy(); server.close(); } };
 }
 
+/**
+ * A loopback connection whose server side closed first and now sits in TIME_WAIT in the
+ * test's netns; its tuple as the client's packets travel (the client side is gone).
+ */
+async function timeWaitTuple(host: string): Promise<{ sport: number; dport: number; close: () => void }> {
+  const server = net.createServer((s) => s.end());
+  await new Promise<void>((r) => server.listen(0, host, r));
+  const dport = (server.address() as net.AddressInfo).port;
+  const c = net.connect(dport, host);
+  const sport = await new Promise<number>((r, j) => { c.once('connect', () => r(c.localPort!)); c.once('error', j); });
+  c.on('end', () => c.end());
+  await new Promise<void>((r) => c.once('close', () => r()));
+  const tw = (): boolean => run(['ss', '-Htan', 'state', 'time-wait', `sport = :${dport}`, `dport = :${sport}`]).trim() !== '';
+  await waitUntil('the server-side TIME_WAIT socket', tw, 10_000);
+  return { sport, dport, close: () => server.close() };
+}
+
 kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), ns per packet per branch', async (t) => {
   const obj = BpfObject.load(ambientObject);
   const m = openAmbientMaps(obj);
   const flow4 = await loopbackFlow('127.0.0.1');
+  const tw4 = await timeWaitTuple('127.0.0.1');
   const listener = net.createServer(() => {});
   await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
   const lport = (listener.address() as net.AddressInfo).port;
@@ -139,6 +159,12 @@ kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), 
     { name: 'from pod: non-SYN without proxy socket (older flow)', prog: 'fromPod', frame: out('v4', DATA), rc: NEXT, counts: { am_bypass_existing: 1 } },
     { name: 'from pod: non-SYN of a proxy socket -> node proxy', prog: 'fromPod', rc: REDIRECT, counts: { am_flow: 1 },
       frame: () => out('v4', DATA, { ...lo, sport: flow4.sport, dport: flow4.dport }),
+      setup: (s) => { baseState(s, { netnsId: -1 }); s.pods.update(toIpAddr('127.0.0.1'), { netns_cookie: COOKIE, ifindex: VETH, flags: 0 }); } },
+    { name: 'from pod: SYN on a proxy TIME_WAIT socket -> node proxy as a new flow', prog: 'fromPod', rc: REDIRECT, counts: { am_captured_out: 1 },
+      frame: () => out('v4', SYN, { ...lo, sport: tw4.sport, dport: tw4.dport }),
+      setup: (s) => { baseState(s, { netnsId: -1 }); s.pods.update(toIpAddr('127.0.0.1'), { netns_cookie: COOKIE, ifindex: VETH, flags: 0 }); } },
+    { name: 'from pod: non-SYN of a proxy TIME_WAIT socket -> node proxy (its flow)', prog: 'fromPod', rc: REDIRECT, counts: { am_flow: 1 },
+      frame: () => out('v4', TCP_FLAG.ACK, { ...lo, sport: tw4.sport, dport: tw4.dport }),
       setup: (s) => { baseState(s, { netnsId: -1 }); s.pods.update(toIpAddr('127.0.0.1'), { netns_cookie: COOKIE, ifindex: VETH, flags: 0 }); } },
     { name: 'from pod: SYN, no proxy ready, closed', prog: 'fromPod', frame: out('v4', SYN), setup: (s) => baseState(s, { ready: false }), rc: SHOT, counts: { am_fail_closed: 1 } },
     { name: 'from pod: SYN, no proxy ready, open', prog: 'fromPod', frame: out('v4', SYN), setup: (s) => baseState(s, { ready: false, policy: AM_FAIL.OPEN }), rc: NEXT, counts: { am_fail_open: 1 } },
@@ -191,6 +217,11 @@ kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), 
     { name: 'proxy: inbound SYN, no listener', prog: 'proxyIn', frame: toUs(inb('v6', SYN)), rc: SHOT, counts: { am_no_listener: 1 } },
     { name: 'proxy: captured packet of a proxy socket -> local', prog: 'proxyIn', rc: OK, counts: { am_delivered: 1 }, ctx: ctx({ mark: MARK_OUT | 0x1000 }),
       frame: () => out('v4', DATA, { ...lo, sport: flow4.sport, dport: flow4.dport }) },
+    // A SYN on a proxy socket in TIME_WAIT: not assigned (the kernel would refuse the request
+    // socket beside it) but delivered locally, the listener left for mwam_tw_lookup.
+    { name: 'proxy: captured SYN on a TIME_WAIT socket -> local, listener handed off', prog: 'proxyIn', rc: OK, counts: { am_tw_handoff: 1 },
+      ctx: ctx({ mark: MARK_OUT }), frame: () => out('v4', SYN, { ...lo, sport: tw4.sport, dport: tw4.dport }),
+      setup: (s) => baseState(s, { outPort: lport }) },
     // A test run is not at tc ingress, where bpf_sk_assign works: the listener is found, the assign refused.
     { name: 'proxy: captured SYN, listener found (assign outside tc ingress: refused)', prog: 'proxyIn', rc: SHOT, counts: { am_assign_failed: 1 },
       ctx: ctx({ mark: MARK_OUT }), frame: () => out('v4', SYN, { src: '127.0.0.1', dst: '127.0.0.1', sport: 40001, dport: 9 }),
@@ -218,6 +249,7 @@ kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), 
     }
   } finally {
     flow4.close();
+    tw4.close();
     listener.close();
     dnsSock.close();
     dnsSock6.close();

@@ -135,6 +135,20 @@ if (missing.length > 0 && !inCI) {
     assert.ok(!block('ebpf')[0].counters.sockmap_msgs, 'S4 off in the ebpf block');
     assert.ok(block('ebpf+sockmap').length === 1 && block('ebpf+sockmap')[0].counters.sockmap_msgs > 0, 'the ebpf+sockmap block went through sockmap');
     assert.ok(rep.goals.some((g: { id: string }) => g.id === 'sockmap.leg'), 'the leg micro-benchmark goal');
+    // The four S4 goals of issue 15 (per placement, and the leg), each with its spread; marked
+    // forced where the behaviour gate fails (the bench forces S4 on in the ebpf+sockmap blocks).
+    type G = { id: string; value: number; op: string; target: number; met: boolean; spread?: { min: number; max: number }; forced?: boolean };
+    const s4 = (rep.goals as G[]).filter((g) => g.id.includes('sockmap'));
+    assert.deepEqual(s4.map((g) => g.id).sort(), [...PLACEMENTS.flatMap((pl) => ['rps', 'p99', 'cps'].map((k) => `${pl}.sockmap.${k}`)), 'sockmap.leg'].sort());
+    for (const g of s4) {
+      assert.ok(['>=', '<='].includes(g.op) && g.target > 0 && typeof g.met === 'boolean', JSON.stringify(g));
+      assert.ok(g.spread && Number.isFinite(g.spread.min) && Number.isFinite(g.spread.max), `goal ${g.id} has the spread of its per-round ratios`);
+    }
+    assert.equal(rep.sockmap.mode, 'forced');
+    assert.equal(typeof rep.sockmap.gate?.pass, 'boolean', 'the gate\'s verdict is reported');
+    assert.equal(rep.sockmap.safe, rep.sockmap.gate.pass);
+    for (const g of s4) assert.equal(g.forced === true, !rep.sockmap.safe, `goal ${g.id}: forced is said exactly when the gate fails`);
+    if (!rep.sockmap.safe) assert.match(rep.sockmap.note, /FORCED/);
 
     const svg = fs.readFileSync(chart, 'utf8');
     assert.match(svg, /<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
@@ -143,7 +157,10 @@ if (missing.length > 0 && !inCI) {
     const bars = (svg.match(/<rect class="bar"/g) ?? []).length;
     // 4 panels (rr10 req/s, rr10 p99, conn/s, bulk) × 2 placements × 5 scenarios, plus the tc rows.
     assert.ok(bars >= 4 * 2 * 4 + rep.tc.rows.length, `only ${bars} bars`);
-    for (const m of SCENARIOS) assert.ok(svg.includes(`>${m}</text>`), `legend entry ${m}`);
+    for (const m of SCENARIOS) {
+      const label = m === 'ebpf+sockmap' && !rep.sockmap.safe ? `${m} (S4 forced, unsafe here)` : m;
+      assert.ok(svg.includes(`>${label}</text>`), `legend entry ${label}`);
+    }
 
     assert.ok(prefixIsClean(prefix), `lab ${prefix} left something behind`);
     assert.deepEqual(leftoverDirs(prefix), []);

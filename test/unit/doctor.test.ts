@@ -65,9 +65,10 @@ test('ambient features: sk_assign from tc, bpf_redirect_peer, sk_lookup and tcx 
   fs = judge(checks({ 'helper.sched_cls.redirect_peer': 'not supported' }));
   assert.equal(feature(fs, 'A1').status, 'degraded');
   assert.match(feature(fs, 'A1').advice, /no bpf_redirect_peer/);
+  // sk_lookup answers the listener lookup of a SYN that meets the proxy's TIME_WAIT socket.
   fs = judge(checks({ 'prog.sk_lookup': 'not supported' }));
-  assert.equal(feature(fs, 'A2').status, 'degraded');
-  assert.match(feature(fs, 'A2').advice, /no BPF sk_lookup .*stays on tc bpf_sk_assign/);
+  assert.equal(feature(fs, 'A2').status, 'unavailable');
+  assert.match(feature(fs, 'A2').advice, /sk_lookup/);
   fs = judge(checks({ tcx: 'not supported' }));
   assert.equal(feature(fs, 'A1').status, 'degraded');
   assert.match(feature(fs, 'A1').advice, /ambient programs attach as legacy cls_bpf/);

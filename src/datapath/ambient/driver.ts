@@ -8,9 +8,11 @@
 // finds no proxy socket for it -> bpf_redirect_peer to the active proxy with
 // the "outbound" mark bit -> mwam_proxy_in (proxy.bpf.c) assigns it to the
 // proxy's outbound listener -> the proxy's accepted socket has the original
-// destination as its local address.
-import { existsSync, rmSync } from 'node:fs';
-import { BpfError, BpfObject } from '../../bpf/index.ts';
+// destination as its local address. (A SYN meeting the proxy's TIME_WAIT
+// socket of the same tuple goes the kernel's way instead: mwam_tw_lookup,
+// BPF sk_lookup in the proxy's netns, names the listener.)
+import { existsSync, rmSync, statSync } from 'node:fs';
+import { BpfError, BpfObject, Link } from '../../bpf/index.ts';
 import { netnsCookie } from '../../sys/netns.ts';
 import { limitations as deriveLimitations, type DatapathDriver, type DriverFeatures, type Limitation, type SidecarPlan } from '../driver.ts';
 import { podName, type PodTarget } from '../pod.ts';
@@ -244,6 +246,7 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
     const routing = { markLocal: this.#marks.local, table: this.opts.routeTable ?? DEFAULT_ROUTE_TABLE };
     installProxyRouting(np.netns, routing);
     this.#proxyAttacher(np.netns).attach(tcKeyOfProxy(np.id), { name: np.ifName, ifindex: link.ifindex }, { ingress: obj.program(AMBIENT_PROG.proxyIn) });
+    this.#attachLookup(np.netns, cookie);
     maps.proxies.update(slot, {
       netns_cookie: cookie, netns_id: link.netnsId, host_ifindex: link.hostIfindex,
       flags: AM_PROXY_F.LIVE | (np.ready ? AM_PROXY_F.READY : 0),
@@ -273,6 +276,29 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
     if (![...this.#proxies.values()].some((o) => o.np.netns === p.np.netns)) {
       removeProxyRouting(p.np.netns, { markLocal: this.#marks.local, table: this.opts.routeTable ?? DEFAULT_ROUTE_TABLE });
     }
+    if (![...this.#proxies.values()].some((o) => o.cookie === p.cookie)) {
+      const pin = this.#lookupPin(p.cookie);
+      if (existsSync(pin)) Link.open(pin).destroy();
+    }
+  }
+
+  #lookupPin(cookie: bigint): string {
+    return `${pinLayout(this.opts.pinRoot).root}/links/sk-lookup/${cookie}`;
+  }
+
+  /**
+   * mwam_tw_lookup on the proxy's netns, one link per netns (pinned by its
+   * cookie): kept when the pin is this netns's live link, else attached anew.
+   */
+  #attachLookup(netns: string, cookie: bigint): void {
+    const pin = this.#lookupPin(cookie);
+    if (existsSync(pin)) {
+      const old = Link.open(pin);
+      if (old.info().netnsIno === statSync(netns).ino) { old.close(); return; }
+      old.destroy();
+    }
+    const l = Link.attachNetns(this.#need().obj.program(AMBIENT_PROG.twLookup), netns);
+    try { l.pin(pin); } finally { l.close(); }
   }
 
   #chooseActive(): void {

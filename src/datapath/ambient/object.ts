@@ -10,6 +10,8 @@ export const AMBIENT_PROG = {
   fromPod: 'mwam_from_pod',
   toPod: 'mwam_to_pod',
   proxyIn: 'mwam_proxy_in',
+  /** sk_lookup in the proxy's netns: the TIME_WAIT hand-off of proxy.bpf.c. */
+  twLookup: 'mwam_tw_lookup',
 } as const;
 
 /** The tc program of each direction of an enrolled pod's host-side veth. */

@@ -11,6 +11,8 @@ export const ambientObject = fileURLToPath(new URL('../../../build/bpf/ambient.b
 
 /** enum mw_am_limit. */
 export const MAX_PROXIES = 4;
+/** am_tw_listener slots (one per CPU), BPF-only; mirrored so the enum check sees it. */
+export const MAX_CPUS = 1024;
 /** enum mw_am_fail (am_node.fail_policy). */
 export const AM_FAIL = { CLOSED: 0, OPEN: 1 } as const;
 export type FailPolicy = 'closed' | 'open';
@@ -58,7 +60,7 @@ export const EMPTY_PROXY: AmProxy = {
 export const ambientStructs: Codec<any>[] = [ipAddr, amPod, amIface, amNode, amProxy, traceConfig, traceEvent, dnsServerKey, amDnsKey, amDnsQuery];
 
 export const ambientEnums: EnumMirror[] = [
-  { cName: 'mw_am_limit', prefix: 'MW_AM_MAX_', values: { PROXIES: MAX_PROXIES } },
+  { cName: 'mw_am_limit', prefix: 'MW_AM_MAX_', values: { PROXIES: MAX_PROXIES, CPUS: MAX_CPUS } },
   { cName: 'mw_am_fail', prefix: 'MW_AM_FAIL_', values: AM_FAIL },
   { cName: 'mw_am_proxy_flag', prefix: 'MW_AM_PROXY_F_', values: AM_PROXY_F },
   { cName: 'mw_am_dns_limit', prefix: 'MW_AM_DNS_', values: AM_DNS_LIMIT },

@@ -2,7 +2,7 @@
 /*
  * mw-sockcheck: the S4 behaviour gate's socket exerciser (sockgate.ts runs it).
  *
- *   mw-sockcheck <sock_pairs fd> <origin_by_sock fd> [-6] [-n] [-c cycles] [-m max_mb]
+ *   mw-sockcheck <sock_pairs fd> <origin_by_sock fd> [-6] [-n] [-c cycles] [-m max_mb] [-o prefix]
  *
  * In a private netns (unshare, lo up) it makes loopback TCP pairs, enrols
  * both ends in sock_pairs (key: netns cookie + ends, as sockmap.h builds it)
@@ -10,9 +10,13 @@
  * checks what applications rely on: byte-exact transfers both ways (1 B ..
  * 16 MB, write, writev > 17 iovecs, sendfile, splice in and out), FIONREAD
  * equal to readable bytes (redirected and native), one EPOLLET edge per
- * message, MSG_PEEK, half-close. One JSON line per check on stdout; exit 0
- * when all pass, 1 when one fails, 2 when setup fails. -n: do not enrol
- * (plain TCP: the control run, every check must pass). Every wait is bounded.
+ * message, MSG_PEEK, half-close, order of bytes sent before the peer was
+ * accepted and after, and bounded memory: a sender whose peer
+ * reads nothing must stall after about what plain TCP's buffers hold. One
+ * JSON line per check on stdout; exit 0 when all pass, 1 when one fails, 2
+ * when setup fails. -n: do not enrol (plain TCP: the control run, every check
+ * must pass). -o: only the checks whose name starts with prefix. Every wait
+ * is bounded.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -45,6 +49,13 @@
 #endif
 
 static int pairs_fd, origin_fd, v6, enrol = 1, cycles = 1000, max_mb = 16, failed, rr_iters;
+static const char *only = "";
+
+/* -o: run the check called name? */
+static int want(const char *name)
+{
+	return strncmp(name, only, strlen(only)) == 0;
+}
 
 static void report(const char *check, int ok, const char *detail)
 {
@@ -506,6 +517,156 @@ static void check_half_close(void)
 	close(p.a);
 }
 
+/* Writes n bytes of pattern seed 5 starting at stream offset off, in 7-byte writes (pipelined small sends). */
+static int small_writes(int fd, size_t off, size_t n)
+{
+	uint8_t b[7];
+
+	for (size_t i = 0; i < n; i += sizeof(b)) {
+		size_t k = n - i < sizeof(b) ? n - i : sizeof(b), done = 0;
+		for (size_t j = 0; j < k; j++)
+			b[j] = pat(off + i + j, 5);
+		while (done < k) {
+			ssize_t r = write(fd, b + done, k - done);
+			if (r < 0 && errno == EAGAIN && wait_fd(fd, POLLOUT))
+				continue;
+			if (r <= 0)
+				return errno ? errno : EPIPE;
+			done += r;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Send before accept, then pipelined small writes: the client (enrolled)
+ * writes before its peer is accepted and enrolled, so those bytes miss and
+ * go through TCP; it goes on writing once the peer is enrolled. The reader
+ * serves the redirect queue before the TCP queue, so without the order guard
+ * (a socket that sent natively once stays native) later redirected bytes
+ * would overtake the early ones.
+ */
+static void check_send_before_accept(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char why[160] = "";
+	size_t early = 32 * 1024, late = 256 * 1024;
+	struct pair p;
+	int l, one = 1, err;
+
+	memset(&ss, 0, sizeof(ss));
+	if (v6) {
+		struct sockaddr_in6 *s = (void *)&ss;
+		s->sin6_family = AF_INET6;
+		s->sin6_addr = in6addr_loopback;
+		len = sizeof(*s);
+	} else {
+		struct sockaddr_in *s = (void *)&ss;
+		s->sin_family = AF_INET;
+		s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof(*s);
+	}
+	l = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (l < 0 || bind(l, (void *)&ss, len) || listen(l, 8) || getsockname(l, (void *)&ss, &len))
+		die("listen");
+	p.a = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (p.a < 0 || connect(p.a, (void *)&ss, len))
+		die("connect");
+	setsockopt(p.a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	enrol_sock(p.a);
+	err = small_writes(p.a, 0, early); /* the peer is not accepted yet */
+	p.b = accept(l, NULL, NULL);
+	if (p.b < 0)
+		die("accept");
+	close(l);
+	enrol_sock(p.b);
+	struct reader rd = { p.b, early + late, 5, 0, why, 0 };
+	pthread_t t;
+	pthread_create(&t, NULL, recv_thread, &rd);
+	if (!err)
+		err = small_writes(p.a, early, late);
+	if (err)
+		shutdown(p.b, SHUT_RDWR);
+	pthread_join(t, NULL);
+	if (err && rd.ok)
+		snprintf(why, sizeof(why), "write: %s", strerror(err));
+	report("send-before-accept-order", rd.ok && !err, why);
+	close_pair(p);
+}
+
+/* Bytes a non-blocking writer gets into fd while its peer reads nothing:
+ * writes until fd is not writable for STALL_MS, or cap bytes went in. */
+#define STALL_MS 300
+static size_t push_until_stall(int fd, size_t cap, int *err)
+{
+	size_t chunk = 256 * 1024, off = 0;
+	uint8_t *buf = malloc(chunk);
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	*err = 0;
+	while (off < cap) {
+		size_t k = cap - off < chunk ? cap - off : chunk;
+		ssize_t r;
+
+		for (size_t j = 0; j < k; j++)
+			buf[j] = pat(off + j, 4);
+		r = send(fd, buf, k, MSG_DONTWAIT);
+		if (r > 0) {
+			off += r;
+			continue;
+		}
+		if (r < 0 && errno != EAGAIN) {
+			*err = errno; /* e.g. ENOMEM: the global TCP memory limit, not the socket's */
+			break;
+		}
+		if (poll(&pfd, 1, STALL_MS) != 1)
+			break; /* stalled: the peer's buffers are full */
+	}
+	free(buf);
+	return off;
+}
+
+/*
+ * Slow reader: a sender into a socket whose reader is paused must stall
+ * within what plain TCP's buffers hold (the sender's send buffer plus the
+ * reader's receive buffer), then the reader gets every byte in order. The
+ * bound comes from a plain TCP pair measured the same way in the same run:
+ * accepted <= 2 x plain + 4 MiB. Redirected bytes are charged to the reader
+ * only against the global TCP memory limits, not its sk_rcvbuf (tcp_bpf.c
+ * bpf_tcp_ingress), so on such a kernel the sender never stalls.
+ */
+static void check_slow_reader(void)
+{
+	struct pair ctl = make_pair(0), p;
+	size_t tcp, bound, cap, got;
+	char why[160] = "", rwhy[160] = "";
+	int err, ok;
+
+	tcp = push_until_stall(ctl.a, (size_t)256 << 20, &err);
+	close_pair(ctl);
+	bound = 2 * tcp + ((size_t)4 << 20);
+	cap = 2 * bound; /* what an unbounded queue gets before we stop feeding it */
+	p = make_pair(3);
+	got = push_until_stall(p.a, cap, &err);
+	ok = got <= bound;
+	if (!ok)
+		snprintf(why, sizeof(why), "accepted=%zu tcp=%zu bound=%zu: the sender did not stall while nobody read%s",
+			 got, tcp, bound, got >= cap ? " (stopped feeding at 2x the bound)" : "");
+	else if (err)
+		ok = 0, snprintf(why, sizeof(why), "accepted=%zu tcp=%zu bound=%zu: send failed: %s", got, tcp, bound, strerror(err));
+	else
+		snprintf(why, sizeof(why), "accepted=%zu tcp=%zu bound=%zu", got, tcp, bound);
+	/* Then the paused reader reads: every accepted byte, in order. */
+	if (!recv_check(p.b, got, 4, 0, rwhy, sizeof(rwhy))) {
+		ok = 0;
+		snprintf(why + strlen(why), sizeof(why) - strlen(why), "; drain: %s", rwhy);
+	}
+	report("slow-reader-bound", ok, why);
+	close_pair(p);
+}
+
 static void *echo_thread(void *x)
 {
 	int fd = *(int *)x;
@@ -571,16 +732,17 @@ int main(int argc, char **argv)
 	int opt;
 
 	if (argc < 3)
-		return fprintf(stderr, "usage: %s <sock_pairs fd> <origin_by_sock fd> [-6] [-n] [-c cycles] [-m max_mb]\n", argv[0]), 2;
+		return fprintf(stderr, "usage: %s <sock_pairs fd> <origin_by_sock fd> [-6] [-n] [-c cycles] [-m max_mb] [-o prefix]\n", argv[0]), 2;
 	pairs_fd = atoi(argv[1]);
 	origin_fd = atoi(argv[2]);
 	optind = 3;
-	while ((opt = getopt(argc, argv, "6nc:m:R:")) != -1) {
+	while ((opt = getopt(argc, argv, "6nc:m:R:o:")) != -1) {
 		if (opt == '6') v6 = 1;
 		else if (opt == 'n') enrol = 0;
 		else if (opt == 'c') cycles = atoi(optarg);
 		else if (opt == 'm') max_mb = atoi(optarg);
 		else if (opt == 'R') rr_iters = atoi(optarg);
+		else if (opt == 'o') only = optarg;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	alarm(120); /* a hung kernel path ends the gate, never the agent */
@@ -595,16 +757,30 @@ int main(int argc, char **argv)
 		if (sizes[i] > (size_t)max_mb << 20)
 			continue;
 		snprintf(name, sizeof(name), "write-%zu", sizes[i]);
-		check_transfer(name, sizes[i], W_WRITE, 0);
+		if (want(name))
+			check_transfer(name, sizes[i], W_WRITE, 0);
 	}
-	check_transfer("writev-32iov-4MiB", 4 << 20, W_WRITEV, 0);
-	check_transfer("sendfile-4MiB", 4 << 20, W_SENDFILE, 0);
-	check_transfer("splice-in-4MiB", 4 << 20, W_SPLICE, 0);
-	check_transfer("splice-out-1MiB", 1 << 20, W_WRITE, 1);
-	check_fionread("fionread-redirected-2MiB", 3, 2 << 20);
-	check_fionread("fionread-native-2MiB", 2, 2 << 20);
-	check_epoll_edges();
-	check_peek();
-	check_half_close();
+	if (want("writev-32iov-4MiB"))
+		check_transfer("writev-32iov-4MiB", 4 << 20, W_WRITEV, 0);
+	if (want("sendfile-4MiB"))
+		check_transfer("sendfile-4MiB", 4 << 20, W_SENDFILE, 0);
+	if (want("splice-in-4MiB"))
+		check_transfer("splice-in-4MiB", 4 << 20, W_SPLICE, 0);
+	if (want("splice-out-1MiB"))
+		check_transfer("splice-out-1MiB", 1 << 20, W_WRITE, 1);
+	if (want("fionread-redirected-2MiB"))
+		check_fionread("fionread-redirected-2MiB", 3, 2 << 20);
+	if (want("fionread-native-2MiB"))
+		check_fionread("fionread-native-2MiB", 2, 2 << 20);
+	if (want("epoll-edge-"))
+		check_epoll_edges();
+	if (want("msg-peek"))
+		check_peek();
+	if (want("half-close"))
+		check_half_close();
+	if (want("send-before-accept-order"))
+		check_send_before_accept();
+	if (want("slow-reader-bound"))
+		check_slow_reader();
 	return failed ? 1 : 0;
 }

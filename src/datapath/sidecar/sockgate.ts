@@ -6,8 +6,10 @@
 // sidecar object (nothing pinned, nothing shared with the node's maps) gets
 // its sk_msg program attached to its own sock_pairs; mw-sockcheck
 // (sockcheck.c) enrols loopback pairs in a private netns and checks
-// transfers, FIONREAD, EPOLLET edges, MSG_PEEK and half-close. Any failure
-// keeps S4 off, with the failed checks as the reason.
+// transfers, FIONREAD, EPOLLET edges, MSG_PEEK, half-close and bounded
+// memory (a sender whose peer reads nothing must stall within what plain
+// TCP's buffers hold). Any failure keeps S4 off, with the failed checks as
+// the reason.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
@@ -26,6 +28,9 @@ export interface GateVerdict {
   checks: GateCheck[];
   /** Messages the private sk_msg program redirected: > 0 proves the checks ran through sockmap. */
   redirected: number;
+  /** Sends it passed to TCP: peer not enrolled (miss), or the socket had sent natively before (the order guard). */
+  miss?: number;
+  native?: number;
   kernel: string;
 }
 
@@ -38,6 +43,8 @@ export interface GateOptions {
   /** Do not enrol (plain TCP): the control run. */
   noEnrol?: boolean;
   families?: (4 | 6)[];
+  /** Only the checks whose name starts with this (tests; the agent always runs all). */
+  only?: string;
 }
 
 /** Runs mw-sockcheck once with the private maps' fds as its fds 3 and 4. */
@@ -67,7 +74,7 @@ export async function runSockmapGate(o: GateOptions = {}): Promise<GateVerdict> 
     const checks: GateCheck[] = [];
     const problems: string[] = [];
     for (const family of o.families ?? [4, 6]) {
-      const args = ['-m', String(o.maxMb ?? 16), '-c', String(o.cycles ?? 1000), ...(family === 6 ? ['-6'] : []), ...(o.noEnrol ? ['-n'] : [])];
+      const args = ['-m', String(o.maxMb ?? 16), '-c', String(o.cycles ?? 1000), ...(family === 6 ? ['-6'] : []), ...(o.noEnrol ? ['-n'] : []), ...(o.only ? ['-o', o.only] : [])];
       const r = await runCheck(obj.mapInfo(SIDECAR_MAP.sockPairs).fd, obj.mapInfo(SIDECAR_MAP.originBySock).fd, args);
       for (const line of r.out.split('\n').filter((l) => l.startsWith('{'))) {
         const c = JSON.parse(line) as Omit<GateCheck, 'family'>;
@@ -76,10 +83,11 @@ export async function runSockmapGate(o: GateOptions = {}): Promise<GateVerdict> 
       }
       if (r.code !== 0 && !problems.length) problems.push(`IPv${family}: mw-sockcheck exited ${r.code}${r.err ? `: ${r.err.trim()}` : ''}`);
     }
-    const redirected = Number(sumStats(maps.stats, STATS).sockmap_msgs);
-    if (!o.noEnrol && redirected === 0 && problems.length === 0) problems.push('no message was redirected: the checks did not run through sockmap');
+    const st = sumStats(maps.stats, STATS);
+    const redirected = Number(st.sockmap_msgs);
+    if (!o.noEnrol && !o.only && redirected === 0 && problems.length === 0) problems.push('no message was redirected: the checks did not run through sockmap');
     const pass = problems.length === 0;
-    return { pass, reason: pass ? `all ${checks.length} checks passed` : problems.join('; '), checks, redirected, kernel };
+    return { pass, reason: pass ? `all ${checks.length} checks passed` : problems.join('; '), checks, redirected, miss: Number(st.sockmap_miss), native: Number(st.sockmap_native), kernel };
   } catch (e) {
     return { pass: false, reason: `gate setup failed: ${(e as Error).message}`, checks: [], redirected: 0, kernel };
   } finally {

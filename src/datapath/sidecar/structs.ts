@@ -89,6 +89,10 @@ export const STATS = [
   'sockmap_added', 'sockmap_eexist', 'sockmap_ebusy', 'sockmap_einval', 'sockmap_enomem', 'sockmap_e2big',
   'sockmap_eother', 'sockmap_msgs', 'sockmap_bytes', 'sockmap_miss', 'sockmap_native', 'sockmap_off',
   'sockmap_opted_out',
+  // ambient: SYN on the node proxy's TIME_WAIT socket (bpf/ambient/proxy.bpf.c)
+  'am_tw_handoff', 'am_tw_assigned',
+  // sockmap, continued
+  'sockmap_eopnotsupp',
   // ambient DNS capture (bpf/ambient/dns.h; it also counts the dns_* above)
   'dns_unmatched',
 ] as const;
@@ -123,7 +127,7 @@ export const traceConfig: Codec<TraceConfig> = struct('trace_config', [['enabled
 export const TRACE_PROGRAMS: Record<number, string> = {
   1: 'connect4', 2: 'connect6', 3: 'sockops', 4: 'getsockopt', 5: 'tc_to_pod', 6: 'tc_from_pod',
   7: 'am_from_pod', 8: 'am_to_pod', 9: 'am_proxy_in',
-  10: 'sendmsg4', 11: 'sendmsg6', 12: 'recvmsg4', 13: 'recvmsg6', 14: 'getpeername4', 15: 'getpeername6',
+  10: 'sendmsg4', 11: 'sendmsg6', 12: 'recvmsg4', 13: 'recvmsg6', 14: 'getpeername4', 15: 'getpeername6', 16: 'am_tw_lookup',
 };
 export const TRACE_VERDICTS: Record<number, string> = { 1: 'captured', 2: 'bypassed', 3: 'failed', 4: 'answered', 5: 'dropped', 6: 'restored' };
 
