@@ -96,6 +96,26 @@ describe(`ambient DNS capture through the node proxy (${SUITE})`, { skip: suiteS
     assert.deepEqual(r.replies, [{ from: ns.w4, port: 53, a: MESH }]);
   });
 
+  it('10,000 queries, a socket each: all answered by the node proxy, no per-query entry left', async (t) => {
+    const before = d().features.mapCounts?.();
+    const captured = stat(d(), 'dns_captured')!;
+    const m = proxy().dnsLog.length;
+    const r = await tool(['many', '--server', ns.w4, '--name', 'svc.mesh', '--count', '10000']);
+    assert.equal(r.ok, 10000, JSON.stringify(r));
+    const logged = () => proxy().dnsLog.slice(m).filter((l) => l.name === 'svc.mesh' && l.answer === 'local').length;
+    await waitUntil('the node proxy logged every query', () => logged() >= 10000, 10_000).catch((e: Error) => {
+      throw new Error(`${e.message}: ${logged()} logged; dns_captured +${stat(d(), 'dns_captured')! - captured}, dns_no_listener ${stat(d(), 'dns_no_listener')}`);
+    });
+    assert.equal(logged(), 10000);
+    // In-pod the nat rule counts new conntrack flows only (a reused client port is not one).
+    if (!INPOD) assert.ok(stat(d(), 'dns_captured')! - captured >= 10000n, 'every query counted as captured');
+    else assert.ok(stat(d(), 'dns_captured')! > captured, 'dns_captured counted');
+    if (before) {
+      // Entries live from a query to its reply: none left, and nothing else grew.
+      assert.deepEqual(d().features.mapCounts?.(), before);
+    } else t.diagnostic(`${MODE}: no maps to count; the pod netns's conntrack expires its own entries`);
+  });
+
   it('a name the mesh does not know: forwarded by the node proxy to the real server, and that query is not captured again', async () => {
     const m = proxy().dnsLog.length;
     const s = serverLog.length;
@@ -106,8 +126,11 @@ describe(`ambient DNS capture through the node proxy (${SUITE})`, { skip: suiteS
     const from = INPOD ? env.pod('a').sb.ip4 : proxy().ip4;
     await waitUntil(`dnsmasq saw ext.test from ${from}`, () => serverLog.slice(s).some((l) => l.includes(`query[A] ext.test from ${from}`)));
     assert.ok(!serverLog.slice(s).some((l) => /ext\.test from /.test(l) && !l.includes(`from ${from}`)), serverLog.slice(s).join('\n'));
-    // One query each way per type: no loop through the proxy.
-    assert.ok(proxy().dnsLog.slice(m).filter((l) => l.name === 'ext.test').length <= 2, JSON.stringify(proxy().dnsLog.slice(m)));
+    // No loop through the proxy: each query it got was answered by the server (a looping one would
+    // come back to the proxy, again and again, and end unanswered). glibc may resend (in-pod: parallel
+    // A/AAAA on one socket meet conntrack), so a few, not exactly two.
+    const lines = proxy().dnsLog.slice(m).filter((l) => l.name === 'ext.test');
+    assert.ok(lines.length <= 8 && lines.every((l) => l.answer === 'upstream' && l.upstream === ns.w4), JSON.stringify(lines));
     if (INPOD) assert.ok(stat(d(), 'dns_bypass_proxy')! > 0n, 'dns_bypass_proxy counted the proxy\'s upstream query');
   });
 
@@ -171,22 +194,5 @@ describe(`ambient DNS capture through the node proxy (${SUITE})`, { skip: suiteS
       reader.close();
       src.setEnabled(false);
     }
-  });
-
-  it('10,000 queries, a socket each: all answered by the node proxy, no per-query entry left', async (t) => {
-    const before = d().features.mapCounts?.();
-    const captured = stat(d(), 'dns_captured')!;
-    const m = proxy().dnsLog.length;
-    const r = await tool(['many', '--server', ns.w4, '--name', 'svc.mesh', '--count', '10000']);
-    assert.equal(r.ok, 10000, JSON.stringify(r));
-    await waitUntil('the node proxy logged every query', () => proxy().dnsLog.length - m >= 10000);
-    assert.equal(proxy().dnsLog.slice(m).filter((l) => l.name === 'svc.mesh' && l.answer === 'local').length, 10000);
-    // In-pod the nat rule counts new conntrack flows only (a reused client port is not one).
-    if (!INPOD) assert.ok(stat(d(), 'dns_captured')! - captured >= 10000n, 'every query counted as captured');
-    else assert.ok(stat(d(), 'dns_captured')! > captured, 'dns_captured counted');
-    if (before) {
-      // Entries live from a query to its reply: none left, and nothing else grew.
-      assert.deepEqual(d().features.mapCounts?.(), before);
-    } else t.diagnostic(`${MODE}: no maps to count; the pod netns's conntrack expires its own entries`);
   });
 });

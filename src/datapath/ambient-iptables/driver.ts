@@ -14,6 +14,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { cgroup2Mount } from '../../sys/cgroup.ts';
 import { inNetns } from '../../sys/links.ts';
+import { run } from '../../sys/exec.ts';
 import { limitations as deriveLimitations, type DatapathDriver, type DriverFeatures, type Limitation, type LimitationId, type SidecarPlan } from '../driver.ts';
 import { podName, type PodTarget } from '../pod.ts';
 import { FAMILIES, type Family } from '../iptables/rules.ts';
@@ -75,6 +76,8 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     'getsockopt-passthrough': 'the rules turn on conntrack in the pod netns, which answers SO_ORIGINAL_DST for every tracked connection',
   };
   readonly #pods = new Map<string, PodTarget>();
+  /** The DNS port each pod's rules redirect to (null: not capturing), as last written. */
+  readonly #podDns = new Map<string, number | null>();
   readonly #proxies = new Map<string, Proxy>();
   /** Removed pods' counters, so totals never go down. */
   readonly #gone = new Map<string, bigint>();
@@ -140,6 +143,28 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     ]);
     installProxyRouting(pod.netns, this.#routing);
     for (const { f, script } of scripts) restore(pod.netns, f, script);
+    const now = dnsPort ?? null;
+    if (this.#podDns.get(pod.key.sandboxId) !== now) {
+      this.#podDns.set(pod.key.sandboxId, now);
+      this.#forgetDnsFlows(pod);
+    }
+  }
+
+  /**
+   * After DNS capture switched on or off in a pod: its UDP flows to the nameservers are dropped from
+   * the pod netns's conntrack table. A query from a client port reused within the UDP timeout (30 s)
+   * would otherwise keep the NAT decision of the previous mode (still REDIRECTed to a proxy that is
+   * gone, or still sent to the server while the proxy is back). Needs conntrack(8) (setup installs
+   * it); without it that window stays.
+   */
+  #forgetDnsFlows(pod: PodTarget): void {
+    for (const server of new Set(pod.dnsServers ?? [])) {
+      const fam = server.includes(':') ? 'ipv6' : 'ipv4';
+      try {
+        run(['nsenter', `--net=${pod.netns}`, '--', 'conntrack', '-D', '-f', fam, '-p', 'udp', '--orig-dst', server, '--orig-port-dst', '53'],
+          { stdio: ['ignore', 'ignore', 'ignore'] });
+      } catch { /* no entry (exit 1), or no conntrack(8) */ }
+    }
   }
 
   #ports(): { outbound: number; inbound: number } {
@@ -206,6 +231,7 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
       throw new Error(`unmesh ${podName(pod.key)}: ${(e as Error).message}`, { cause: e });
     }
     this.#pods.delete(key);
+    this.#podDns.delete(key);
     if (known) {
       this.#writeProbes();
       await this.#push().catch(() => {}); // the pod is gone either way; the proxy closes its listeners there
@@ -286,6 +312,7 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
   /** Rules stay in the pods' netns and the node's probe chain; nothing to let go of. */
   async release(): Promise<void> {
     this.#pods.clear();
+    this.#podDns.clear();
     this.#proxies.clear();
     this.#proxiesKnown = false;
   }
