@@ -76,7 +76,7 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     'getsockopt-passthrough': 'the rules turn on conntrack in the pod netns, which answers SO_ORIGINAL_DST for every tracked connection',
   };
   readonly #pods = new Map<string, PodTarget>();
-  /** The DNS port each pod's rules redirect to (null: not capturing), as last written. */
+  /** Pods with DNS rules (nat): the port they redirect to, null while not capturing. */
   readonly #podDns = new Map<string, number | null>();
   readonly #proxies = new Map<string, Proxy>();
   /** Removed pods' counters, so totals never go down. */
@@ -137,16 +137,22 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
       ips: pod.ips, ports: this.#ports(), mark: this.#mark, proxyCgroups: [...new Set([...this.#proxies.values()].map((p) => p.cgroup))], mode,
       dnsServers: pod.dnsServers ?? [], ...(dnsPort !== undefined ? { dnsPort } : {}),
     };
-    const scripts = FAMILIES.flatMap((f) => [
-      { f, script: podMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'mangle'), 'mangle')) },
-      { f, script: dnsMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'nat'), 'nat')) },
-    ]);
+    // The nat table (DNS) only in pods with nameservers: nothing to capture, no nat hooks in the pod netns.
+    const hasDns = (pod.dnsServers ?? []).length > 0;
+    const scripts = FAMILIES.flatMap((f) => {
+      const out = [{ f, script: podMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'mangle'), 'mangle')) as string | null }];
+      if (hasDns) out.push({ f, script: dnsMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'nat'), 'nat')) });
+      else if (this.#podDns.has(pod.key.sandboxId)) out.push({ f, script: dnsUnmeshScript(parseTableSave(saveTable(pod.netns, f, 'nat'), 'nat')) });
+      return out;
+    });
     installProxyRouting(pod.netns, this.#routing);
-    for (const { f, script } of scripts) restore(pod.netns, f, script);
-    const now = dnsPort ?? null;
-    if (this.#podDns.get(pod.key.sandboxId) !== now) {
-      this.#podDns.set(pod.key.sandboxId, now);
-      this.#forgetDnsFlows(pod);
+    for (const { f, script } of scripts) if (script) restore(pod.netns, f, script);
+    // undefined: no DNS rules in this pod; null: rules, not capturing; a port: capturing to it.
+    const key = pod.key.sandboxId;
+    const now = hasDns ? dnsPort ?? null : undefined;
+    if (this.#podDns.get(key) !== now) {
+      if (now === undefined) this.#podDns.delete(key); else this.#podDns.set(key, now);
+      if (hasDns) this.#forgetDnsFlows(pod);
     }
   }
 
