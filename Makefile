@@ -80,9 +80,9 @@ conformance-all:
 	MESHWARP_ENGINE=ebpf $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
 	MESHWARP_ENGINE=ebpf MESHWARP_TC=legacy $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/lifecycle.test.ts test/conformance/capture.test.ts
 	MESHWARP_ENGINE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/*.test.ts
-	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=ebpf $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts test/conformance/hbone.test.ts
-	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=ebpf MESHWARP_TC=legacy $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts test/conformance/hbone.test.ts
-	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts test/conformance/hbone.test.ts
+	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=ebpf $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts test/conformance/ambient-dns.test.ts test/conformance/hbone.test.ts
+	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=ebpf MESHWARP_TC=legacy $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts test/conformance/ambient-dns.test.ts test/conformance/hbone.test.ts
+	MESHWARP_DATAPLANE=ambient MESHWARP_ENGINE=iptables $(NODE) --test --test-reporter=spec --test-concurrency=1 test/conformance/ambient.test.ts test/conformance/ambient-dns.test.ts test/conformance/hbone.test.ts
 
 demo: setup
 	bin/meshwarp demo

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NODE_VERSION=24.21.0
-DEB_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables containernetworking-plugins haproxy wrk iperf3 curl make dnsmasq-base bind9-dnsutils musl-tools)
+DEB_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables containernetworking-plugins haproxy wrk iperf3 curl make dnsmasq-base bind9-dnsutils musl-tools conntrack)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 

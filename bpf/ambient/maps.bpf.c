@@ -16,6 +16,7 @@ struct mw_am_btf_anchor {
 	enum mw_am_limit am_limit;
 	enum mw_am_fail am_fail;
 	enum mw_am_proxy_flag am_proxy_flag;
+	enum mw_am_dns_limit am_dns_limit;
 };
 
 const struct mw_am_btf_anchor *mw_am_btf_anchor __attribute__((unused));

@@ -2,6 +2,7 @@
 /* tc on an enrolled pod's host-side veth (node netns): the pod's TCP goes to
  * the node proxy, in both directions (see ambient.h, mw_ambient.h). */
 #include "ambient.h"
+#include "dns.h"
 
 /* IPv6 link-local or unspecified source on ICMPv6: NDP and DAD, which carry
  * no pod identity and must never be dropped. */
@@ -107,7 +108,7 @@ int mwam_from_pod(struct __sk_buff *skb)
 	struct am_pod *pod;
 	struct am_node *node;
 	struct am_proxy *px;
-	int slot;
+	int slot, rc;
 
 	if (mw_am_parse(skb, &p))
 		return MW_TC_NEXT;
@@ -137,6 +138,9 @@ int mwam_from_pod(struct __sk_buff *skb)
 			return mw_am_done(MW_TC_NEXT, MW_PROG_AM_FROM_POD, MW_VERDICT_BYPASSED, MW_STAT_AM_BYPASS_EXISTING, pod->netns_cookie, &p, p.dport);
 	}
 	px = mw_am_active(node);
+	rc = mw_am_dns_out(skb, node, px, pod->netns_cookie, &p); /* DNS (dns.h) */
+	if (rc != MW_AM_GO_ON)
+		return rc;
 	if (!px)
 		return mw_am_absent(node, MW_PROG_AM_FROM_POD, pod->netns_cookie, &p);
 	if (p.proto == MW_IPPROTO_UDP)
@@ -167,7 +171,7 @@ int mwam_to_pod(struct __sk_buff *skb)
 	struct am_pod *pod;
 	struct am_node *node;
 	struct am_proxy *px;
-	int slot;
+	int slot, rc;
 
 	if (mw_am_parse(skb, &p))
 		return MW_TC_NEXT;
@@ -176,6 +180,9 @@ int mwam_to_pod(struct __sk_buff *skb)
 		return MW_TC_NEXT;
 	if (p.proto != MW_IPPROTO_TCP && p.proto != MW_IPPROTO_UDP)
 		return MW_TC_NEXT;
+	rc = mw_am_dns_reply(skb, pod, &p); /* DNS (dns.h) */
+	if (rc != MW_AM_GO_ON)
+		return rc;
 	in_ifindex = skb->ingress_ifindex;
 	/* The node proxy's own connections to the pod: never captured again. */
 	if (in_ifindex && mw_am_from_proxy(in_ifindex)) {

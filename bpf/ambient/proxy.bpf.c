@@ -13,6 +13,7 @@
  * locally like a packet of a flow, and mwam_tw_lookup, attached to this
  * netns, answers that lookup with the listener mwam_proxy_in chose. */
 #include "ambient.h"
+#include "dns.h"
 
 #define MW_PACKET_HOST 0
 
@@ -65,7 +66,12 @@ int mwam_proxy_in(struct __sk_buff *skb)
 	__u32 len;
 	int out, err, kind, tw;
 
-	if (mw_am_parse(skb, &p) || p.proto != MW_IPPROTO_TCP)
+	if (mw_am_parse(skb, &p))
+		return MW_TC_NEXT;
+	err = mw_am_dns_in(skb, &p); /* DNS, UDP and TCP (dns.h) */
+	if (err != MW_AM_GO_ON)
+		return err;
+	if (p.proto != MW_IPPROTO_TCP)
 		return MW_TC_NEXT;
 	node = mw_am_node();
 	if (!node)

@@ -271,7 +271,12 @@ enum mw_stat {
 	MW_STAT_AM_TW_ASSIGNED = 61,	/* mwam_tw_lookup gave the kernel's listener lookup our listener */
 	/* sockmap (S4), continued. */
 	MW_STAT_SOCKMAP_EOPNOTSUPP = 62, /* insert failed: socket kind sockmap refuses (e.g. an MPTCP subflow) */
-	MW_STAT__MAX = 63,
+	/* Ambient DNS capture (bpf/ambient/dns.h); the ambient object also counts
+	 * dns_captured, dns_no_listener (also the nameserver's reply passed
+	 * while no proxy is ready), dns_not_server, dns_restored and
+	 * dns_state_failed, with the same meaning as the sidecar's. */
+	MW_STAT_DNS_UNMATCHED = 63,	/* reply from the node proxy's DNS port with no query entry: passed as it is */
+	MW_STAT__MAX = 64,
 };
 
 _Static_assert(MW_STAT__MAX <= MW_STAT_SLOTS, "stats map too small");

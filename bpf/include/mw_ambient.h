@@ -74,7 +74,40 @@ struct am_proxy {
 	__u16 inbound_port;		/* 22 network order (plaintext) */
 	__u16 hbone_port;		/* 24 network order; 0 = none */
 	__u8 mac[6];			/* 26 its interface's MAC (L2 destination of inbound captures) */
+	__u16 dns_port;			/* 32 network order; 0 = it announced no DNS listener */
+	__u8 _pad[6];			/* 34 */
+};					/* 40 */
+
+/*
+ * DNS (S6) in ambient: an enrolled pod's UDP query to one of its nameservers
+ * (dns_servers, as the sidecar's) is redirected into the ready node proxy's
+ * netns and bpf_sk_assign-ed there to its UDP DNS socket (dns_port); TCP
+ * port 53 is assigned to its TCP DNS listener. The proxy answers from its own
+ * address and port; mwam_to_pod puts the server back as the reply's source
+ * from am_dns_queries, keyed by what the reply carries: the pod's address
+ * and port and the DNS id. Entries live from the query to its reply (deleted
+ * by the reply that takes the last pending query; LRU bounds the queries
+ * whose reply never comes, and the driver's sweep removes them after
+ * MW_AM_DNS_QUERY_TTL_NS).
+ */
+struct am_dns_key {
+	struct ip_addr pod;		/* 0  the querying pod's address (v4-mapped for IPv4) */
+	__u16 pod_port;			/* 16 its UDP port, network order */
+	__u16 id;			/* 18 the DNS message id, network order */
+	__u32 _pad;			/* 20 */
+};					/* 24 */
+
+struct am_dns_query {
+	struct ip_addr server;		/* 0  the server the query was sent to */
+	__u16 server_port;		/* 16 network order (53) */
+	__u8 pending;			/* 18 queries in flight with this key (musl asks every server with one id) */
+	__u8 _pad[5];			/* 19 */
+	__u64 since_ns;			/* 24 bpf_ktime_get_ns() of the latest query */
 };					/* 32 */
+
+enum mw_am_dns_limit {
+	MW_AM_DNS_QUERIES = 16384,	/* am_dns_queries: queries in flight on the node */
+};
 
 /* am_tw_hint (PERCPU_ARRAY, one slot): the SYN mwam_proxy_in just handed to
  * the kernel's TIME_WAIT path on this CPU. That path runs mwam_tw_lookup in

@@ -7,6 +7,7 @@
 
 #include "mw_maps.h"
 #include "mw_ambient.h"
+#include "mw_dns_maps.h"
 
 MW_MAP struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -41,6 +42,15 @@ MW_MAP struct {
 	__type(value, struct am_proxy);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } am_proxies SEC(".maps");
+
+/* DNS queries in flight, from the query to its reply (struct am_dns_query). */
+MW_MAP struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MW_AM_DNS_QUERIES);
+	__type(key, struct am_dns_key);
+	__type(value, struct am_dns_query);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} am_dns_queries SEC(".maps");
 
 /* TIME_WAIT hand-off (proxy.bpf.c): per CPU, the SYN handed over and the
  * listener it must reach. Both are overwritten by the next hand-off on that

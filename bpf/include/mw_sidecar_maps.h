@@ -57,15 +57,7 @@ MW_MAP struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } inbound_nat SEC(".maps");
 
-/* DNS capture (S6, see struct dns_server_key): the pods' nameservers. */
-MW_MAP struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);	/* written by userspace only */
-	__uint(max_entries, MW_MAX_DNS_SERVERS);
-	__type(key, struct dns_server_key);
-	__type(value, __u8);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} dns_servers SEC(".maps");
+#include "mw_dns_maps.h"
 
 /* The servers each captured DNS socket asked (struct dns_sock). */
 MW_MAP struct {

@@ -17,19 +17,25 @@
 // an HTTP/2 CONNECT stream over mutual TLS to v2's address on 15008, and the demo prints that hop
 // with both SPIFFE identities, as each proxy saw it.
 //
+// Names: curl asks for pipy-ok-v1 / pipy-ok-v2; its resolv.conf names the cluster DNS (dnsmasq on
+// 10.96.0.53 in each node, agents --cluster-dns). The query is captured to node1's node proxy's DNS
+// proxy (15053), which answers pipy-ok-v*.ambient.svc.cluster.local itself; the cluster DNS sees none.
+//
 // --engine iptables (in-pod, Istio >= 1.21): the agent gives each node proxy the pods' netns
 // and waits for it to open its listeners there; rules inside each pod netns send its TCP to
 // them. Upstream sockets live in the pod netns too, so an enrolled server sees its own address
 // (its inbound listener connected to it). Shown instead of tc programs: the in-pod rules with
 // their counters after request 1, and the proxy's listeners inside a pod's netns.
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { agentStream } from '../agent/client.ts';
 import { tcxPrograms } from '../bpf/index.ts';
 import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
-import { Lab, LabAgent, LabNodeProxy, eventually, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
+import { Lab, LabAgent, LabNodeProxy, eventually, labRunDir, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
 import { LabMesh, type LabHboneProxy } from '../lab/hbone/lab.ts';
 import type { HboneHop } from '../lab/hbone/proxy.ts';
 import { withNetns } from '../sys/netns.ts';
+import { CLUSTER_DNS, startClusterDns } from './demo.ts';
 
 const NODE = process.execPath;
 export const AMBIENT_NAMESPACE = 'ambient';
@@ -43,7 +49,7 @@ export interface AmbientDemoOptions {
   onResult?: (r: AmbientDemoResult) => void;
 }
 
-export interface AmbientDemoRequest { n: number; to: string; ok: boolean; answer: string; sawClient?: string; viaProxy: boolean }
+export interface AmbientDemoRequest { n: number; to: string; ok: boolean; answer: string; sawClient?: string; viaProxy: boolean; name: string }
 export interface AmbientDemoResult {
   dataplane: 'ambient';
   engine: 'ebpf' | 'iptables';
@@ -56,10 +62,13 @@ export interface AmbientDemoResult {
   trace: (TraceRecord & { node: string })[];
   /** The programs on each enrolled pod's host veth, per hook (BPF_PROG_QUERY for tcx, cls_bpf otherwise). */
   attached: { pod: string; veth: string; hook: string; programs: string[] }[];
-  /** In-pod engine: each enrolled pod's mangle rules (iptables-save -c) and the listeners the node proxy opened in its netns. */
+  /** In-pod engine: each enrolled pod's mangle and nat rules (iptables-save -c) and the listeners the node proxy opened in its netns. */
   inPod?: { pod: string; rules: string[]; listeners: string[] }[];
   /** Engine ebpf: the HBONE hop of the first cross-node request, as node1's proxy (client) and node2's (server) saw it. */
   hbone?: { client?: HboneHop; server?: HboneHop };
+  /** Queries for the apps' names the node proxies' DNS proxies answered themselves, and that reached the cluster DNS. */
+  resolvedByProxy: number;
+  clusterDnsQueries: number;
   /** What each agent reports, as the seed's istio-cni log line. */
   ambientConfig: { node: string; ztunnelReady: boolean; redirectMode: string }[];
   ok: boolean;
@@ -78,16 +87,19 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
     const proxies = new Map<LabNode, LabNodeProxy | LabHboneProxy>();
     // eBPF: HBONE node proxies, their CA and registry (in-pod: haproxy, as before).
     const mesh = inPod ? undefined : LabMesh.create(lab);
+    const dnsLog: string[] = [];
     try {
+      for (const node of nodes) await startClusterDns(node, dnsLog);
       for (const node of nodes) {
-        const agent = new LabAgent(node, { engine, dataplanes: ['ambient'] });
+        const agent = new LabAgent(node, { engine, dataplanes: ['ambient'], args: ['--cluster-dns', CLUSTER_DNS] });
         await agent.start();
         agents.set(node, agent);
         lab.enableCni(node, { agentSocket: agent.socket, dataplane: 'ambient' });
-        const px = mesh ? await mesh.startProxy(node) : await LabNodeProxy.start(node);
+        const dns = { names: [], upstream: [CLUSTER_DNS] };
+        const px = mesh ? await mesh.startProxy(node, 'ztunnel', { dns }) : await LabNodeProxy.start(node, 'ztunnel', { dns });
         await px.announceTo(agent);
         proxies.set(node, px);
-        o.say(`  ${node.name}: agent up, node proxy ${px.id} (${px.ip4}, ${px.ip6}) announced itself, listeners ${mesh ? '15001/15006/15008 (HBONE)' : '15001/15006'}`);
+        o.say(`  ${node.name}: agent up (--cluster-dns ${CLUSTER_DNS}), node proxy ${px.id} (${px.ip4}, ${px.ip6}) announced itself, listeners ${mesh ? '15001/15006/15008 (HBONE)' : '15001/15006'}, DNS 15053`);
       }
       const [n1, n2] = nodes;
       const curl = await lab.addPodCni(n1, 'curl', { namespace: AMBIENT_NAMESPACE });
@@ -102,6 +114,15 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
         await mesh.push();
         o.say(`  lab CA (openssl, trust domain ${mesh.trustDomain}) issued ${pods.map((p) => `${mesh.identity(p)} (to ${p.node.name}'s proxy)`).join(', ')}`);
       }
+      // The node proxies' DNS proxies answer the apps' names (ztunnel answers the mesh's services).
+      const fqdn = (p: LabPod) => `${p.name}.${AMBIENT_NAMESPACE}.svc.cluster.local`;
+      const names = [v1, v2].map((p) => `${fqdn(p)}=${p.ip4},${p.ip6}`);
+      for (const px of proxies.values()) await px.setDns({ names, upstream: [CLUSTER_DNS] });
+      mkdirSync(labRunDir(lab.prefix), { recursive: true });
+      const resolvConf = `${labRunDir(lab.prefix)}/resolv.conf`;
+      writeFileSync(resolvConf, `search ${AMBIENT_NAMESPACE}.svc.cluster.local svc.cluster.local cluster.local\nnameserver ${CLUSTER_DNS}\noptions ndots:5\n`);
+      o.say(`  the names: curl's resolv.conf names the cluster DNS ${CLUSTER_DNS} (dnsmasq in each node); ${inPod ? 'its in-pod rules redirect' : 'its veth sends'} `
+        + `the query to node1's node proxy's DNS proxy (:15053), which answers ${fqdn(v1)} and ${fqdn(v2)} itself`);
       for (const [p, v] of [[v1, 'v1'], [v2, 'v2']] as const) {
         p.spawn([NODE, '-e', `require('http').createServer((q,r)=>r.end('Hi, I am pipy ok ${v} ! (client seen: '+q.socket.remoteAddress.replace(/^::ffff:/,'')+')\\n')).listen(8080,'::')`], { uid: APP_UID });
         await waitForListening(p, 8080);
@@ -113,27 +134,27 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
 
       o.say('');
       const proxyIps = new Set([...proxies.values()].flatMap((p) => [p.ip4, p.ip6]));
-      const targets: [string, LabPod][] = [[v2.ip4, v2], [v1.ip4, v1], [`[${v2.ip6}]`, v2], [`[${v1.ip6}]`, v1]];
+      const targets: [string, LabPod, 4 | 6][] = [[v2.name, v2, 4], [v1.name, v1, 4], [v2.name, v2, 6], [v1.name, v1, 6]];
       const requests: AmbientDemoRequest[] = [];
       let inPodView: AmbientDemoResult['inPod'];
       let hbone: AmbientDemoResult['hbone'];
       let hboneOf = 0;
       for (let n = 1; n <= o.requests; n++) {
-        const [host, pod] = targets[(n - 1) % targets.length];
-        const r = await curl.run(['curl', '-s', '-m', '5', `http://${host}:8080/`], { uid: APP_UID, timeoutMs: 10_000 });
+        const [host, pod, fam] = targets[(n - 1) % targets.length];
+        const r = await curl.run(['curl', '-s', `-${fam}`, '-m', '5', `http://${host}:8080/`], { uid: APP_UID, timeoutMs: 10_000, resolvConf });
         const answer = r.stdout.trim();
         const sawClient = /client seen: ([^)]+)\)/.exec(answer)?.[1];
         // In-pod: the server's own inbound listener connected to it from the server's own address.
         const via = inPod ? !!sawClient && [pod.ip4, pod.ip6].includes(sawClient) : !!sawClient && proxyIps.has(sawClient);
-        requests.push({ n, to: `${pod.name} (${pod.node.name})`, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, sawClient, viaProxy: via });
-        o.say(`$ curl -s http://${host}:8080/   # request ${n}: curl (node1) -> ${pod.name} (${pod.node.name})\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
+        requests.push({ n, to: `${pod.name} (${pod.node.name})`, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, sawClient, viaProxy: via, name: host });
+        o.say(`$ curl -s -${fam} http://${host}:8080/   # request ${n}: curl (node1) -> ${pod.name} (${pod.node.name}), IPv${fam}\n${answer || `(failed: exit ${r.code} ${r.stderr.trim()})`}`);
         if (n === 1 && !inPod) {
           await new Promise((res) => setTimeout(res, 200)); // the agents drain the trace every 50 ms
           for (const s of streams) s.close();
         }
         if (n === 1 && inPod) inPodView = pods.map((p) => inPodOf(p));
         if (mesh && pod === v2 && !hbone) {
-          const authority = `${host}:8080`;
+          const authority = fam === 4 ? `${pod.ip4}:8080` : `[${pod.ip6}]:8080`; // CONNECT names the pod's address
           const client = (await (proxies.get(n1) as LabHboneProxy).hops()).filter((h) => h.side === 'client' && h.authority === authority).pop();
           const server = (await (proxies.get(n2) as LabHboneProxy).hops()).filter((h) => h.side === 'server' && h.authority === authority).pop();
           hbone = { ...(client ? { client } : {}), ...(server ? { server } : {}) };
@@ -143,7 +164,7 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
       const first = trace.filter((t) => t.pod?.startsWith(`${AMBIENT_NAMESPACE}/`));
       o.say('');
       if (inPod) {
-        o.say('what the in-pod rules did for request 1 (iptables-save -c -t mangle in each pod netns, rules that counted packets):');
+        o.say('what the in-pod rules did for request 1 (iptables-save -c -t mangle / -t nat in each pod netns, rules that counted packets):');
         for (const v of inPodView ?? []) {
           o.say(`  ${v.pod}:`);
           for (const l of v.rules) o.say(`    ${l}`);
@@ -190,14 +211,19 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
       const failed = requests.filter((r) => !r.ok).length;
       const captured = requests.filter((r) => r.viaProxy).length;
       const hboneOk = !mesh || (hbone?.client?.status === 200 && hbone.server?.status === 200);
-      const ok = failed === 0 && captured === requests.length && hboneOk && ambientConfig.every((c) => c.ztunnelReady && c.redirectMode === engine);
+      const appNames = new Set([v1, v2].map(fqdn));
+      const resolvedByProxy = [...proxies.values()].flatMap((p) => p.dnsLog).filter((l) => appNames.has(l.name) && l.answer === 'local').length;
+      const clusterDnsQueries = dnsLog.filter((l) => [...appNames].some((nm) => l.includes(` ${nm} `))).length;
+      const ok = failed === 0 && captured === requests.length && hboneOk && ambientConfig.every((c) => c.ztunnelReady && c.redirectMode === engine)
+        && resolvedByProxy >= requests.length && clusterDnsQueries === 0;
       o.say('');
-      o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered, ${captured} through a node proxy`);
+      o.say(`${ok ? 'OK' : 'FAILED'}: ${requests.length - failed}/${requests.length} requests answered, ${captured} through a node proxy; `
+        + `the apps' names answered ${resolvedByProxy} times by the node proxy's DNS proxy, ${clusterDnsQueries} queries for them at the cluster DNS`);
       const result: AmbientDemoResult = {
         dataplane: 'ambient', engine, prefix: lab.prefix, ...(inPodView ? { inPod: inPodView } : {}),
         pods: pods.map((p) => ({ name: p.name, node: p.node.name, ip4: p.ip4, ip6: p.ip6 })),
         proxies: [...proxies].map(([n, p]) => ({ node: n.name, ip4: p.ip4, ip6: p.ip6 })),
-        requests, captured, trace: first, attached, ...(hbone ? { hbone } : {}), ambientConfig, ok,
+        requests, captured, trace: first, attached, ...(hbone ? { hbone } : {}), resolvedByProxy, clusterDnsQueries, ambientConfig, ok,
       };
       o.onResult?.(result);
       return result;

@@ -195,7 +195,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 
 /** dnsmasq on CLUSTER_DNS, an address on the node netns' loopback (as node-local-dns
  * binds the cluster DNS address on each node); its query log lines go to `log`. */
-async function startClusterDns(node: LabNode, log: string[]): Promise<void> {
+export async function startClusterDns(node: LabNode, log: string[]): Promise<void> {
   await node.check(['ip', 'addr', 'add', `${CLUSTER_DNS}/32`, 'dev', 'lo']);
   const child = node.spawn(['dnsmasq', '-k', '-C', '/dev/null', '--no-resolv', '--no-hosts', '--no-poll', '--pid-file=', '--user=root',
     '--bind-interfaces', `--listen-address=${CLUSTER_DNS}`, '--port=53', '--local=/cluster.local/',

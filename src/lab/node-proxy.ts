@@ -12,18 +12,25 @@
 // so an enrolment costs a reload, not a process) and reloads haproxy in master-worker mode
 // (SIGUSR2: the new worker takes the listening sockets over, the old one finishes its
 // sessions), then answers 200 once the listeners of every listed pod are open.
+//
+// DNS (opts.dns): its DNS proxies, see dns-proxy.ts.
 import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { labRunDir } from './cleanup.ts';
 import type { LabNode, LabPod } from './lab.ts';
-import { eventually } from './proc.ts';
+import { eventually, waitForLine } from './proc.ts';
 import { POD_IFNAME } from './wire.ts';
+import { LabDnsProxies, NODE_PROXY_DNS_PORT, type NodeProxyDns, type NodeProxyDnsLine } from './dns-proxy.ts';
 
-export const NODE_PROXY_PORTS = { outbound: 15001, inbound: 15006, hbone: 15008 } as const;
+/** ztunnel's ports; `dns` is announced only by a proxy started with a DNS proxy (opts.dns). */
+export const NODE_PROXY_PORTS = { outbound: 15001, inbound: 15006, hbone: 15008, dns: NODE_PROXY_DNS_PORT } as const;
+
+export type { NodeProxyDns, NodeProxyDnsLine } from './dns-proxy.ts';
 
 /** haproxy names a netns by its name under /var/run/netns; the lab's pods live there. */
 export function netnsName(path: string): string {
@@ -63,27 +70,48 @@ export class LabNodeProxy {
   #control: http.Server | undefined;
   /** Pod netns names it listens in (the agent's last snapshot). */
   podNetns: string[] = [];
+  /** Its DNS proxies (opts.dns): 'proxy' (its own netns) and one per pod netns it serves in-pod. */
+  readonly #dns: LabDnsProxies | undefined;
 
-  private constructor(node: LabNode, pod: LabPod, id: string) {
+  private constructor(node: LabNode, pod: LabPod, id: string, dns?: NodeProxyDns) {
     this.node = node;
     this.pod = pod;
     this.id = id;
+    this.#dns = dns ? new LabDnsProxies(pod, `node proxy ${id}`, dns) : undefined;
   }
 
-  /** Creates the proxy's sandbox `name` on `node` and starts haproxy; resolves once both listeners listen. */
-  static async start(node: LabNode, name = 'ztunnel'): Promise<LabNodeProxy> {
+  /** Every query its DNS proxies logged. */
+  get dnsLog(): NodeProxyDnsLine[] { return this.#dns?.log ?? []; }
+
+  /** Creates the proxy's sandbox `name` on `node` and starts haproxy (and its DNS proxy); resolves once they listen. */
+  static async start(node: LabNode, name = 'ztunnel', opts: { dns?: NodeProxyDns } = {}): Promise<LabNodeProxy> {
     const pod = node.lab.addPod(node, name);
-    const p = new LabNodeProxy(node, pod, `${node.name}-${name}`);
+    const p = new LabNodeProxy(node, pod, `${node.name}-${name}`, opts.dns);
     await p.run();
     return p;
   }
 
   /** The announcement the agent gets (POST /v1/ambient/proxy). */
   announcement(ready = true): NodeProxy {
+    const { dns, ...tcp } = NODE_PROXY_PORTS;
     return {
-      id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: { ...NODE_PROXY_PORTS }, ready,
+      id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: this.#dns ? { ...tcp, dns } : { ...tcp }, ready,
       control: this.controlSocket, cgroup: this.pod.cgroupPath,
     };
+  }
+
+  #startDns(tag: string): Promise<void> { return this.#dns?.start(tag) ?? Promise.resolve(); }
+  #stopDns(tag: string): Promise<void> { return this.#dns?.stop(tag) ?? Promise.resolve(); }
+
+  /** New DNS settings (names known once pods exist): every running DNS proxy restarts with them. */
+  async setDns(dns: NodeProxyDns): Promise<void> {
+    if (!this.#dns) throw new Error(`node proxy ${this.id}: started without DNS (its announcement has no DNS port)`);
+    await this.#dns.set(dns);
+  }
+
+  /** Stops (or starts again) the DNS proxy of its own netns: the eBPF datapath must then fail open. */
+  async setDnsRunning(on: boolean): Promise<void> {
+    if (on) await this.#startDns('proxy'); else await this.#stopDns('proxy');
   }
 
   get controlSocket(): string { return join(this.#dir, 'control.sock'); }
@@ -160,6 +188,9 @@ export class LabNodeProxy {
       for (const n of new Set([...names, ...this.podNetns])) {
         await this.pod.run(['nsenter', `--net=/run/netns/${n}`, '--', 'sysctl', '-qw', 'net.ipv4.tcp_migrate_req=1']);
       }
+      // DNS listeners first, like the others: the acknowledgement means every one is open.
+      for (const n of names) await this.#startDns(n);
+      const dropped = this.podNetns.filter((n) => !names.includes(n));
       // A pod netns this instance leaves (an upgrade's old instance): pause its listeners
       // first (haproxy `disable frontend`: the kernel takes them out of the SO_REUSEPORT group
       // and tcp_migrate_req hands their queues to the new instance), then reload. A reload
@@ -190,6 +221,7 @@ export class LabNodeProxy {
         return true;
       }, 10_000, 20);
       if (!up) throw new Error(`node proxy ${this.id}: listeners did not open in ${names.join(', ')}`);
+      for (const n of dropped) await this.#stopDns(n);
     });
     this.#reloads = next.catch(() => {});
     return next;
@@ -224,9 +256,11 @@ export class LabNodeProxy {
     }, 10_000, 50);
     if (!up || this.child.exitCode !== null) throw new Error(`node proxy ${this.id}: haproxy did not start listening (exit ${this.child.exitCode})`);
     if (!this.#control) await this.#serveControl();
+    await this.#startDns('proxy');
   }
 
   async stop(): Promise<void> {
+    await this.#dns?.stopAll();
     const srv = this.#control;
     this.#control = undefined;
     if (srv) { srv.closeAllConnections(); await new Promise((r) => srv.close(r)); }

@@ -7,6 +7,20 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
+import { SOL_IP, SOL_IPV6 } from '../bpf/uapi.ts';
+import { errno, setsockopt, strerror } from '../sys/libc.ts';
+
+const IP_TRANSPARENT = 19;
+const IPV6_TRANSPARENT = 75;
+
+/** Sets IP(V6)_TRANSPARENT on a listening server's socket (checked per connection request, so after listen() is fine). */
+function setTransparent(srv: net.Server, v6: boolean): void {
+  const fd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) throw new Error('DNS proxy: no fd for the TCP listener');
+  const one = Buffer.alloc(4);
+  one.writeInt32LE(1);
+  if (setsockopt(fd, v6 ? SOL_IPV6 : SOL_IP, v6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, one, 4) !== 0) throw new Error(`DNS proxy: IP_TRANSPARENT: ${strerror(errno())}`);
+}
 
 /** A mesh name and the addresses the proxy answers for it. */
 export interface MeshName { name: string; addrs: string[] }
@@ -23,6 +37,17 @@ export interface DnsProxyOptions {
   log?: boolean;
   tag?: string;
   timeoutMs?: number;
+  /** Addresses to listen on (UDP and TCP each); default loopback, 127.0.0.1 and ::1. */
+  listen?: string[];
+  /**
+   * IP_TRANSPARENT on the TCP listeners: a node proxy (ambient, eBPF) gets queries
+   * bpf_sk_assign-ed with the server's address as destination, and the accepted connection
+   * answers from it. (UDP needs nothing: its replies leave from the proxy's own address
+   * and the datapath puts the server back as their source.)
+   */
+  transparent?: boolean;
+  /** SO_REUSEPORT on every socket: an upgrade's new instance listens next to the old one (in-pod). */
+  reusePort?: boolean;
 }
 
 export interface DnsProxy { port: number; close(): Promise<void> }
@@ -152,8 +177,9 @@ export async function startDnsProxy(opts: DnsProxyOptions): Promise<DnsProxy> {
   }
 
   const closers: (() => Promise<void>)[] = [];
-  for (const [host, type] of [['127.0.0.1', 'udp4'], ['::1', 'udp6']] as const) {
-    const s = dgram.createSocket(type);
+  for (const host of opts.listen ?? ['127.0.0.1', '::1']) {
+    const v6 = net.isIP(host) === 6;
+    const s = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6, reusePort: opts.reusePort ?? false });
     s.on('message', (msg, rinfo) => {
       void resolve(msg, `${rinfo.address}:${rinfo.port}`, 'udp').then((r) => { if (r) s.send(r, rinfo.port, rinfo.address); });
     });
@@ -176,7 +202,8 @@ export async function startDnsProxy(opts: DnsProxyOptions): Promise<DnsProxy> {
         }
       });
     });
-    await new Promise<void>((ok, fail) => { srv.once('error', fail); srv.listen(opts.port, host, () => { srv.off('error', fail); ok(); }); });
+    await new Promise<void>((ok, fail) => { srv.once('error', fail); srv.listen({ port: opts.port, host, ipv6Only: v6, reusePort: opts.reusePort ?? false }, () => { srv.off('error', fail); ok(); }); });
+    if (opts.transparent) setTransparent(srv, v6);
     closers.push(() => new Promise((r) => srv.close(() => r())));
   }
   return { port: opts.port, close: async () => { await Promise.all(closers.map((c) => c())); } };

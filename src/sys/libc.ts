@@ -13,6 +13,7 @@ export const strerror = libc.func('const char *strerror(int errnum)');
 
 export const close = libc.func('int close(int fd)');
 export const getsockopt = libc.func('int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)');
+export const setsockopt = libc.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)');
 export const socket = libc.func('int socket(int domain, int type, int protocol)');
 /** Raw syscall with pointer-sized args; used for bpf() commands libbpf 1.1 lacks. */
 export const syscall3 = libc.func('long syscall(long number, long a1, void *a2, long a3)');

@@ -10,8 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { labRunDir, waitForLine, type Sandbox } from '../../src/lab/index.ts';
-import { APP_UID, MODE, MeshLab, Sidecar, presetPods, skipIfLimited, stat, suiteSkip, SUITE } from './harness.ts';
+import { labRunDir } from '../../src/lab/index.ts';
+import { APP_UID, MODE, MeshLab, Sidecar, presetPods, skipIfLimited, startDnsmasq, stat, suiteSkip, SUITE } from './harness.ts';
 import { waitUntil } from '../helpers/poll.ts';
 import type { TraceRecord } from '../../src/datapath/trace.ts';
 
@@ -28,15 +28,6 @@ const TOOL = fileURLToPath(new URL('./dnstool.ts', import.meta.url));
 const MUSL = fileURLToPath(new URL('../../build/bin/mw-musl-resolve', import.meta.url));
 const NODE = [process.execPath, '--disable-warning=ExperimentalWarning'];
 const ENV = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
-
-async function startDnsmasq(sb: Sandbox, addrs: string[]): Promise<void> {
-  const child = sb.spawn(['dnsmasq', '-k', '-C', '/dev/null', '--no-resolv', '--no-hosts', '--no-poll', '--pid-file=', '--user=root',
-    '--bind-interfaces', ...addrs.map((a) => `--listen-address=${a}`), '--port=53',
-    `--host-record=svc.mesh,${REAL}`, `--host-record=ext.test,${EXT},2001:db8::10`, '--log-facility=-'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  // dnsmasq logs to stderr; waitForLine reads stdout, so hand it stderr.
-  (child as { stdout: unknown }).stdout = child.stderr;
-  await waitForLine(child, /started, version/, 10_000);
-}
 
 describe(`DNS capture (${SUITE})`, { skip: suiteSkip() }, () => {
   let env: MeshLab;
@@ -57,8 +48,9 @@ describe(`DNS capture (${SUITE})`, { skip: suiteSkip() }, () => {
     env = await MeshLab.create(presetPods(['a', 'b', 'w'], { unmeshed: ['a'] }), { tag: 'mdn' });
     const [a, b, w] = ['a', 'b', 'w'].map((n) => env.pod(n));
     ns = { w4: w.sb.ip4, w6: w.sb.ip6, b4: b.sb.ip4, b6: b.sb.ip6 };
-    await startDnsmasq(w.sb, [ns.w4, ns.w6]);
-    await startDnsmasq(b.sb, [ns.b4, ns.b6]);
+    const records = [`svc.mesh,${REAL}`, `ext.test,${EXT},2001:db8::10`];
+    await startDnsmasq(w.sb, [ns.w4, ns.w6], records);
+    await startDnsmasq(b.sb, [ns.b4, ns.b6], records);
     // As kubelet writes it: the cluster DNS first. b6 is a DNS server the pod does not use.
     const dir = `${labRunDir(env.prefix)}/dns`;
     mkdirSync(dir, { recursive: true });

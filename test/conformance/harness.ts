@@ -19,6 +19,7 @@ import type { AmbientEbpfDriver, AmbientEbpfOptions } from '../../src/datapath/a
 import { labTarget, type PodTarget } from '../../src/datapath/pod.ts';
 import type { TcMode } from '../../src/datapath/ebpf/tc.ts';
 import { Lab, LabNodeProxy, Sandbox, runAll, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
+import type { NodeProxyDns } from '../../src/lab/node-proxy.ts';
 import { resolvePodPolicy, type PodPolicy, type Profile } from '../../src/profiles/index.ts';
 import { createCgroup } from '../../src/sys/cgroup.ts';
 import { hostPort } from '../helpers/http.ts';
@@ -176,6 +177,38 @@ export function assertProxied(r: ConnectResult, server: string, what: string): S
   assert.notDeepEqual([norm(r.reply.remote), r.reply.remotePort], [norm(r.local), r.localPort],
     `${what}: the server saw the client's own socket ${hostPort(norm(r.local), r.localPort ?? 0)}: the connection was not captured`);
   return r.reply;
+}
+
+// ---- DNS ----
+
+/**
+ * dnsmasq in `sb` on `addrs`:53 as a real nameserver answering `records` (`NAME,IP[,IP]`, its
+ * --host-record); resolves once it started. `log` gets its query log lines (--log-queries).
+ */
+export async function startDnsmasq(sb: Sandbox, addrs: string[], records: string[], log?: string[]): Promise<ChildProcess> {
+  const child = sb.spawn(['dnsmasq', '-k', '-C', '/dev/null', '--no-resolv', '--no-hosts', '--no-poll', '--pid-file=', '--user=root',
+    '--bind-interfaces', ...addrs.map((a) => `--listen-address=${a}`), '--port=53', ...records.map((r) => `--host-record=${r}`),
+    ...(log ? ['--log-queries'] : []), '--log-facility=-'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const lines = log ?? [];
+  child.stderr!.setEncoding('utf8');
+  let buf = '';
+  let started: () => void = () => {};
+  const up = new Promise<void>((r) => { started = r; });
+  child.stderr!.on('data', (d: string) => {
+    buf += d;
+    const parts = buf.split('\n');
+    buf = parts.pop() ?? '';
+    lines.push(...parts);
+    if (parts.some((l) => /started, version/.test(l))) started();
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const failed = new Promise<never>((_, rej) => {
+    child.once('exit', (c) => rej(new Error(`dnsmasq in ${sb.name} exited (${c}): ${lines.slice(-3).join(' | ')}`)));
+    timer = setTimeout(() => rej(new Error(`dnsmasq in ${sb.name} did not start`)), 10_000);
+  });
+  failed.catch(() => {});
+  try { await Promise.race([up, failed]); } finally { clearTimeout(timer); }
+  return child;
 }
 
 // ---- sidecar ----
@@ -402,6 +435,8 @@ export interface MeshLabOptions {
   ambient?: DriverNodeOptions['ambient'] & { nodeProxy?: boolean };
   /** Extra driver options for every node (e.g. sockmap). */
   driver?: Pick<DriverNodeOptions, 'sockmap'>;
+  /** Ambient: the node proxies run a DNS proxy (and announce its port); called once the pods exist. */
+  nodeProxyDns?: (env: MeshLab) => NodeProxyDns;
 }
 
 /** Two nodes (node1, node2), one driver each, and the pods of `specs`. */
@@ -413,6 +448,7 @@ export class MeshLab {
   /** Ambient: the node proxy of each node. */
   readonly proxies = new Map<string, LabNodeProxy>();
   #ambient: MeshLabOptions['ambient'];
+  #proxyDns: NodeProxyDns | undefined;
   #bare: string | undefined;
 
   private constructor(lab: Lab) {
@@ -431,6 +467,7 @@ export class MeshLab {
         env.pods.set(s.name, new MeshPod(env, lab.addPod(s.node, s.name)));
       }
       await opts.beforeDrivers?.(lab);
+      env.#proxyDns = opts.nodeProxyDns?.(env);
       for (const n of lab.nodes.values()) {
         const d = await createDriver({ ...env.driverOptions(n), ...opts.driver });
         env.drivers.set(n.name, d);
@@ -469,7 +506,7 @@ export class MeshLab {
 
   /** Ambient: starts a node proxy (sandbox `name`) on `node` and announces it to the node's driver. */
   async startNodeProxy(node: string, name = 'ztunnel', ready = true): Promise<LabNodeProxy> {
-    const p = await LabNodeProxy.start(this.node(node), name);
+    const p = await LabNodeProxy.start(this.node(node), name, { dns: this.#proxyDns });
     if (!this.proxies.has(node) || name === 'ztunnel') this.proxies.set(node, p);
     await this.ambientDriver(node).setNodeProxy(p.announcement(ready));
     return p;

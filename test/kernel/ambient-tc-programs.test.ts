@@ -5,6 +5,7 @@
 // attached and nothing is sent. Socket lookups "in the node proxy's netns" use the test's
 // own netns (netns id -1 = the caller's), where the test opens real sockets on loopback.
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { BpfObject, testRun } from '../../src/bpf/index.ts';
 import { TCP_FLAG, buildFrame } from '../../src/bpf/testing/packets.ts';
@@ -54,6 +55,24 @@ function withProto(f: Buffer, proto: number): Buffer {
 }
 /** The frame addressed to lo's (all-zero) MAC: the test run's skb is then PACKET_HOST. */
 function toUs(f: Buffer): Buffer { const g = Buffer.from(f); g.fill(0, 0, 6); return g; }
+
+/** DNS (bpf/ambient/dns.h): the pod's nameservers are PEER's addresses; the proxy's DNS port, the query id. */
+const DNS_PORT = 15053;
+const PROXY_IP = { v4: '10.244.1.2', v6: 'fd00:244:1::2' };
+/** buildFrame's payload is zeros: the message id is 0. */
+const DNS_ID = 0;
+const DNS_LEN = 12;
+const query = (fam: Fam, o: Partial<Parameters<typeof buildFrame>[0]> = {}) =>
+  buildFrame({ src: POD[fam], dst: PEER[fam], sport: 40000, dport: 53, l4: 'udp', payload: DNS_LEN, ...o });
+const reply = (fam: Fam, from: string, sport: number) =>
+  buildFrame({ src: from, dst: POD[fam], sport, dport: 40000, l4: 'udp', payload: DNS_LEN });
+function dnsServers(m: AmbientMaps): void {
+  for (const ip of [PEER.v4, PEER.v6]) m.dnsServers.update({ netns_cookie: COOKIE, addr: toIpAddr(ip) }, 1);
+}
+function withDnsPort(m: AmbientMaps, netnsId?: number): void {
+  const px = m.proxies.lookup(0)!;
+  m.proxies.update(0, { ...px, dns_port: DNS_PORT, ...(netnsId !== undefined ? { netns_id: netnsId } : {}) });
+}
 
 function baseState(m: AmbientMaps, o: { ready?: boolean; policy?: number; netnsId?: number; outPort?: number; inPort?: number } = {}): void {
   for (const ip of [POD.v4, POD.v6]) m.pods.update(toIpAddr(ip), { netns_cookie: COOKIE, ifindex: VETH, flags: 0 });
@@ -120,6 +139,11 @@ kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), 
   await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));
   const lport = (listener.address() as net.AddressInfo).port;
   const lo = { src: '127.0.0.1', dst: '127.0.0.1' };
+  // The node proxy's DNS socket (the proxy netns is the test's own here): UDP on every address.
+  const dnsSock = dgram.createSocket('udp4');
+  const dnsSock6 = dgram.createSocket({ type: 'udp6', ipv6Only: true });
+  await new Promise<void>((r) => dnsSock.bind(DNS_PORT, '0.0.0.0', r));
+  await new Promise<void>((r) => dnsSock6.bind(DNS_PORT, '::', r));
   const cases: Case[] = [
     // mwam_from_pod (host veth ingress)
     { name: 'from pod: ARP', prog: 'fromPod', frame: Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x06]), Buffer.alloc(28)]), rc: NEXT },
@@ -146,6 +170,35 @@ kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), 
     { name: 'from pod: SYN, no proxy ready, open', prog: 'fromPod', frame: out('v4', SYN), setup: (s) => baseState(s, { ready: false, policy: AM_FAIL.OPEN }), rc: NEXT, counts: { am_fail_open: 1 } },
     { name: 'from pod: UDP, proxy ready', prog: 'fromPod', frame: out('v4', 0, { l4: 'udp' }), rc: NEXT, counts: { am_bypass_udp: 1 } },
     { name: 'from pod: UDP, no proxy ready, closed', prog: 'fromPod', frame: out('v6', 0, { l4: 'udp' }), setup: (s) => baseState(s, { ready: false }), rc: SHOT, counts: { am_fail_closed: 1 } },
+    // DNS (dns.h): UDP port 53 to a nameserver of the pod
+    { name: 'from pod: DNS query, proxy with a DNS socket -> node proxy', prog: 'fromPod', frame: query('v4'), rc: REDIRECT, counts: { dns_captured: 1 },
+      setup: (s) => { dnsServers(s); withDnsPort(s, -1); } },
+    { name: 'from pod: DNS query over IPv6 -> node proxy', prog: 'fromPod', frame: query('v6'), rc: REDIRECT, counts: { dns_captured: 1 },
+      setup: (s) => { dnsServers(s); withDnsPort(s, -1); } },
+    { name: 'from pod: DNS query, announced DNS socket gone (fail open)', prog: 'fromPod', frame: query('v4', { dport: 53 }), rc: NEXT, counts: { dns_no_listener: 1 },
+      setup: (s) => { dnsServers(s); s.proxies.update(0, { ...s.proxies.lookup(0)!, dns_port: 1, netns_id: -1 }); } },
+    { name: 'from pod: DNS query, proxy without a DNS port', prog: 'fromPod', frame: query('v4'), rc: NEXT, counts: { dns_no_listener: 1 }, setup: dnsServers },
+    { name: 'from pod: DNS query, no proxy ready, closed (DNS fails open)', prog: 'fromPod', frame: query('v4'), rc: NEXT, counts: { dns_no_listener: 1 },
+      setup: (s) => { baseState(s, { ready: false }); dnsServers(s); } },
+    { name: 'from pod: DNS TCP SYN, no proxy ready, closed', prog: 'fromPod', frame: out('v4', SYN, { dport: 53 }), rc: NEXT, counts: { dns_no_listener: 1 },
+      setup: (s) => { baseState(s, { ready: false }); dnsServers(s); } },
+    { name: 'from pod: port 53, not a nameserver', prog: 'fromPod', frame: query('v4'), rc: NEXT, counts: { dns_not_server: 1, am_bypass_udp: 1 } },
+    { name: 'to pod: DNS reply from the proxy -> source = the server', prog: 'toPod', frame: reply('v4', PROXY_IP.v4, DNS_PORT), rc: NEXT, counts: { dns_restored: 1 },
+      ctx: ctx({ ingressIfindex: PROXY_HOST_IFINDEX }),
+      setup: (s) => { dnsServers(s); withDnsPort(s); s.dnsQueries.update({ pod: toIpAddr(POD.v4), pod_port: 40000, id: DNS_ID }, { server: toIpAddr(PEER.v4), server_port: 53, pending: 1, since_ns: 1n }); },
+      frameOut: (f) => { assert.deepEqual(f, reply('v4', PEER.v4, 53), 'rewritten, checksums valid'); assert.equal(m.dnsQueries.count(), 0, 'the entry went with its reply'); } },
+    { name: 'to pod: DNS reply over IPv6 -> source = the server', prog: 'toPod', frame: reply('v6', PROXY_IP.v6, DNS_PORT), rc: NEXT, counts: { dns_restored: 1 },
+      ctx: ctx({ ingressIfindex: PROXY_HOST_IFINDEX }),
+      setup: (s) => { dnsServers(s); withDnsPort(s); s.dnsQueries.update({ pod: toIpAddr(POD.v6), pod_port: 40000, id: DNS_ID }, { server: toIpAddr(PEER.v6), server_port: 53, pending: 2, since_ns: 1n }); },
+      frameOut: (f) => { assert.deepEqual(f, reply('v6', PEER.v6, 53), 'rewritten, checksum valid'); assert.equal(m.dnsQueries.count(), 1, 'one query still pending'); } },
+    { name: 'to pod: DNS reply from the proxy, no query entry', prog: 'toPod', frame: reply('v4', PROXY_IP.v4, DNS_PORT), rc: NEXT, counts: { dns_unmatched: 1 },
+      ctx: ctx({ ingressIfindex: PROXY_HOST_IFINDEX }), setup: (s) => { dnsServers(s); withDnsPort(s); } },
+    { name: 'to pod: a nameserver\'s own reply, no proxy ready, closed', prog: 'toPod', frame: reply('v4', PEER.v4, 53), rc: NEXT, counts: { dns_no_listener: 1 },
+      ctx: ctx({ ingressIfindex: 3 }), setup: (s) => { baseState(s, { ready: false }); dnsServers(s); } },
+    { name: 'proxy: DNS query, DNS socket found (assign outside tc ingress: refused)', prog: 'proxyIn', frame: query('v4'), ctx: ctx({ mark: MARK_OUT }), rc: SHOT,
+      counts: { am_assign_failed: 1 }, setup: (s) => { dnsServers(s); withDnsPort(s); } },
+    { name: 'proxy: DNS query, no DNS socket', prog: 'proxyIn', frame: query('v4'), ctx: ctx({ mark: MARK_OUT }), rc: SHOT, counts: { am_no_listener: 1 },
+      setup: (s) => { dnsServers(s); s.proxies.update(0, { ...s.proxies.lookup(0)!, dns_port: 1 }); } },
     // mwam_to_pod (host veth egress)
     { name: 'to pod: not an enrolled pod', prog: 'toPod', frame: inb('v4', SYN, { dst: '10.244.1.77' }), rc: NEXT },
     { name: 'to pod: from the node proxy', prog: 'toPod', frame: inb('v4', SYN), ctx: ctx({ ingressIfindex: PROXY_HOST_IFINDEX }), rc: NEXT, counts: { am_bypass_proxy: 1 } },
@@ -178,6 +231,8 @@ kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), 
     for (const c of cases) {
       for (const [k] of [...m.pods.entries()]) m.pods.delete(k);
       for (const k of [...m.ifaces.keys()]) m.ifaces.delete(k);
+      for (const [k] of [...m.dnsServers.entries()]) m.dnsServers.delete(k);
+      for (const [k] of [...m.dnsQueries.entries()]) m.dnsQueries.delete(k);
       for (let s = 0; s < 4; s++) m.proxies.update(s, EMPTY_PROXY);
       baseState(m);
       c.setup?.(m);
@@ -196,6 +251,8 @@ kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), 
     flow4.close();
     tw4.close();
     listener.close();
+    dnsSock.close();
+    dnsSock6.close();
     obj.close();
   }
 });

@@ -101,6 +101,11 @@ kernelTest('meshwarp demo --dataplane ambient: same node and cross node through 
   assert.deepEqual([client?.srcId, client?.dstId, client?.status, client?.peer], ['spiffe://cluster.local/ns/ambient/sa/curl', 'spiffe://cluster.local/ns/ambient/sa/pipy-ok-v2', 200, `${v2.ip4}:15008`], JSON.stringify(r.hbone));
   assert.deepEqual([server?.srcId, server?.dstId, server?.status, server?.authority], [client?.srcId, client?.dstId, 200, `${v2.ip4}:8080`], JSON.stringify(r.hbone));
   assert.ok(server?.peer.startsWith(`${proxy('node1').ip4}:`), `node2's proxy accepted it from node1's: ${server?.peer}`);
+  // The name went through DNS: curl's query captured at its veth to node1's node proxy, its answer's source restored.
+  has((e) => e.node === 'node1' && e.program === 'am_from_pod' && e.pod === 'ambient/curl' && e.reason === 'dns_captured' && e.orig === '10.96.0.53:53', 'curl\'s DNS query taken at its veth');
+  has((e) => e.node === 'node1' && e.program === 'am_to_pod' && e.verdict === 'restored' && e.to === '10.96.0.53:53', 'the answer\'s source restored to the cluster DNS');
+  assert.ok(r.resolvedByProxy >= 4, `the node proxy answered the names: ${r.resolvedByProxy}`);
+  assert.equal(r.clusterDnsQueries, 0, 'no query for the apps reached the cluster DNS');
   for (const p of ['curl', 'pipy-ok-v1', 'pipy-ok-v2']) {
     for (const [hook, prog] of [['ingress', 'mwam_from_pod'], ['egress', 'mwam_to_pod']]) {
       const a = r.attached.find((x) => x.pod === p && x.hook === hook);
@@ -127,6 +132,9 @@ kernelTest('meshwarp demo --dataplane ambient --engine iptables: in-pod rules an
   const view = (p: string) => r.inPod!.find((v) => v.pod === p)!;
   assert.ok(view('curl').rules.some((l) => /^v4 \[[1-9]\d*:\d+\] .*am_captured_out/.test(l)), `curl's SYN captured by its in-pod rule: ${view('curl').rules.join('\n')}`);
   assert.ok(view('pipy-ok-v2').rules.some((l) => /^v4 \[[1-9]\d*:\d+\] .*am_captured_in/.test(l)), 'inbound capture in v2\'s netns');
+  assert.ok(view('curl').rules.some((l) => /^v4 \[[1-9]\d*:\d+\] .*dns_captured/.test(l)), `curl's DNS query redirected to the node proxy's DNS listener: ${view('curl').rules.join('\n')}`);
+  assert.ok(r.resolvedByProxy >= 4, `the node proxy answered the names: ${r.resolvedByProxy}`);
+  assert.equal(r.clusterDnsQueries, 0, 'no query for the apps reached the cluster DNS');
   for (const p of ['curl', 'pipy-ok-v1', 'pipy-ok-v2']) {
     assert.deepEqual([...view(p).listeners].sort(), ['0.0.0.0:15001', '0.0.0.0:15006', '[::]:15001', '[::]:15006'], `${p}: the node proxy listens in its netns`);
   }

@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNodeProxy } from '../../src/datapath/ambient/proxy.ts';
-import { cgroupArg, parseTableSave, podChainRules, podMeshScript, podUnmeshScript, probeScript, type PodRulesInput } from '../../src/datapath/ambient-iptables/rules.ts';
+import { cgroupArg, dnsChainRules, dnsMeshScript, dnsUnmeshScript, parseTableSave, podChainRules, podMeshScript, podUnmeshScript, probeScript, type PodRulesInput } from '../../src/datapath/ambient-iptables/rules.ts';
 
 const input = (over: Partial<PodRulesInput> = {}): PodRulesInput => ({
   ips: ['10.244.1.5', 'fd00:244:1::5', '10.244.1.6'], ports: { outbound: 15001, inbound: 15006 }, mark: 0x20,
@@ -26,6 +26,32 @@ describe('ambient in-pod rules', () => {
       '-A MESHWARP_AM_SRC -m comment --comment am_spoof -j DROP']);
     const r6 = podChainRules(6, input());
     assert.ok(r6.some((l) => l.includes('-s fe80::/10 -p ipv6-icmp -j RETURN')), 'NDP passes');
+  });
+
+  it('DNS: the proxy cgroup first, then REDIRECT to the DNS listener for each nameserver (UDP and TCP); no DNS port: the servers answer', () => {
+    const dns = { dnsServers: ['10.96.0.10', 'fd00:96::a'], dnsPort: 15053 };
+    assert.deepEqual(dnsChainRules(4, input(dns)), [
+      '-A MESHWARP_AM_DNS -m cgroup --path /lab/node1/ztunnel -m comment --comment dns_bypass_proxy -j RETURN',
+      '-A MESHWARP_AM_DNS -d 10.96.0.10/32 -p udp -m comment --comment dns_captured -j REDIRECT --to-ports 15053',
+      '-A MESHWARP_AM_DNS -d 10.96.0.10/32 -p tcp -m comment --comment dns_captured -j REDIRECT --to-ports 15053']);
+    assert.ok(dnsChainRules(6, input(dns)).some((l) => l.includes('-d fd00:96::a/128 -p udp') && l.includes('REDIRECT')));
+    for (const over of [{ dnsPort: undefined }, { mode: 'closed' as const }, { mode: 'open' as const }]) {
+      const r = dnsChainRules(4, input({ ...dns, ...over }));
+      assert.ok(!r.some((l) => l.includes('REDIRECT')), JSON.stringify(over));
+      assert.ok(r.some((l) => l.includes('-d 10.96.0.10/32 -p udp -m comment --comment dns_no_listener -j RETURN')), JSON.stringify(over));
+    }
+    // mangle: UDP 53 to the servers is never dropped by `closed`; TCP 53 is left to nat while capturing or with no ready proxy.
+    const closed = podChainRules(4, input({ ...dns, mode: 'closed' }));
+    const iRet = closed.indexOf('-A MESHWARP_AM_OUT -d 10.96.0.10/32 -p udp -m udp --dport 53 -j RETURN');
+    assert.ok(iRet >= 0 && iRet < closed.findIndex((l) => l.includes('am_fail_closed') && l.startsWith('-A MESHWARP_AM_OUT')), closed.join('\n'));
+    assert.ok(closed.includes('-A MESHWARP_AM_OUT -d 10.96.0.10/32 -p tcp -m tcp --dport 53 -j RETURN'));
+    assert.ok(closed.includes('-A MESHWARP_AM_PRE -s 10.96.0.10/32 -p udp -m udp --sport 53 -j RETURN'), 'the server\'s replies get in');
+    assert.ok(!podChainRules(4, input({ ...dns, dnsPort: undefined })).some((l) => l.includes('-p tcp -m tcp --dport 53')), 'no DNS port: TCP 53 is ordinary TCP');
+    const script = dnsMeshScript(4, input(dns), parseTableSave('', 'nat'));
+    assert.match(script, /^\*nat\n:MESHWARP_AM_DNS - \[0:0\]\n/);
+    assert.ok(script.includes('-I OUTPUT 1 -p udp -m udp --dport 53 -j MESHWARP_AM_DNS') && script.includes('-I OUTPUT 1 -p tcp -m tcp --dport 53 -j MESHWARP_AM_DNS'));
+    const cur = parseTableSave('*nat\n:MESHWARP_AM_DNS - [0:0]\n-A OUTPUT -p udp -m udp --dport 53 -j MESHWARP_AM_DNS\nCOMMIT\n', 'nat');
+    assert.equal(dnsUnmeshScript(cur), '*nat\n-D OUTPUT -p udp -m udp --dport 53 -j MESHWARP_AM_DNS\n-F MESHWARP_AM_DNS\n-X MESHWARP_AM_DNS\nCOMMIT\n');
   });
 
   it('closed drops new TCP and UDP, open returns; neither redirects', () => {

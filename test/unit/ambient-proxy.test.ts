@@ -12,6 +12,8 @@ test('a well-formed announcement is accepted as is', () => {
   assert.deepEqual(parseNodeProxyRequest(good), good);
   const { hbone: _, ...noHbone } = good.ports;
   assert.deepEqual(parseNodeProxyRequest({ ...good, ports: noHbone }).ports, noHbone);
+  const withDns = { ...good, ports: { ...good.ports, dns: 15053 } };
+  assert.deepEqual(parseNodeProxyRequest(withDns), withDns, 'a DNS listener (ztunnel: 15053)');
 });
 
 test('every bad field is a 400 that names it', () => {
@@ -20,6 +22,7 @@ test('every bad field is a 400 that names it', () => {
     [{ ...good, netns: 'relative' }, /^netns/], [{ ...good, ifName: 'x'.repeat(16) }, /^ifName/], [{ ...good, ready: 'yes' }, /^ready/],
     [{ ...good, ports: undefined }, /^ports/], [{ ...good, ports: { ...good.ports, outbound: 0 } }, /ports.outbound/],
     [{ ...good, ports: { ...good.ports, inbound: 70000 } }, /ports.inbound/], [{ ...good, ports: { ...good.ports, inbound: 15001 } }, /must differ/],
+    [{ ...good, ports: { ...good.ports, dns: 'x' } }, /ports.dns/], [{ ...good, ports: { ...good.ports, dns: 15008 } }, /must differ/],
   ];
   for (const [body, re] of bad) {
     assert.throws(() => parseNodeProxyRequest(body), (e: Error & { status?: number }) => e.status === 400 && re.test(e.message), JSON.stringify(body));

@@ -14,6 +14,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { cgroup2Mount } from '../../sys/cgroup.ts';
 import { inNetns } from '../../sys/links.ts';
+import { run } from '../../sys/exec.ts';
 import { limitations as deriveLimitations, type DatapathDriver, type DriverFeatures, type Limitation, type LimitationId, type SidecarPlan } from '../driver.ts';
 import { podName, type PodTarget } from '../pod.ts';
 import { FAMILIES, type Family } from '../iptables/rules.ts';
@@ -21,7 +22,7 @@ import { checkIptables, restore, saveTable } from '../iptables/driver.ts';
 import { installProxyRouting, removeProxyRouting, type NodeProxy } from '../ambient/proxy.ts';
 import { DEFAULT_MARK_MASK, DEFAULT_ROUTE_TABLE, markBits } from '../ambient/driver.ts';
 import type { FailPolicy } from '../ambient/structs.ts';
-import { POD_CHAINS, cgroupArg, parseTableSave, podMeshScript, podUnmeshScript, probeScript, type CaptureMode } from './rules.ts';
+import { POD_CHAINS, cgroupArg, dnsMeshScript, dnsUnmeshScript, parseTableSave, podMeshScript, podUnmeshScript, probeScript, type CaptureMode } from './rules.ts';
 
 export interface AmbientIptablesOptions {
   /** Netns of the node (the probe SNAT chain lives there); default: the agent's. */
@@ -37,7 +38,8 @@ export interface AmbientIptablesOptions {
 }
 
 /** The counters this engine has: packet counts of its commented rules. */
-const STAT_NAMES = ['am_captured_out', 'am_captured_in', 'am_bypass_host', 'am_bypass_proxy', 'am_spoof', 'am_fail_closed', 'am_fail_open'] as const;
+const STAT_NAMES = ['am_captured_out', 'am_captured_in', 'am_bypass_host', 'am_bypass_proxy', 'am_spoof', 'am_fail_closed', 'am_fail_open',
+  'dns_captured', 'dns_no_listener', 'dns_bypass_proxy'] as const;
 
 interface Proxy { np: NodeProxy; cgroup: string; seq: number }
 
@@ -74,6 +76,8 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     'getsockopt-passthrough': 'the rules turn on conntrack in the pod netns, which answers SO_ORIGINAL_DST for every tracked connection',
   };
   readonly #pods = new Map<string, PodTarget>();
+  /** Pods with DNS rules (nat): the port they redirect to, null while not capturing. */
+  readonly #podDns = new Map<string, number | null>();
   readonly #proxies = new Map<string, Proxy>();
   /** Removed pods' counters, so totals never go down. */
   readonly #gone = new Map<string, bigint>();
@@ -126,11 +130,47 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     void results;
   }
 
-  #writePod(pod: PodTarget, mode: CaptureMode): void {
-    const input = { ips: pod.ips, ports: this.#ports(), mark: this.#mark, proxyCgroups: [...new Set([...this.#proxies.values()].map((p) => p.cgroup))], mode };
-    const scripts = FAMILIES.map((f) => ({ f, script: podMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'mangle'), 'mangle')) }));
+  /** dnsPort: the DNS listener to redirect to (null: the active instance's; undefined: none). */
+  #writePod(pod: PodTarget, mode: CaptureMode, dns: number | undefined | null = null): void {
+    const dnsPort = dns === null ? this.#active()?.np.ports.dns : dns;
+    const input = {
+      ips: pod.ips, ports: this.#ports(), mark: this.#mark, proxyCgroups: [...new Set([...this.#proxies.values()].map((p) => p.cgroup))], mode,
+      dnsServers: pod.dnsServers ?? [], ...(dnsPort !== undefined ? { dnsPort } : {}),
+    };
+    // The nat table (DNS) only in pods with nameservers: nothing to capture, no nat hooks in the pod netns.
+    const hasDns = (pod.dnsServers ?? []).length > 0;
+    const scripts = FAMILIES.flatMap((f) => {
+      const out = [{ f, script: podMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'mangle'), 'mangle')) as string | null }];
+      if (hasDns) out.push({ f, script: dnsMeshScript(f, input, parseTableSave(saveTable(pod.netns, f, 'nat'), 'nat')) });
+      else if (this.#podDns.has(pod.key.sandboxId)) out.push({ f, script: dnsUnmeshScript(parseTableSave(saveTable(pod.netns, f, 'nat'), 'nat')) });
+      return out;
+    });
     installProxyRouting(pod.netns, this.#routing);
-    for (const { f, script } of scripts) restore(pod.netns, f, script);
+    for (const { f, script } of scripts) if (script) restore(pod.netns, f, script);
+    // undefined: no DNS rules in this pod; null: rules, not capturing; a port: capturing to it.
+    const key = pod.key.sandboxId;
+    const now = hasDns ? dnsPort ?? null : undefined;
+    if (this.#podDns.get(key) !== now) {
+      if (now === undefined) this.#podDns.delete(key); else this.#podDns.set(key, now);
+      if (hasDns) this.#forgetDnsFlows(pod);
+    }
+  }
+
+  /**
+   * After DNS capture switched on or off in a pod: its UDP flows to the nameservers are dropped from
+   * the pod netns's conntrack table. A query from a client port reused within the UDP timeout (30 s)
+   * would otherwise keep the NAT decision of the previous mode (still REDIRECTed to a proxy that is
+   * gone, or still sent to the server while the proxy is back). Needs conntrack(8) (setup installs
+   * it); without it that window stays.
+   */
+  #forgetDnsFlows(pod: PodTarget): void {
+    for (const server of new Set(pod.dnsServers ?? [])) {
+      const fam = server.includes(':') ? 'ipv6' : 'ipv4';
+      try {
+        run(['nsenter', `--net=${pod.netns}`, '--', 'conntrack', '-D', '-f', fam, '-p', 'udp', '--orig-dst', server, '--orig-port-dst', '53'],
+          { stdio: ['ignore', 'ignore', 'ignore'] });
+      } catch { /* no entry (exit 1), or no conntrack(8) */ }
+    }
   }
 
   #ports(): { outbound: number; inbound: number } {
@@ -180,6 +220,10 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
       for (const [k, v] of st.counts) this.#gone.set(k, (this.#gone.get(k) ?? 0n) + v);
       const script = podUnmeshScript(st);
       if (script) restore(netns, f, script);
+      const nat = parseTableSave(saveTable(netns, f, 'nat', true), 'nat');
+      for (const [k, v] of nat.counts) this.#gone.set(k, (this.#gone.get(k) ?? 0n) + v);
+      const dnsScript = dnsUnmeshScript(nat);
+      if (dnsScript) restore(netns, f, dnsScript);
     }
     removeProxyRouting(netns, this.#routing);
   }
@@ -193,6 +237,7 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
       throw new Error(`unmesh ${podName(pod.key)}: ${(e as Error).message}`, { cause: e });
     }
     this.#pods.delete(key);
+    this.#podDns.delete(key);
     if (known) {
       this.#writeProbes();
       await this.#push().catch(() => {}); // the pod is gone either way; the proxy closes its listeners there
@@ -224,13 +269,16 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     if (!fs.existsSync(path.join(root, rel))) throw new Error(`cgroup: ${np.cgroup} does not exist`);
     if (!fs.existsSync(np.control)) throw new Error(`control: ${np.control} does not exist`);
     const known = this.#proxies.get(np.id);
+    const prevDns = this.#active()?.np.ports.dns;
     const seq = np.ready && !known?.np.ready ? ++this.#seq : known?.seq ?? 0;
     this.#proxies.set(np.id, { np, cgroup: rel, seq });
     this.#proxiesKnown = true;
     try {
-      // Its cgroup is exempted before it can open any upstream socket (it listens only after the push).
-      for (const p of this.#pods.values()) this.#writePod(p, this.#mode());
+      // Its cgroup is exempted before it can open any upstream socket (it listens only after the push);
+      // DNS is redirected to the new active instance only once it acknowledged (its DNS listeners are open).
+      for (const p of this.#pods.values()) this.#writePod(p, this.#mode(), prevDns);
       await this.#push();
+      if (this.#active()?.np.ports.dns !== prevDns) for (const p of this.#pods.values()) this.#writePod(p, this.#mode());
     } catch (e) {
       if (known) this.#proxies.set(np.id, known); else this.#proxies.delete(np.id);
       throw e;
@@ -270,6 +318,7 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
   /** Rules stay in the pods' netns and the node's probe chain; nothing to let go of. */
   async release(): Promise<void> {
     this.#pods.clear();
+    this.#podDns.clear();
     this.#proxies.clear();
     this.#proxiesKnown = false;
   }
@@ -297,9 +346,11 @@ export class AmbientIptablesDriver implements DatapathDriver<SidecarPlan> {
     for (const pod of this.#pods.values()) {
       if (!fs.existsSync(pod.netns)) continue;
       for (const f of FAMILIES as readonly Family[]) {
-        let text: string;
-        try { text = inNetns(pod.netns, [f === 4 ? 'iptables-save' : 'ip6tables-save', '-c', '-t', 'mangle']); } catch { continue; }
-        for (const [k, v] of parseTableSave(text, 'mangle').counts) if (k in out) out[k] += v;
+        for (const table of ['mangle', 'nat']) {
+          let text: string;
+          try { text = inNetns(pod.netns, [f === 4 ? 'iptables-save' : 'ip6tables-save', '-c', '-t', table]); } catch { continue; }
+          for (const [k, v] of parseTableSave(text, table).counts) if (k in out) out[k] += v;
+        }
       }
     }
     return out;

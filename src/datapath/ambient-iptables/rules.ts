@@ -18,6 +18,16 @@
 //     connmark <M>             MARK <M>              (later packets of a captured flow)
 //     SYN                      -j MESHWARP_AM_CAP    am_captured_out: connmark+mark <M>; the
 //                                                    mark routes it to lo (ip rule, table T)
+//   nat OUTPUT -p udp/tcp --dport 53 -j MESHWARP_AM_DNS   (DNS, S6, Istio's in-pod way)
+//     -m cgroup --path <proxy> RETURN                dns_bypass_proxy (its upstream queries)
+//     -d <nameserver> -p udp|tcp REDIRECT --to-ports <dns>   dns_captured (the proxy's DNS
+//                                                    listener in this netns, 127.0.0.1/::1;
+//                                                    conntrack restores the reply's source)
+//     -d <nameserver> -p udp RETURN                  dns_no_listener (no ready proxy announced
+//                                                    a DNS port: the real server answers)
+//   mangle OUTPUT also RETURNs UDP 53 to the nameservers (never dropped by `closed`: DNS fails
+//   open) and, while capturing, TCP 53 (REDIRECTed above, not TPROXYed to outbound); mangle
+//   PREROUTING lets the nameservers' UDP replies through.
 //   nat POSTROUTING (node netns) -j MESHWARP_AM_PROBE
 //     -d <enrolled pod address> -m owner --socket-exists  SNAT to the probe address
 //
@@ -33,6 +43,7 @@ export const AM_CHAIN = {
   src: 'MESHWARP_AM_SRC',
   cap: 'MESHWARP_AM_CAP',
   probe: 'MESHWARP_AM_PROBE',
+  dns: 'MESHWARP_AM_DNS',
 } as const;
 export const POD_CHAINS: readonly string[] = [AM_CHAIN.pre, AM_CHAIN.out, AM_CHAIN.src, AM_CHAIN.cap];
 export const POD_JUMPS = [
@@ -40,6 +51,12 @@ export const POD_JUMPS = [
   { hook: 'OUTPUT', spec: `-j ${AM_CHAIN.out}` },
 ] as const;
 export const NODE_JUMP = { hook: 'POSTROUTING', spec: `-j ${AM_CHAIN.probe}` } as const;
+/** The pod netns's nat table: DNS capture. */
+export const DNS_CHAINS: readonly string[] = [AM_CHAIN.dns];
+export const DNS_JUMPS = [
+  { hook: 'OUTPUT', spec: `-p udp -m udp --dport 53 -j ${AM_CHAIN.dns}` },
+  { hook: 'OUTPUT', spec: `-p tcp -m tcp --dport 53 -j ${AM_CHAIN.dns}` },
+] as const;
 
 /** Where kubelet's probes appear to come from inside the pod (Istio's in-pod addresses). */
 export const PROBE_SOURCE: Record<Family, string> = { 4: '169.254.7.127', 6: 'fd16:9254:7127:1337:ffff:ffff:ffff:ffff' };
@@ -57,6 +74,10 @@ export interface PodRulesInput {
   /** cgroup v2 paths (relative to the mount, starting with /) of the live node proxy instances. */
   proxyCgroups: readonly string[];
   mode: CaptureMode;
+  /** The pod's nameservers (any family): DNS capture to them. */
+  dnsServers?: readonly string[];
+  /** The active proxy's DNS listener (in this netns); undefined: not capturing DNS (queries reach the servers). */
+  dnsPort?: number;
 }
 
 /** One table of `*-save` output: its chains and `-A` lines (counters stripped into `counts`). */
@@ -120,6 +141,7 @@ export function podChainRules(family: Family, input: PodRulesInput): string[] {
   if (input.mode === 'redirect') out.push(`-A ${P} -i lo -p tcp -m mark --mark ${M} -j TPROXY --on-port ${outPort} --tproxy-mark ${M}`);
   out.push(`-A ${P} -i lo -j RETURN`);
   out.push(`-A ${P} -s ${PROBE_SOURCE[family]}/${HOST_LEN[family]} -p tcp ${comment('am_bypass_host')} -j RETURN`);
+  for (const d of hosts(family, input.dnsServers ?? [])) out.push(`-A ${P} -s ${d} -p udp -m udp --sport 53 -j RETURN`);
   for (const d of own) {
     if (input.mode === 'redirect') out.push(`-A ${P} -d ${d} ${syn} ${comment('am_captured_in')} -j TPROXY --on-port ${inPort} --tproxy-mark ${M}`);
     else if (input.mode === 'closed') out.push(`-A ${P} -d ${d} ${syn} ${comment('am_fail_closed')} -j DROP`, `-A ${P} -d ${d} -p udp ${comment('am_fail_closed')} -j DROP`);
@@ -128,6 +150,14 @@ export function podChainRules(family: Family, input: PodRulesInput): string[] {
 
   out.push(`-A ${O} -o lo -j RETURN`, `-A ${O} -j ${S}`);
   for (const cg of input.proxyCgroups) out.push(`-A ${O} -m cgroup --path ${cgroupArg(cg)} ${comment('am_bypass_proxy')} -j RETURN`);
+  const dns = hosts(family, input.dnsServers ?? []);
+  const capturing = input.mode === 'redirect' && input.dnsPort !== undefined;
+  for (const d of dns) {
+    out.push(`-A ${O} -d ${d} -p udp -m udp --dport 53 -j RETURN`);
+    // TCP 53 is REDIRECTed to the DNS listener while capturing, reaches the server with no ready proxy
+    // (fail open); with a ready proxy that has no DNS listener it is ordinary TCP (captured below).
+    if (capturing || input.mode !== 'redirect') out.push(`-A ${O} -d ${d} -p tcp -m tcp --dport 53 -j RETURN`);
+  }
   out.push(`-A ${O} -p tcp -m connmark --mark ${M} -j MARK --set-xmark ${M}`);
   if (input.mode === 'redirect') out.push(`-A ${O} ${syn} ${comment('am_captured_out')} -j ${AM_CHAIN.cap}`);
   else if (input.mode === 'closed') out.push(`-A ${O} ${syn} ${comment('am_fail_closed')} -j DROP`, `-A ${O} -p udp ${comment('am_fail_closed')} -j DROP`);
@@ -172,6 +202,28 @@ export function podMeshScript(family: Family, input: PodRulesInput, cur: TableSt
 
 export function podUnmeshScript(cur: TableState): string | null {
   return removeScript('mangle', POD_CHAINS, POD_JUMPS, cur);
+}
+
+/** The `-A` lines of MESHWARP_AM_DNS (nat, pod netns), one family. */
+export function dnsChainRules(family: Family, input: PodRulesInput): string[] {
+  const D = AM_CHAIN.dns;
+  const out = input.proxyCgroups.map((cg) => `-A ${D} -m cgroup --path ${cgroupArg(cg)} ${comment('dns_bypass_proxy')} -j RETURN`);
+  const servers = hosts(family, input.dnsServers ?? []);
+  if (input.mode === 'redirect' && input.dnsPort !== undefined) {
+    const port = checkPort('ports.dns', input.dnsPort);
+    for (const d of servers) for (const p of ['udp', 'tcp']) out.push(`-A ${D} -d ${d} -p ${p} ${comment('dns_captured')} -j REDIRECT --to-ports ${port}`);
+  } else {
+    for (const d of servers) out.push(`-A ${D} -d ${d} -p udp ${comment('dns_no_listener')} -j RETURN`);
+  }
+  return out;
+}
+
+export function dnsMeshScript(family: Family, input: PodRulesInput, cur: TableState): string {
+  return installScript('nat', DNS_CHAINS, dnsChainRules(family, input), DNS_JUMPS, cur);
+}
+
+export function dnsUnmeshScript(cur: TableState): string | null {
+  return removeScript('nat', DNS_CHAINS, DNS_JUMPS, cur);
 }
 
 /** The node's probe SNAT chain for every enrolled pod address of one family (empty list: chain removed). */

@@ -59,7 +59,10 @@ export function markBits(mask: number): { out: number; local: number } {
   return { out: bits[0], local: bits[1] };
 }
 
-interface Enrolled { pod: PodTarget; cookie: bigint; ifindex: number; addrs: IpAddr[] }
+interface Enrolled { pod: PodTarget; cookie: bigint; ifindex: number; addrs: IpAddr[]; dns: IpAddr[] }
+
+/** A query whose reply never came is forgotten after this long (the sweep; replies delete their own). */
+export const DNS_QUERY_TTL_NS = 30_000_000_000n;
 interface Proxy { np: NodeProxy; slot: number; link: ProxyLink; cookie: bigint; seq: number }
 
 const hex = (a: IpAddr): string => Buffer.from(a.addr).toString('hex');
@@ -160,19 +163,23 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
     const key = pod.key.sandboxId;
     const cookie = netnsCookie(pod.netns);
     const addrs = pod.ips.map((ip) => toIpAddr(ip));
+    const dns = [...new Set(pod.dnsServers ?? [])].map((ip) => toIpAddr(ip));
     const previous = this.#pods.get(key);
     try {
+      for (const a of dns) maps.dnsServers.update({ netns_cookie: cookie, addr: a }, 1);
       for (const a of addrs) maps.pods.update(a, { netns_cookie: cookie, ifindex: veth.ifindex, flags: 0 });
       maps.ifaces.update(veth.ifindex, { netns_cookie: cookie, flags: 0 });
       this.#tc.attach(key, veth, { ingress: obj.program(AMBIENT_TC_PROG.ingress), egress: obj.program(AMBIENT_TC_PROG.egress) });
     } catch (e) {
-      if (!previous) this.#removeEntries({ pod, cookie, ifindex: veth.ifindex, addrs });
+      if (!previous) this.#removeEntries({ pod, cookie, ifindex: veth.ifindex, addrs, dns });
       throw e instanceof BpfError ? new Error(`enrol ${podName(pod.key)}: ${e.message}`, { cause: e }) : e;
     }
-    this.#pods.set(key, { pod, cookie, ifindex: veth.ifindex, addrs });
+    this.#pods.set(key, { pod, cookie, ifindex: veth.ifindex, addrs, dns });
     if (previous) {
       const keep = new Set(addrs.map(hex));
       for (const a of previous.addrs) if (!keep.has(hex(a))) this.#deletePodAddr(a, previous.cookie);
+      const keepDns = new Set(previous.cookie === cookie ? dns.map(hex) : []);
+      for (const a of previous.dns) if (!keepDns.has(hex(a))) maps.dnsServers.delete({ netns_cookie: previous.cookie, addr: a });
       if (previous.ifindex !== veth.ifindex) this.#deleteIface(previous.ifindex, previous.cookie);
     }
   }
@@ -188,6 +195,8 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
   }
 
   #removeEntries(p: Enrolled): void {
+    const m = this.#need().maps;
+    for (const a of p.dns) m.dnsServers.delete({ netns_cookie: p.cookie, addr: a });
     this.#deleteIface(p.ifindex, p.cookie);
     for (const a of p.addrs) this.#deletePodAddr(a, p.cookie);
   }
@@ -242,6 +251,7 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
       netns_cookie: cookie, netns_id: link.netnsId, host_ifindex: link.hostIfindex,
       flags: AM_PROXY_F.LIVE | (np.ready ? AM_PROXY_F.READY : 0),
       outbound_port: np.ports.outbound, inbound_port: np.ports.inbound, hbone_port: np.ports.hbone ?? 0, mac: link.mac,
+      dns_port: np.ports.dns ?? 0,
     });
     this.#adopted.delete(slot);
     const seq = np.ready && !(known?.np.ready) ? ++this.#seq : known?.seq ?? 0;
@@ -316,12 +326,23 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
     const cookies = new Set([...this.#pods.values()].map((p) => p.cookie));
     for (const [k, v] of [...maps.pods.entries()]) if (!cookies.has(v.netns_cookie)) maps.pods.delete(k);
     for (const [k, v] of [...maps.ifaces.entries()]) if (!cookies.has(v.netns_cookie)) maps.ifaces.delete(k);
+    for (const [k] of [...maps.dnsServers.entries()]) if (!cookies.has(k.netns_cookie)) maps.dnsServers.delete(k);
+    this.sweepDnsQueries();
     for (const key of this.#tc.keys()) {
       if (this.#pods.has(key)) continue;
       this.#tc.detach(key);
       if (!removed.includes(key)) removed.push(key);
     }
     return removed;
+  }
+
+  /** Forgets DNS queries whose reply never came (older than ttlNs); returns how many. */
+  sweepDnsQueries(ttlNs = DNS_QUERY_TTL_NS): number {
+    const { maps } = this.#need();
+    const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_ns()
+    let n = 0;
+    for (const [k, v] of [...maps.dnsQueries.entries()]) if (now - v.since_ns > ttlNs) { maps.dnsQueries.delete(k); n++; }
+    return n;
   }
 
   async release(): Promise<void> {
@@ -357,7 +378,7 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
 
   mapEntryCounts(): Record<string, number> {
     const { maps } = this.#need();
-    return { am_pods: maps.pods.count(), am_ifaces: maps.ifaces.count() };
+    return { am_pods: maps.pods.count(), am_ifaces: maps.ifaces.count(), dns_servers: maps.dnsServers.count(), am_dns_queries: maps.dnsQueries.count() };
   }
 
   #traceSource(): TraceSource {

@@ -2,8 +2,8 @@
 // The names inside ambient.bpf.o (bpf/ambient/) and its maps opened with
 // their codecs: the one place that pairs them.
 import { codec, type BpfMap, type BpfObject, type Direction } from '../../bpf/index.ts';
-import { ipAddr, traceConfig, type IpAddr, type TraceConfig } from '../sidecar/structs.ts';
-import { amIface, amNode, amPod, amProxy, type AmIface, type AmNode, type AmPod, type AmProxy } from './structs.ts';
+import { dnsServerKey, ipAddr, traceConfig, type DnsServerKey, type IpAddr, type TraceConfig } from '../sidecar/structs.ts';
+import { amDnsKey, amDnsQuery, amIface, amNode, amPod, amProxy, type AmDnsKey, type AmDnsQuery, type AmIface, type AmNode, type AmPod, type AmProxy } from './structs.ts';
 
 /** Program names (mwam_ = meshwarp ambient, at most 15 characters). */
 export const AMBIENT_PROG = {
@@ -25,6 +25,8 @@ export const AMBIENT_MAP = {
   ifaces: 'am_ifaces',
   node: 'am_node',
   proxies: 'am_proxies',
+  dnsServers: 'dns_servers',
+  dnsQueries: 'am_dns_queries',
   stats: 'stats',
   traceConfig: 'trace_config',
   traceEvents: 'trace_events',
@@ -35,6 +37,8 @@ export interface AmbientMaps {
   ifaces: BpfMap<number, AmIface>;
   node: BpfMap<number, AmNode>;
   proxies: BpfMap<number, AmProxy>;
+  dnsServers: BpfMap<DnsServerKey, number>;
+  dnsQueries: BpfMap<AmDnsKey, AmDnsQuery>;
   stats: BpfMap<number, bigint>;
   traceConfig: BpfMap<number, TraceConfig>;
 }
@@ -45,6 +49,8 @@ export function openAmbientMaps(obj: BpfObject): AmbientMaps {
     ifaces: obj.map(AMBIENT_MAP.ifaces, codec.u32, amIface),
     node: obj.map(AMBIENT_MAP.node, codec.u32, amNode),
     proxies: obj.map(AMBIENT_MAP.proxies, codec.u32, amProxy),
+    dnsServers: obj.map(AMBIENT_MAP.dnsServers, dnsServerKey, codec.u8),
+    dnsQueries: obj.map(AMBIENT_MAP.dnsQueries, amDnsKey, amDnsQuery),
     stats: obj.map(AMBIENT_MAP.stats, codec.u32, codec.u64),
     traceConfig: obj.map(AMBIENT_MAP.traceConfig, codec.u32, traceConfig),
   };

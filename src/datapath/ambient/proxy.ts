@@ -14,8 +14,12 @@ export interface NodeProxy {
   netns: string;
   /** Its interface in that netns: a veth whose peer is in the node netns (wired like a pod's). */
   ifName: string;
-  /** Its transparent listeners, bound in its netns on every address (IP_TRANSPARENT). */
-  ports: { outbound: number; inbound: number; hbone?: number };
+  /**
+   * Its transparent listeners, bound in its netns on every address (IP_TRANSPARENT). `dns`: its DNS
+   * listener, UDP and TCP on the same port (ztunnel: 15053); enrolled pods' queries to their
+   * nameservers are captured to it only while it is announced, ready and open.
+   */
+  ports: { outbound: number; inbound: number; hbone?: number; dns?: number };
   /** Ready for new flows. false: keeps its flows, takes no new ones (draining, or not ready yet). */
   ready: boolean;
   /**
@@ -45,12 +49,14 @@ export function parseNodeProxy(body: unknown): NodeProxy {
   if (typeof b.ifName !== 'string' || !IFNAME_RE.test(b.ifName)) throw new Error(`ifName: expected an interface name, got ${JSON.stringify(b.ifName)}`);
   if (typeof b.ready !== 'boolean') throw new Error(`ready: expected true or false, got ${JSON.stringify(b.ready)}`);
   const p = b.ports;
-  if (typeof p !== 'object' || p === null) throw new Error('ports: expected { outbound, inbound, hbone? }');
+  if (typeof p !== 'object' || p === null) throw new Error('ports: expected { outbound, inbound, hbone?, dns? }');
   const ports = p as Record<string, unknown>;
   const out = port(ports.outbound, 'ports.outbound')!;
   const inb = port(ports.inbound, 'ports.inbound')!;
   const hbone = port(ports.hbone, 'ports.hbone', true);
-  if (out === inb || hbone === out || hbone === inb) throw new Error('ports: outbound, inbound and hbone must differ');
+  const dns = port(ports.dns, 'ports.dns', true);
+  const all = [out, inb, hbone, dns].filter((x) => x !== undefined);
+  if (new Set(all).size !== all.length) throw new Error('ports: outbound, inbound, hbone and dns must differ');
   for (const k of ['control', 'cgroup'] as const) {
     const v = b[k];
     if (v !== undefined && (typeof v !== 'string' || !v.startsWith('/') || v.includes('\n') || v.split('/').includes('..'))) {
@@ -58,7 +64,7 @@ export function parseNodeProxy(body: unknown): NodeProxy {
     }
   }
   return {
-    id: b.id, netns: b.netns, ifName: b.ifName, ready: b.ready, ports: { outbound: out, inbound: inb, ...(hbone ? { hbone } : {}) },
+    id: b.id, netns: b.netns, ifName: b.ifName, ready: b.ready, ports: { outbound: out, inbound: inb, ...(hbone ? { hbone } : {}), ...(dns ? { dns } : {}) },
     ...(typeof b.control === 'string' ? { control: b.control } : {}), ...(typeof b.cgroup === 'string' ? { cgroup: b.cgroup } : {}),
   };
 }

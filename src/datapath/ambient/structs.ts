@@ -3,9 +3,9 @@
 // ambient.bpf.o by test/unit/btf-layout.test.ts). The shared types (ip_addr,
 // trace_event, enum mw_stat) come from the sidecar mirrors of meshwarp.h.
 import { fileURLToPath } from 'node:url';
-import { struct, bytes, pad, u32, u64, be16, type Codec } from '../../bpf/codec.ts';
+import { struct, bytes, pad, u8, u32, u64, be16, type Codec } from '../../bpf/codec.ts';
 import { listMirror, namesMirror, type EnumMirror } from '../../bpf/layout.ts';
-import { STATS, TRACE_PROGRAMS, TRACE_VERDICTS, ipAddr, traceConfig, traceEvent } from '../sidecar/structs.ts';
+import { STATS, TRACE_PROGRAMS, TRACE_VERDICTS, dnsServerKey, ipAddr, traceConfig, traceEvent, type IpAddr } from '../sidecar/structs.ts';
 
 export const ambientObject = fileURLToPath(new URL('../../../build/bpf/ambient.bpf.o', import.meta.url));
 
@@ -33,24 +33,37 @@ export const amNode: Codec<AmNode> = struct('am_node', [
 export interface AmProxy {
   netns_cookie: bigint; netns_id: number; host_ifindex: number; flags: number;
   outbound_port: number; inbound_port: number; hbone_port: number; mac: Uint8Array;
+  /** Its DNS listener (UDP and TCP); 0 = none announced. */
+  dns_port: number;
 }
 /** netns_id is a __s32 in C; u32 carries the same bits (ids are >= 0). */
 export const amProxy: Codec<AmProxy> = struct('am_proxy', [
   ['netns_cookie', u64], ['netns_id', u32], ['host_ifindex', u32], ['flags', u32],
-  ['outbound_port', be16], ['inbound_port', be16], ['hbone_port', be16], ['mac', bytes(6)],
+  ['outbound_port', be16], ['inbound_port', be16], ['hbone_port', be16], ['mac', bytes(6)], ['dns_port', be16], ['_pad', pad(6)],
 ]);
 
+/** DNS queries in flight (am_dns_queries): key = what the reply carries, value = the server it was sent to. */
+export interface AmDnsKey { pod: IpAddr; pod_port: number; id: number }
+export const amDnsKey: Codec<AmDnsKey> = struct('am_dns_key', [['pod', ipAddr], ['pod_port', be16], ['id', be16], ['_pad', pad(4)]]);
+export interface AmDnsQuery { server: IpAddr; server_port: number; pending: number; since_ns: bigint }
+export const amDnsQuery: Codec<AmDnsQuery> = struct('am_dns_query', [
+  ['server', ipAddr], ['server_port', be16], ['pending', u8], ['_pad', pad(5)], ['since_ns', u64],
+]);
+/** enum mw_am_dns_limit. */
+export const AM_DNS_LIMIT = { QUERIES: 16384 } as const;
+
 export const EMPTY_PROXY: AmProxy = {
-  netns_cookie: 0n, netns_id: 0, host_ifindex: 0, flags: 0, outbound_port: 0, inbound_port: 0, hbone_port: 0, mac: new Uint8Array(6),
+  netns_cookie: 0n, netns_id: 0, host_ifindex: 0, flags: 0, outbound_port: 0, inbound_port: 0, hbone_port: 0, mac: new Uint8Array(6), dns_port: 0,
 };
 
 /** Every codec that crosses into ambient.bpf.o, for the BTF layout test. */
-export const ambientStructs: Codec<any>[] = [ipAddr, amPod, amIface, amNode, amProxy, traceConfig, traceEvent];
+export const ambientStructs: Codec<any>[] = [ipAddr, amPod, amIface, amNode, amProxy, traceConfig, traceEvent, dnsServerKey, amDnsKey, amDnsQuery];
 
 export const ambientEnums: EnumMirror[] = [
   { cName: 'mw_am_limit', prefix: 'MW_AM_MAX_', values: { PROXIES: MAX_PROXIES, CPUS: MAX_CPUS } },
   { cName: 'mw_am_fail', prefix: 'MW_AM_FAIL_', values: AM_FAIL },
   { cName: 'mw_am_proxy_flag', prefix: 'MW_AM_PROXY_F_', values: AM_PROXY_F },
+  { cName: 'mw_am_dns_limit', prefix: 'MW_AM_DNS_', values: AM_DNS_LIMIT },
   listMirror('mw_stat', 'MW_STAT_', STATS),
   namesMirror('mw_trace_prog', 'MW_PROG_', TRACE_PROGRAMS),
   namesMirror('mw_trace_verdict', 'MW_VERDICT_', TRACE_VERDICTS),

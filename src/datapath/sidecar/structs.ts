@@ -93,6 +93,8 @@ export const STATS = [
   'am_tw_handoff', 'am_tw_assigned',
   // sockmap, continued
   'sockmap_eopnotsupp',
+  // ambient DNS capture (bpf/ambient/dns.h; it also counts the dns_* above)
+  'dns_unmatched',
 ] as const;
 export type StatName = (typeof STATS)[number];
 

@@ -12,6 +12,7 @@ import type { NodeProxy } from '../../datapath/ambient/proxy.ts';
 import { labRunDir } from '../cleanup.ts';
 import type { Lab, LabNode, LabPod } from '../lab.ts';
 import { NODE_PROXY_PORTS } from '../node-proxy.ts';
+import { LabDnsProxies, type NodeProxyDns, type NodeProxyDnsLine } from '../dns-proxy.ts';
 import { waitForLine } from '../proc.ts';
 import { POD_IFNAME } from '../wire.ts';
 import { LabCa, spiffeId, type IssuedCert } from './ca.ts';
@@ -48,6 +49,8 @@ export class LabHboneProxy {
   readonly controlSocket: string;
   child: ChildProcess | undefined;
   #log = '';
+  /** Its DNS proxy in its netns (opts.dns), announced as ports.dns. */
+  #dns: LabDnsProxies | undefined;
 
   private constructor(node: LabNode, pod: LabPod, id: string, dir: string) {
     this.node = node;
@@ -57,7 +60,7 @@ export class LabHboneProxy {
   }
 
   /** Creates the proxy's sandbox `name` on `node`, starts the proxy; resolves once its listeners listen. */
-  static async start(node: LabNode, name = 'ztunnel'): Promise<LabHboneProxy> {
+  static async start(node: LabNode, name = 'ztunnel', opts: { dns?: NodeProxyDns } = {}): Promise<LabHboneProxy> {
     const pod = node.lab.addPod(node, name);
     const dir = join(labRunDir(node.lab.prefix), node.name, `hbone-${name}`);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -73,12 +76,17 @@ export class LabHboneProxy {
       c.kill('SIGKILL');
       throw new Error(`HBONE node proxy ${p.id} did not start: ${(e as Error).message}\n${p.#log}`);
     }
+    if (opts.dns) {
+      p.#dns = new LabDnsProxies(pod, `HBONE node proxy ${p.id}`, opts.dns);
+      await p.#dns.start('proxy');
+    }
     return p;
   }
 
   /** The announcement the agent gets (POST /v1/ambient/proxy); eBPF engine only. */
   announcement(ready = true): NodeProxy {
-    return { id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: { ...NODE_PROXY_PORTS }, ready };
+    const { dns, ...tcp } = NODE_PROXY_PORTS;
+    return { id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: this.#dns ? { ...tcp, dns } : { ...tcp }, ready };
   }
 
   async announceTo(agent: { request<T>(method: 'POST', path: string, body?: unknown): Promise<T> }, ready = true): Promise<void> {
@@ -88,6 +96,12 @@ export class LabHboneProxy {
   get ip4(): string { return this.pod.ip4; }
   get ip6(): string { return this.pod.ip6; }
   get log(): string { return this.#log; }
+  /** Every query its DNS proxy logged. */
+  get dnsLog(): NodeProxyDnsLine[] { return this.#dns?.log ?? []; }
+  async setDns(dns: NodeProxyDns): Promise<void> {
+    if (!this.#dns) throw new Error(`HBONE node proxy ${this.id}: started without DNS (its announcement has no DNS port)`);
+    await this.#dns.set(dns);
+  }
 
   configure(c: HboneConfig): Promise<unknown> { return request(this.controlSocket, 'PUT', '/v1/config', c); }
   stats(): Promise<HboneStats> { return request(this.controlSocket, 'GET', '/v1/stats'); }
@@ -96,6 +110,7 @@ export class LabHboneProxy {
   async counter(name: string): Promise<number> { return (await this.stats()).counters[name] ?? 0; }
 
   async stop(): Promise<void> {
+    await this.#dns?.stopAll();
     const c = this.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise((r) => c.once('exit', r));
@@ -176,8 +191,8 @@ export class LabMesh {
   }
 
   /** Starts `node`'s HBONE proxy and registers it; push() gives it (and the others) the snapshot. */
-  async startProxy(node: LabNode, name = 'ztunnel'): Promise<LabHboneProxy> {
-    const p = await LabHboneProxy.start(node, name);
+  async startProxy(node: LabNode, name = 'ztunnel', opts: { dns?: NodeProxyDns } = {}): Promise<LabHboneProxy> {
+    const p = await LabHboneProxy.start(node, name, opts);
     this.proxies.set(node.name, p);
     return p;
   }
