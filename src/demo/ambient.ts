@@ -240,8 +240,10 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
 function inPodOf(p: LabPod): { pod: string; rules: string[]; listeners: string[] } {
   const rules: string[] = [];
   for (const save of ['iptables-save', 'ip6tables-save']) {
-    const text = execFileSync('nsenter', [`--net=${p.netnsPath}`, '--', save, '-c', '-t', 'mangle'], { encoding: 'utf8' });
-    for (const l of text.split('\n')) if (/MESHWARP_AM/.test(l) && !/^\[0:0\]/.test(l) && l.startsWith('[')) rules.push(`${save === 'iptables-save' ? 'v4' : 'v6'} ${l}`);
+    for (const table of ['mangle', 'nat']) {
+      const text = execFileSync('nsenter', [`--net=${p.netnsPath}`, '--', save, '-c', '-t', table], { encoding: 'utf8' });
+      for (const l of text.split('\n')) if (/MESHWARP_AM/.test(l) && !/^\[0:0\]/.test(l) && l.startsWith('[')) rules.push(`${save === 'iptables-save' ? 'v4' : 'v6'} ${l}`);
+    }
   }
   const ss = execFileSync('nsenter', [`--net=${p.netnsPath}`, '--', 'ss', '-Hltn'], { encoding: 'utf8' });
   const listeners = ss.split('\n').map((l) => l.trim().split(/\s+/)[3]).filter((a): a is string => !!a && /:1500[168]$/.test(a));

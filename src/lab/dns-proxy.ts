@@ -26,10 +26,14 @@ export class LabDnsProxies {
   /** Every query its DNS proxies logged. */
   readonly log: NodeProxyDnsLine[] = [];
   readonly #procs = new Map<string, ChildProcess>();
+  readonly #pod: LabPod;
+  readonly #what: string;
   #dns: NodeProxyDns;
 
   /** `pod`: the node proxy's sandbox (processes start in its netns and cgroup); `what` names it in errors. */
-  constructor(private readonly pod: LabPod, private readonly what: string, dns: NodeProxyDns) {
+  constructor(pod: LabPod, what: string, dns: NodeProxyDns) {
+    this.#pod = pod;
+    this.#what = what;
     this.#dns = dns;
   }
 
@@ -43,7 +47,7 @@ export class LabDnsProxies {
       ...d.names.flatMap((n) => ['--dns-name', n]), ...(d.truncate ?? []).flatMap((n) => ['--dns-truncate', n]),
       ...d.upstream.flatMap((u) => ['--dns-upstream', u])];
     const node = [process.execPath, '--disable-warning=ExperimentalWarning', PROXY_MAIN, ...args];
-    const child = this.pod.spawn(inPod ? ['nsenter', `--net=/run/netns/${tag}`, '--', ...node] : node, { env: { PATH: process.env.PATH } });
+    const child = this.#pod.spawn(inPod ? ['nsenter', `--net=/run/netns/${tag}`, '--', ...node] : node, { env: { PATH: process.env.PATH } });
     this.#procs.set(tag, child);
     let buf = '';
     child.stderr?.on('data', (b: Buffer) => {
@@ -57,7 +61,7 @@ export class LabDnsProxies {
     } catch (e) {
       this.#procs.delete(tag);
       child.kill('SIGKILL');
-      throw new Error(`${this.what}: DNS proxy (${tag}) did not start: ${(e as Error).message}`);
+      throw new Error(`${this.#what}: DNS proxy (${tag}) did not start: ${(e as Error).message}`);
     }
   }
 

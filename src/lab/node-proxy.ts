@@ -19,11 +19,10 @@ import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { labRunDir } from './cleanup.ts';
 import type { LabNode, LabPod } from './lab.ts';
-import { eventually, waitForLine } from './proc.ts';
+import { eventually } from './proc.ts';
 import { POD_IFNAME } from './wire.ts';
 import { LabDnsProxies, NODE_PROXY_DNS_PORT, type NodeProxyDns, type NodeProxyDnsLine } from './dns-proxy.ts';
 
