@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { LabPod } from './lab.ts';
-import { waitForLine } from './proc.ts';
+import { stopChild, waitForLine } from './proc.ts';
 
 /** ztunnel's DNS port. */
 export const NODE_PROXY_DNS_PORT = 15053;
@@ -68,11 +68,7 @@ export class LabDnsProxies {
   async stop(tag: string): Promise<void> {
     const c = this.#procs.get(tag);
     this.#procs.delete(tag);
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await stopChild(c);
   }
 
   /** New settings (names known once pods exist): every running DNS proxy restarts with them. */

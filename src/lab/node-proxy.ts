@@ -22,7 +22,7 @@ import { basename, dirname, join } from 'node:path';
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { labRunDir } from './cleanup.ts';
 import type { LabNode, LabPod } from './lab.ts';
-import { eventually } from './proc.ts';
+import { eventually, stopChild } from './proc.ts';
 import { POD_IFNAME } from './wire.ts';
 import { LabDnsProxies, NODE_PROXY_DNS_PORT, type NodeProxyDns, type NodeProxyDnsLine } from './dns-proxy.ts';
 
@@ -263,11 +263,6 @@ export class LabNodeProxy {
     const srv = this.#control;
     this.#control = undefined;
     if (srv) { srv.closeAllConnections(); await new Promise((r) => srv.close(r)); }
-    const c = this.child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await stopChild(this.child);
   }
 }

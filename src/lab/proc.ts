@@ -143,3 +143,12 @@ export async function eventually(cond: () => boolean | Promise<boolean>, timeout
     await new Promise((r) => setTimeout(r, stepMs));
   }
 }
+
+/** SIGTERM, then SIGKILL if it has not exited after graceMs; resolves once it is gone (or was). */
+export async function stopChild(c: ChildProcess | undefined, graceMs = 2000): Promise<void> {
+  if (!c || c.exitCode !== null || c.signalCode !== null) return;
+  const exited = new Promise((r) => c.once('exit', r));
+  c.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, graceMs))]);
+  if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+}

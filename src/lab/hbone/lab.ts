@@ -13,7 +13,7 @@ import { labRunDir } from '../cleanup.ts';
 import type { Lab, LabNode, LabPod } from '../lab.ts';
 import { NODE_PROXY_PORTS } from '../node-proxy.ts';
 import { LabDnsProxies, type NodeProxyDns, type NodeProxyDnsLine } from '../dns-proxy.ts';
-import { waitForLine } from '../proc.ts';
+import { stopChild, waitForLine } from '../proc.ts';
 import { POD_IFNAME } from '../wire.ts';
 import { LabCa, spiffeId, type IssuedCert } from './ca.ts';
 import { identityOf, type HboneConfig, type HboneWorkload } from './config.ts';
@@ -111,12 +111,7 @@ export class LabHboneProxy {
 
   async stop(): Promise<void> {
     await this.#dns?.stopAll();
-    const c = this.child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await stopChild(this.child);
   }
 }
 
