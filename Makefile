@@ -17,7 +17,7 @@ TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 bpf_units_of = $(patsubst bpf/%.bpf.c,build/bpf/units/%.o,$(wildcard bpf/$(1)/*.bpf.c))
 bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$(call bpf_units_of,$(1)))
 
-.PHONY: setup bpf typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test
+.PHONY: setup bpf cni cni-sea typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test image image-debug image-test
 setup:
 	@scripts/setup.sh
 
@@ -27,6 +27,26 @@ bpf: $(BPF_OBJS) build/bin/mw-sockcheck
 build/bin/mw-sockcheck: src/datapath/sidecar/sockcheck.c
 	@mkdir -p $(@D)
 	cc -O2 -Wall -Wextra -Werror -pthread -o $@ $<
+
+# The CNI plugin (docs/cni.md): meshwarp-cni, the static forwarder the runtime runs, and
+# meshwarp-cni-node, the full plugin as a Node.js single executable (its fallback; `cni-sea`,
+# ~7 s and 130 MB, so only the image and the benchmark build it). SHA256SUMS lists what is
+# there; the installer checks each binary against it.
+CNI_DIR     := build/cni/linux-amd64
+CNI_SEA_SRC := $(wildcard src/cni/*.ts) src/agent/api.ts scripts/build-cni.sh package-lock.json
+cni: $(CNI_DIR)/SHA256SUMS
+cni-sea: $(CNI_DIR)/meshwarp-cni-node
+	@$(MAKE) -s cni
+
+$(CNI_DIR)/meshwarp-cni: src/cni/forward.c
+	@mkdir -p $(@D)
+	gcc -static -O2 -s -Wall -Wextra -Werror -ffile-prefix-map=$(CURDIR)=. -o $@ $<
+
+$(CNI_DIR)/meshwarp-cni-node: $(CNI_SEA_SRC)
+	scripts/build-cni.sh $@
+
+$(CNI_DIR)/SHA256SUMS: $(CNI_DIR)/meshwarp-cni $(wildcard $(CNI_DIR)/meshwarp-cni-node)
+	cd $(CNI_DIR) && sha256sum $(notdir $^) > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
 
 build/bpf/units/%.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(@D)

@@ -43,7 +43,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --silent --no-audit --no-fund >/dev/null
 fi
 
-make -s bpf
+make -s bpf cni
 
 # Pins need a bpf filesystem; some machines boot without one.
 if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf; then
