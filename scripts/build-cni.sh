@@ -30,6 +30,5 @@ chmod u+w "$tmp/bin"
 node_modules/.bin/postject "$tmp/bin" NODE_SEA_BLOB "$tmp/sea.blob" \
   --sentinel-fuse NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2 >/dev/null 2>&1
 chmod 0755 "$tmp/bin"
-touch -d @"${SOURCE_DATE_EPOCH:-0}" "$tmp/bin"
 mkdir -p "$(dirname "$out")"
 mv "$tmp/bin" "$out"
