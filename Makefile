@@ -48,6 +48,21 @@ $(CNI_DIR)/meshwarp-cni-node: $(CNI_SEA_SRC)
 $(CNI_DIR)/SHA256SUMS: $(CNI_DIR)/meshwarp-cni $(wildcard $(CNI_DIR)/meshwarp-cni-node)
 	cd $(CNI_DIR) && sha256sum $(notdir $^) > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
 
+# The agent's OCI image, built without a container engine (scripts/build-image.sh,
+# docs/image.md); tagged as the chart's default image reference. image-test runs it in podman.
+image: build/image/meshwarp-launcher cni-sea bpf
+	@MESHWARP_SETUP_IMAGE=1 scripts/setup.sh
+	scripts/build-image.sh
+image-debug: build/image/meshwarp-launcher cni-sea bpf
+	@MESHWARP_SETUP_IMAGE=1 scripts/setup.sh
+	scripts/build-image.sh --debug
+image-test: image
+	$(NODE) --test --test-reporter=spec --test-concurrency=1 test/image/*.test.ts
+
+build/image/meshwarp-launcher: src/cli/launcher.c
+	@mkdir -p $(@D)
+	gcc -static -O2 -s -Wall -Wextra -Werror -o $@ $<
+
 build/bpf/units/%.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(@D)
 	clang $(BPF_CFLAGS) -c $< -o $@
