@@ -4,9 +4,13 @@
 // which is all the runtime starts. The forwarder sends the invocation unchanged; the answer
 // is what the plugin process would have printed. Nothing of the plugin's logic differs:
 // runPlugin gets the same environment and stdin, and its one request to the agent is
-// answered in process (same parsing, same status classification, same timeout) when the
-// config names this agent's socket, else sent over HTTP to the socket it names.
-import { postAgent, type AgentRequest, type AgentResult } from '../cni/agent-client.ts';
+// answered in process (same parsing, same status classification, same timeout). That is
+// the request the plugin would have sent to the socket its config names, and the forwarder
+// reached the agent through that very socket (X-Meshwarp-Socket, checked here against the
+// config): when the config names another one, the answer is 421 and the forwarder runs the
+// full plugin, which goes where the config says.
+import type { AgentRequest, AgentResult } from '../cni/agent-client.ts';
+import { DEFAULT_SOCKET } from '../cni/config.ts';
 import { runPlugin, stderrText, type PluginDeps } from '../cni/plugin.ts';
 import { ApiError, parseAddRequest, parseContainerRef, parseGcRequest } from './api.ts';
 import { log, type Agent } from './agent.ts';
@@ -74,14 +78,25 @@ async function inProcess(agent: Agent, path: string, body: AgentRequest, timeout
   }
 }
 
+/** The socket the config names (its default when absent); undefined when the config does not parse: the plugin then fails without the agent. */
+function configSocket(stdin: Buffer): string | undefined {
+  try {
+    const conf = JSON.parse(stdin.toString('utf8')) as { meshwarp?: { socket?: unknown } };
+    const s = conf?.meshwarp?.socket;
+    return s === undefined ? DEFAULT_SOCKET : typeof s === 'string' ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs one forwarded plugin invocation; the reply body is "<exit> <stderr bytes>\n" + stderr + stdout. */
-export async function runCniExec(agent: Agent, ownSocket: string, raw: Buffer): Promise<Buffer> {
+export async function runCniExec(agent: Agent, forwardedTo: string, raw: Buffer): Promise<Buffer> {
   const { env, stdin } = parseExecBody(raw);
-  const deps: PluginDeps = {
-    post: (socket, path, body, timeoutMs) => (socket === ownSocket
-      ? inProcess(agent, path, body, timeoutMs)
-      : postAgent(socket, path, body, timeoutMs)),
-  };
+  const named = configSocket(stdin);
+  if (named !== undefined && named !== forwardedTo) {
+    throw new ApiError(421, `the CNI config names socket ${named}, the request came through ${forwardedTo}: run the full plugin`);
+  }
+  const deps: PluginDeps = { post: (_socket, path, body, timeoutMs) => inProcess(agent, path, body, timeoutMs) };
   const out = await runPlugin(env, stdin, deps);
   const err = Buffer.from(stderrText(out.logs));
   return Buffer.concat([Buffer.from(`${out.exitCode} ${err.length}\n`), err, Buffer.from(out.stdout)]);

@@ -82,7 +82,8 @@ export function apiHandler(agent: Agent, onUninstall: () => void, socket = ''): 
         case 'POST /v1/cni/exec': {
           // 200 whatever the plugin's exit code; any other answer makes the forwarder run the
           // full plugin, which then talks to the agent and applies the failure policy itself.
-          const out = await runCniExec(agent, socket, await readRaw(req));
+          const via = req.headers['x-meshwarp-socket'];
+          const out = await runCniExec(agent, typeof via === 'string' ? via : socket, await readRaw(req));
           res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': out.length });
           return res.end(out);
         }

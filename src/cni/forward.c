@@ -134,18 +134,22 @@ int main(int argc, char **argv) {
 	}
 
 	char sockpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	/* A first guess at meshwarp.socket; the agent checks it against the parsed config. */
 	if (!scan_string("\"socket\"", sockpath, sizeof(sockpath))) strcpy(sockpath, DEFAULT_SOCKET);
+	for (char *c = sockpath; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f) fallback(NULL); /* not a header value */
 	long timeout_ms = scan_number("\"timeoutMs\"", DEFAULT_TIMEOUT_MS) + TIMEOUT_MARGIN_MS;
 
 	/* Body: NAME=VALUE\0 for each CNI_* variable, an empty entry, then stdin as read. */
 	size_t env_len = 0;
 	for (char **e = environ; *e; e++)
 		if (!strncmp(*e, "CNI_", 4)) env_len += strlen(*e) + 1;
-	char head[256];
+	/* The socket we used goes along: the agent runs the request only if the config names it. */
+	char head[512];
 	size_t body_len = env_len + 1 + in_len;
 	int head_len = snprintf(head, sizeof(head),
 		"POST /v1/cni/exec HTTP/1.1\r\nHost: meshwarp-agent\r\nContent-Type: application/octet-stream\r\n"
-		"Content-Length: %zu\r\nConnection: close\r\n\r\n", body_len);
+		"X-Meshwarp-Socket: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", sockpath, body_len);
 	char *req = malloc((size_t)head_len + body_len);
 	if (!req) fallback(NULL);
 	memcpy(req, head, (size_t)head_len);
