@@ -85,6 +85,8 @@ rm -rf "$base/usr/share/man" "$base/usr/share/info" "$base/usr/share/lintian" "$
 $debug || rm -f "$base/usr/bin/sh" "$base/usr/bin/bash" "$base/usr/bin/dash"
 mkdir -p "$base/etc" "$base/tmp" "$base/run" "$base/var/lib/meshwarp" "$base/proc" "$base/sys" "$base/dev"
 chmod 1777 "$base/tmp"
+mkdir -p "$base/var"
+ln -s ../run "$base/var/run" # runtimes name netns as /var/run/netns/... (the chart mounts the host's there)
 printf 'root:x:0:0:root:/root:/usr/sbin/nologin\n' >"$base/etc/passwd"
 printf 'root:x:0:\n' >"$base/etc/group"
 printf 'hosts: files dns\n' >"$base/etc/nsswitch.conf"

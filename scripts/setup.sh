@@ -11,7 +11,7 @@ DEB_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables containernetworkin
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 # Image builds only (make image): Debian's daemonless OCI tools and podman for the image test.
-[ "${MESHWARP_SETUP_IMAGE:-}" = 1 ] && DEB_PACKAGES+=(umoci skopeo podman)
+[ "${MESHWARP_SETUP_IMAGE:-}" = 1 ] && DEB_PACKAGES+=(umoci skopeo podman runc)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
