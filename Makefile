@@ -81,6 +81,7 @@ typecheck:
 test: setup typecheck
 	$(NODE) --test --test-reporter=spec $(TESTS)
 	$(MAKE) -s kube-test
+	$(MAKE) -s image-test
 	$(MAKE) -s conformance-all
 
 # Kubernetes test dependencies (etcd, kube-apiserver, helm, kubeconform) at pinned

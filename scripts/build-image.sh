@@ -50,22 +50,23 @@ pkgs=(libc6 libgcc-s1 gcc-12-base libstdc++6 zlib1g libzstd1 libelf1 libbpf1
   netbase)
 $debug && pkgs+=(bash libtinfo6 bpftool libcap2-bin)
 
-# 1. Debian packages, downloaded once per version (the cache is what makes rebuilds offline and fast).
+# 1. Debian packages, downloaded once into the cache and then taken from it: the cache pins
+# the versions (a rebuild gives the same bytes whatever the archive did since; empty the
+# cache to take updates) and makes rebuilds offline and fast.
 mkdir -p "$cache/debs"
-debs=()
+cached() { ls "$cache/debs/${1}_"*.deb 2>/dev/null | sort -V | tail -1; }
 need=()
-for p in "${pkgs[@]}"; do
-  v=$(apt-cache policy "$p" | sed -n 's/^  Candidate: //p')
-  [ -n "$v" ] && [ "$v" != "(none)" ] || { say "no candidate for $p (apt-get update?)"; exit 1; }
-  a=$(apt-cache show "$p=$v" | sed -n 's/^Architecture: //p' | head -1)
-  f="$cache/debs/${p}_${v//:/%3a}_${a}.deb"
-  debs+=("$f")
-  [ -f "$f" ] || need+=("$p=$v")
-done
+for p in "${pkgs[@]}"; do [ -n "$(cached "$p")" ] || need+=("$p"); done
 if ((${#need[@]})); then
   say "downloading ${#need[@]} Debian packages into $cache/debs"
   (cd "$cache/debs" && apt-get download -qq "${need[@]}" >/dev/null)
 fi
+debs=()
+for p in "${pkgs[@]}"; do
+  f=$(cached "$p")
+  [ -n "$f" ] || { say "no $p in $cache/debs after download"; exit 1; }
+  debs+=("$f")
+done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
