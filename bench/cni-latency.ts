@@ -107,7 +107,8 @@ try {
       const env = { ...baseEnv, CNI_COMMAND: 'VERSION' };
       const ms: number[] = [];
       for (let i = 0; i < RUNS; i++) {
-        const x = await runPlugin(bin, env, '{"cniVersion":"1.0.0"}');
+        // The node's config as stdin (VERSION reads only cniVersion): the forwarder finds the agent by it.
+        const x = await runPlugin(bin, env, stdinFor('ADD'));
         if (x.code !== 0) throw new Error(`${name} VERSION exited ${x.code}: ${x.out}`);
         ms.push(x.ms);
       }
