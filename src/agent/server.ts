@@ -5,7 +5,8 @@ import http from 'node:http';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { firstIps } from '../datapath/pod.ts';
-import { ApiError, codeForStatus, parseAddRequest, parseContainerRef, parseGcRequest, parseNodeProxyRef, parseNodeProxyRequest } from './api.ts';
+import { ApiError, codeForStatus, parseNodeProxyRef, parseNodeProxyRequest } from './api.ts';
+import { cniRoute, runCniExec } from './cni-exec.ts';
 import { log, type Agent } from './agent.ts';
 import { renderMetrics } from './metrics.ts';
 import type { PodRecord } from './state.ts';
@@ -16,6 +17,24 @@ const MAX_DRAIN = 64 << 20;
 
 /** The client went away before we answered: nobody to answer, nothing failed here. */
 class ClientGone extends Error {}
+
+/** The request body as bytes (at most MAX_BODY plus 64 KiB: the exec body carries the environment too). */
+function readRaw(req: http.IncomingMessage): Promise<Buffer> {
+  const limit = MAX_BODY + (64 << 10);
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_DRAIN) { req.destroy(); return; }
+      if (size <= limit) chunks.push(c);
+    });
+    req.on('end', () => (size > limit ? reject(new ApiError(413, `request body over ${limit} bytes`)) : resolve(Buffer.concat(chunks))));
+    req.on('aborted', () => reject(new ClientGone()));
+    req.on('close', () => { if (!req.complete) reject(new ClientGone()); });
+    req.on('error', () => reject(new ClientGone()));
+  });
+}
 
 function readBody(req: http.IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -47,7 +66,7 @@ export function podView(r: PodRecord): Record<string, unknown> {
   };
 }
 
-export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestListener {
+export function apiHandler(agent: Agent, onUninstall: () => void, socket = ''): http.RequestListener {
   return (req, res) => {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' });
@@ -58,11 +77,16 @@ export function apiHandler(agent: Agent, onUninstall: () => void): http.RequestL
       if (req.method === 'GET' && path === '/v1/trace') return streamTrace(agent, req, res);
       const route = `${req.method} ${path}`;
       switch (route) {
-        case 'POST /v1/cni/add': return send(200, await agent.add(parseAddRequest(await readBody(req))));
-        case 'POST /v1/cni/del': return send(200, await agent.del(parseContainerRef(await readBody(req)).containerId));
-        case 'POST /v1/cni/check': return send(200, await agent.check(parseContainerRef(await readBody(req)).containerId));
-        case 'POST /v1/cni/status': return send(200, { ready: true });
-        case 'POST /v1/cni/gc': return send(200, await agent.gc(parseGcRequest(await readBody(req)).valid));
+        case 'POST /v1/cni/add': case 'POST /v1/cni/del': case 'POST /v1/cni/check': case 'POST /v1/cni/status': case 'POST /v1/cni/gc':
+          return send(200, await cniRoute(agent, path, await readBody(req)));
+        case 'POST /v1/cni/exec': {
+          // 200 whatever the plugin's exit code; any other answer makes the forwarder run the
+          // full plugin, which then talks to the agent and applies the failure policy itself.
+          const via = req.headers['x-meshwarp-socket'];
+          const out = await runCniExec(agent, typeof via === 'string' ? via : socket, await readRaw(req));
+          res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': out.length });
+          return res.end(out);
+        }
         case 'POST /v1/ambient/proxy': return send(200, await agent.setNodeProxy(parseNodeProxyRequest(await readBody(req))));
         case 'POST /v1/ambient/proxy/remove': return send(200, await agent.removeNodeProxy(parseNodeProxyRef(await readBody(req)).id));
         case 'GET /v1/status': return send(200, agent.status());
@@ -111,7 +135,7 @@ export async function listenApi(agent: Agent, socket: string, onUninstall: () =>
   mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
   chmodSync(dirname(socket), 0o700);
   rmSync(socket, { force: true }); // a stale socket from a killed agent
-  const server = http.createServer(apiHandler(agent, onUninstall));
+  const server = http.createServer(apiHandler(agent, onUninstall, socket));
   const old = process.umask(0o177);
   try {
     await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(socket, resolve); });

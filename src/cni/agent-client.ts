@@ -8,7 +8,10 @@ import type { CniPodRequest } from '../agent/api.ts';
 
 // An ESM `import` of node:http costs ~30 ms of start-up (the namespace pulls in every lazy
 // export); the CommonJS object from getBuiltinModule costs ~2 ms. The plugin is start-up bound.
-const { request } = process.getBuiltinModule('node:http') as typeof Http;
+// Loaded at the first request, not at module evaluation: node:http's parser binding cannot go
+// into the single executable's startup snapshot (V8 refuses its handles).
+const request = (options: Http.RequestOptions, cb: (res: Http.IncomingMessage) => void): Http.ClientRequest =>
+  (process.getBuiltinModule('node:http') as typeof Http).request(options, cb);
 
 export type AgentResult =
   | { kind: 'ok'; status: number; body: Record<string, unknown> }

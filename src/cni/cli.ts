@@ -24,6 +24,10 @@ options:
   --exclude-namespaces L   comma-separated namespaces never meshed (plugin default kube-system)
   --timeout-ms N           plugin → agent timeout (plugin default 5000)
   --node PATH              Node.js >= 24 the plugin wrapper runs (default: the project's)
+  --full-plugin sea|wrapper  the forwarder's fallback, meshwarp-cni-node: the single executable
+                           (self-contained; what the image's cni container installs) or a wrapper
+                           running this checkout's Node.js (default)
+  --artifact-dir DIR       the built binaries and their SHA256SUMS (default build/cni/linux-<arch>)
   --json                   print reports as JSON lines
 `;
 
@@ -59,6 +63,8 @@ export async function run(argv: string[]): Promise<number> {
         'exclude-namespaces': { type: 'string' },
         'timeout-ms': { type: 'string' },
         node: { type: 'string' },
+        'full-plugin': { type: 'string' },
+        'artifact-dir': { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -87,6 +93,14 @@ export async function run(argv: string[]): Promise<number> {
   if (v['cni-conf-dir'] !== undefined) opts.confDir = v['cni-conf-dir'];
   if (v['state-dir'] !== undefined) opts.stateDir = v['state-dir'];
   if (v.node !== undefined) opts.nodePath = v.node;
+  if (v['artifact-dir'] !== undefined) opts.artifactDir = v['artifact-dir'];
+  if (v['full-plugin'] !== undefined) {
+    if (v['full-plugin'] !== 'sea' && v['full-plugin'] !== 'wrapper') {
+      process.stderr.write(`meshwarp cni: --full-plugin must be sea or wrapper, not ${JSON.stringify(v['full-plugin'])}\n`);
+      return 2;
+    }
+    opts.fullPlugin = v['full-plugin'];
+  }
   const json = v.json;
   try {
     if (sub === 'install') {

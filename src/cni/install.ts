@@ -18,8 +18,12 @@ import { CniError } from './errors.ts';
 export const DEFAULT_BIN_DIR = '/opt/cni/bin';
 export const DEFAULT_CONF_DIR = '/etc/cni/net.d';
 export const DEFAULT_STATE_DIR = '/var/lib/meshwarp';
-/** The binary name must equal the conflist entry's "type". */
+/** The binary name must equal the conflist entry's "type": the static forwarder (forward.c). */
 export const PLUGIN_BINARY = PLUGIN_TYPE;
+/** The full plugin (Node.js + src/cni) the forwarder execs when the agent cannot run the request. */
+export const FULL_PLUGIN_BINARY = `${PLUGIN_TYPE}-node`;
+/** Written by `make cni` next to the artifacts: `<sha256>  <name>` a line. */
+export const CHECKSUM_FILE = 'SHA256SUMS';
 const STATE_FILE = 'cni-install.json';
 /** Node's compile cache for the plugin's TypeScript: halves the plugin's start-up (~100 → ~45 ms). */
 const COMPILE_CACHE_DIR = 'cni-compile-cache';
@@ -33,7 +37,17 @@ export interface CniInstallOptions {
   settings?: Partial<MeshwarpSettings>;
   /** Node.js (>= 24) the wrapper execs; default: the project's .tools/node, else this process's node. */
   nodePath?: string;
+  /** Where the built binaries and SHA256SUMS are (default: build/cni/linux-<arch> of the project). */
+  artifactDir?: string;
+  /**
+   * What goes in as meshwarp-cni-node, the fallback of the forwarder: `sea`, the single executable
+   * (self-contained: what a node needs when the installer runs in a container), or `wrapper`, a
+   * /bin/sh script running this checkout's Node.js on src/cni/main.ts (default; labs and tests).
+   */
+  fullPlugin?: FullPlugin;
 }
+
+export type FullPlugin = 'sea' | 'wrapper';
 
 export type InstallAction = 'inserted' | 'converted' | 'updated' | 'unchanged' | 'no-config' | 'unsupported' | 'conflict';
 
@@ -69,6 +83,8 @@ interface InstallState {
   plugin: string;
   entry: JsonObject;
   files: FileRecord[];
+  /** The binaries we wrote into the bin dir and their sha256, so uninstall removes only those. */
+  binaries?: { path: string; sha256: string }[];
 }
 
 interface Resolved {
@@ -77,6 +93,8 @@ interface Resolved {
   stateDir: string;
   entry: JsonObject;
   nodePath: string;
+  artifactDir: string;
+  fullPlugin: FullPlugin;
 }
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -150,20 +168,85 @@ function resolve(opts: CniInstallOptions): Resolved {
     confDir: opts.confDir ?? DEFAULT_CONF_DIR,
     stateDir: opts.stateDir ?? DEFAULT_STATE_DIR,
     entry: pluginEntry(settings),
-    nodePath: resolveNode(opts.nodePath),
+    nodePath: opts.fullPlugin === 'sea' ? '' : resolveNode(opts.nodePath),
+    artifactDir: opts.artifactDir ?? defaultArtifactDir(),
+    fullPlugin: opts.fullPlugin ?? 'wrapper',
   };
 }
 
-function ensurePlugin(r: Resolved): string {
-  mkdirSync(r.binDir, { recursive: true, mode: 0o755 });
-  const path = join(r.binDir, PLUGIN_BINARY);
-  const want = wrapperScript(r.nodePath, join(r.stateDir, COMPILE_CACHE_DIR));
-  let have: string | undefined;
+/** Go's name of this machine's architecture, as the artifact directories are named. */
+export function artifactArch(arch: string = process.arch): string {
+  return arch === 'x64' ? 'amd64' : arch;
+}
+
+export function defaultArtifactDir(): string {
+  return join(projectRoot(), 'build/cni', `linux-${artifactArch()}`);
+}
+
+/** sha256 of a file, recomputed only when its size or mtime changed (the SEA is ~130 MB; watch re-checks every 10 s). */
+const hashMemo = new Map<string, { size: number; mtimeMs: number; ino: number; sha: string }>();
+function fileSha256(path: string): string | undefined {
+  let st;
   try {
-    have = readFileSync(path, 'utf8');
-  } catch { /* missing */ }
-  if (have !== want || (statSync(path).mode & 0o777) !== 0o755) writeFileAtomic(path, want, 0o755);
-  return path;
+    st = statSync(path);
+  } catch {
+    return undefined;
+  }
+  const m = hashMemo.get(path);
+  if (m && m.size === st.size && m.mtimeMs === st.mtimeMs && m.ino === st.ino) return m.sha;
+  const sha = sha256(readFileSync(path));
+  hashMemo.set(path, { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, sha });
+  return sha;
+}
+
+/** A built binary, after checking it against the SHA256SUMS the build wrote beside it. */
+function artifact(dir: string, name: string): { path: string; sha256: string } {
+  const path = join(dir, name);
+  let sums: string;
+  try {
+    sums = readFileSync(join(dir, CHECKSUM_FILE), 'utf8');
+  } catch {
+    throw new Error(`${join(dir, CHECKSUM_FILE)} missing: build the CNI plugin first (\`make cni\`)`);
+  }
+  const want = sums.split('\n').map((l) => l.trim().split(/\s+\*?/)).find((f) => f[1] === name)?.[0];
+  if (!want) throw new Error(`${join(dir, CHECKSUM_FILE)} has no line for ${name}: rebuild with \`make cni\``);
+  const have = fileSha256(path);
+  if (have === undefined) throw new Error(`${path} missing: build the CNI plugin first (\`make cni\`)`);
+  if (have !== want) throw new Error(`${path}: sha256 ${have} does not match ${CHECKSUM_FILE} (${want}); refusing to install it`);
+  return { path, sha256: want };
+}
+
+/**
+ * Puts `bytes` (sha256 `want`) at `path` unless it is already there: temp file + fsync + rename,
+ * so a runtime executing the plugin meanwhile runs the old or the new file, never half of one;
+ * then reads it back and checks the checksum.
+ */
+function installBinary(path: string, want: string, bytes: () => Buffer): void {
+  if (fileSha256(path) === want && (statSync(path).mode & 0o777) === 0o755) return;
+  writeFileAtomic(path, bytes(), 0o755);
+  hashMemo.delete(path);
+  const got = fileSha256(path);
+  if (got !== want) throw new Error(`${path}: wrote sha256 ${want} but read back ${got ?? 'nothing'}`);
+}
+
+function ensurePlugin(r: Resolved): { plugin: string; binaries: { path: string; sha256: string }[] } {
+  mkdirSync(r.binDir, { recursive: true, mode: 0o755 });
+  const fwd = artifact(r.artifactDir, PLUGIN_BINARY);
+  const full = r.fullPlugin === 'sea' ? artifact(r.artifactDir, FULL_PLUGIN_BINARY) : undefined;
+  const plugin = join(r.binDir, PLUGIN_BINARY);
+  const fullPath = join(r.binDir, FULL_PLUGIN_BINARY);
+  // The fallback first: a forwarder that is in place always finds the full plugin beside it.
+  let fullSha: string;
+  if (full) {
+    installBinary(fullPath, full.sha256, () => readFileSync(full.path));
+    fullSha = full.sha256;
+  } else {
+    const text = wrapperScript(r.nodePath, join(r.stateDir, COMPILE_CACHE_DIR));
+    fullSha = sha256(text);
+    installBinary(fullPath, fullSha, () => Buffer.from(text));
+  }
+  installBinary(plugin, fwd.sha256, () => readFileSync(fwd.path));
+  return { plugin, binaries: [{ path: fullPath, sha256: fullSha }, { path: plugin, sha256: fwd.sha256 }] };
 }
 
 interface Target {
@@ -220,9 +303,10 @@ function unchangedSince(t: Target): boolean {
 
 /** One pass: make sure the plugin exists and the runtime's config file carries our entry. */
 function reconcile(r: Resolved, attempt = 0): InstallReport {
-  const plugin = ensurePlugin(r);
+  const { plugin, binaries } = ensurePlugin(r);
   const skipped: InstallReport['skipped'] = [];
   const state = readState(r.stateDir) ?? emptyState(r, plugin);
+  state.binaries = binaries;
   state.binDir = r.binDir;
   state.confDir = r.confDir;
   state.plugin = plugin;
@@ -328,11 +412,17 @@ export function uninstallCni(opts: { binDir?: string; confDir?: string; stateDir
     const cur = readMaybe(path);
     if (cur && dropEntry(path, cur)) report.edited.push(path);
   }
-  const plugin = join(binDir, PLUGIN_BINARY);
-  const wrapper = readMaybe(plugin);
-  if (wrapper && wrapper.toString('utf8').includes(WRAPPER_MARK)) {
-    unlinkSync(plugin);
-    report.removed.push(plugin);
+  // Only what we wrote: a binary with the checksum we recorded, or one carrying our marker
+  // (the wrapper's comment line; the forwarder holds the same string), when the state is lost.
+  const recorded = new Map((state?.binaries ?? []).map((b) => [b.path, b.sha256]));
+  for (const path of [join(binDir, FULL_PLUGIN_BINARY), join(binDir, PLUGIN_BINARY)]) {
+    const cur = readMaybe(path);
+    if (!cur) continue;
+    if (recorded.get(path) === sha256(cur) || cur.includes(WRAPPER_MARK)) {
+      unlinkSync(path);
+      hashMemo.delete(path);
+      report.removed.push(path);
+    }
   }
   rmSync(join(stateDir, COMPILE_CACHE_DIR), { recursive: true, force: true });
   if (state) unlinkSync(statePath(stateDir));

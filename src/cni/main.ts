@@ -4,7 +4,7 @@
 // result or a CNI error JSON on stdout, structured log lines on stderr, and exits 0 or 1.
 // Node builtins and src/cni only: this file must be bundleable into one executable.
 import { CniCode, CniError } from './errors.ts';
-import { errorOutput, runPlugin, type PluginOutput } from './plugin.ts';
+import { errorOutput, runPlugin, stderrText, type PluginDeps, type PluginOutput } from './plugin.ts';
 
 export const MAX_STDIN_BYTES = 1024 * 1024;
 
@@ -45,9 +45,7 @@ function emit(out: PluginOutput): void {
     process.exit(1); // a failure while writing the answer: nothing more can be said
   }
   emitted = true;
-  const ts = new Date().toISOString();
-  let err = '';
-  for (const l of out.logs) err += `${JSON.stringify({ ts, component: 'meshwarp-cni', ...l })}\n`;
+  const err = stderrText(out.logs);
   if (err) process.stderr.write(err);
   // stdout/stderr on pipes and files are synchronous on Linux; exit once the write is accepted.
   process.stdout.write(out.stdout, () => process.exit(out.exitCode));
@@ -69,7 +67,15 @@ async function main(): Promise<void> {
     fail(e);
     return;
   }
-  emit(await runPlugin(process.env, stdin));
+  // The static forwarder (forward.c) sets this when the agent took the request but did not
+  // answer within timeoutMs: the agent counts as unavailable at once, the policy applies.
+  const unavailable = process.env.MESHWARP_CNI_AGENT_UNAVAILABLE;
+  const deps: PluginDeps | undefined = unavailable ? { post: async () => ({ kind: 'unavailable', reason: unavailable }) } : undefined;
+  emit(await runPlugin(process.env, stdin, deps));
 }
 
-void main().catch(fail);
+// A single-executable build (scripts/build-cni.sh) snapshots this module at build time: the
+// work above is then done once, and the snapshot's main function is the only thing left at start.
+const v8 = process.getBuiltinModule('node:v8') as typeof import('node:v8');
+if (v8.startupSnapshot.isBuildingSnapshot()) v8.startupSnapshot.setDeserializeMainFunction(() => void main().catch(fail));
+else void main().catch(fail);

@@ -66,6 +66,14 @@ export async function runPlugin(env: NodeJS.ProcessEnv, stdin: Buffer, deps: Plu
   }
 }
 
+/** The log lines as the plugin writes them to stderr: one JSON object a line. */
+export function stderrText(logs: LogLine[]): string {
+  const ts = new Date().toISOString();
+  let err = '';
+  for (const l of logs) err += `${JSON.stringify({ ts, component: 'meshwarp-cni', ...l })}\n`;
+  return err;
+}
+
 /** Error output for failures before runPlugin could run (stdin too large, unreadable). */
 export function errorOutput(err: CniError): PluginOutput {
   return { exitCode: 1, stdout: `${JSON.stringify(errorJson(FALLBACK_VERSION, err))}\n`, logs: [] };
