@@ -13,6 +13,7 @@ import koffi from 'koffi';
 import { fn, check, BpfError, TestRunOpts } from './libbpf.ts';
 import { close } from '../sys/libc.ts';
 import { EXIT, MOV_R0, progLoadRaw } from './sys.ts';
+import { ERRNO as E } from './uapi.ts';
 
 export interface TestRunInput {
   /** The input packet (tc: from the Ethernet header; at least 14 bytes). */
@@ -56,7 +57,11 @@ export function testRun(progFd: number, input: TestRunInput = {}): TestRunResult
     cpu: 0,
     batch_size: 0,
   };
-  check(`BPF_PROG_TEST_RUN (prog fd ${progFd})`, fn.progTestRun(progFd, o));
+  // A repeated run stops with EINTR when a signal is pending (SIGCHLD of a child process,
+  // under load): run it again, as the kernel asks.
+  let rc = fn.progTestRun(progFd, o);
+  for (let tries = 0; rc === -E.EINTR && tries < 20; tries++) { o.duration = 0; rc = fn.progTestRun(progFd, o); }
+  check(`BPF_PROG_TEST_RUN (prog fd ${progFd})`, rc);
   const res: TestRunResult = { retval: o.retval | 0, durationNs: o.duration };
   if (out) res.dataOut = out.subarray(0, o.data_size_out);
   return res;

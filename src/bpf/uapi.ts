@@ -118,6 +118,7 @@ export const TC_ATTACH = {
 export const ERRNO = {
   EPERM: 1,
   ENOENT: 2,
+  EINTR: 4,
   E2BIG: 7,
   EBADF: 9,
   EAGAIN: 11,
