@@ -71,6 +71,7 @@ const HELPERS = [
   { prog: 'cgroup_sockopt', name: 'get_netns_cookie', since: '5.15' },
   { prog: 'cgroup_sockopt', name: 'sk_storage_get', since: '5.3' },
   { prog: 'sk_msg', name: 'msg_redirect_hash', since: '4.18' },
+  { prog: 'sk_msg', name: 'get_netns_cookie', since: '5.15' },
   { prog: 'sched_cls', name: 'redirect', since: '4.4' },
   { prog: 'sched_cls', name: 'redirect_peer', since: '5.10' },
   { prog: 'sched_cls', name: 'sk_assign', since: '5.7' },
@@ -86,7 +87,10 @@ type HelperId<H> = H extends { prog: infer P extends string; name: infer N exten
  * `map.<type>`, `attach.<cgroup hook>`, `helper.<prog type>.<helper>`, and
  * the commands and hooks named below.
  */
-export type FeatureId =
+export type FeatureId = KernelFeatureId | `datapath.${DatapathName}`;
+/** The eBPF datapaths, as features made of the kernel features they need (DATAPATHS). */
+export type DatapathName = 'sidecar' | 'ambient';
+type KernelFeatureId =
   | `prog.${ProgName}`
   | `map.${(typeof MAPS)[number]['name']}`
   | `attach.${(typeof HOOKS)[number]['name']}`
@@ -218,6 +222,47 @@ const TEST_RUN_SCHED_CLS: Feature = {
   }),
 };
 
+/**
+ * What each eBPF datapath object needs to load at all. libbpf loads every
+ * program of an object, and the verifier rejects a program that calls a
+ * helper its type lacks, so one missing entry here rejects the whole
+ * datapath (on 5.10: bpf_get_netns_cookie in sock_ops, cgroup_sockopt and
+ * sk_msg, all 5.15). The drivers refuse to start on such a kernel with these
+ * ids (`meshwarp doctor` shows each), and kernel tests of a datapath declare
+ * `needs: ['datapath.sidecar']`. docs/kernels.md has the minimum per dataplane.
+ */
+const DATAPATHS = [
+  { name: 'sidecar', what: 'the sidecar eBPF datapath (bpf/sidecar)', needs: [
+    'prog.cgroup_sock_addr', 'attach.connect4', 'attach.connect6', 'attach.sendmsg4', 'attach.recvmsg4',
+    'attach.getpeername4', 'helper.cgroup_sock_addr.get_netns_cookie', 'helper.cgroup_sock_addr.sk_storage_get',
+    'prog.sock_ops', 'helper.sock_ops.get_netns_cookie', 'helper.sock_ops.sk_storage_get',
+    'prog.cgroup_sockopt', 'attach.getsockopt', 'helper.cgroup_sockopt.get_netns_cookie',
+    'prog.sk_msg', 'helper.sk_msg.get_netns_cookie', 'map.sk_storage', 'map.sockhash', 'map.ringbuf', 'prog.sched_cls',
+  ] },
+  { name: 'ambient', what: 'the ambient eBPF datapath (bpf/ambient)', needs: [
+    'prog.sched_cls', 'helper.sched_cls.redirect', 'helper.sched_cls.sk_assign',
+    'helper.sched_cls.skc_lookup_tcp', 'helper.sched_cls.sk_release', 'helper.sched_cls.ringbuf_output', 'map.ringbuf',
+  ] },
+] as const satisfies readonly { name: DatapathName; what: string; needs: readonly KernelFeatureId[] }[];
+
+function datapathFeature(d: (typeof DATAPATHS)[number]): Feature {
+  const since = d.needs.map((id) => feature(id).since).reduce((a, b) => (kernelAtLeast(a, b) ? a : b));
+  const f = { id: `datapath.${d.name}` as FeatureId, name: d.what, since } as const;
+  return {
+    ...f,
+    probe: () => {
+      const results = d.needs.map((id) => ({ id, r: have(id) }));
+      const missing = results.filter((x) => !x.r.available && !x.r.unknown);
+      if (missing.length) {
+        return { available: false, reason: `${d.what} cannot load on this kernel (needs ≥ ${since}): missing ${missing.map((x) => x.id).join(', ')} — ${missing.map((x) => x.r.reason).join('; ')}` };
+      }
+      const unsure = results.filter((x) => x.r.unknown);
+      if (unsure.length) return unknown(`unknown: ${unsure.map((x) => `${x.id}: ${x.r.reason}`).join('; ')}`);
+      return found(`every feature it needs is there (${d.needs.length} probes)`);
+    },
+  };
+}
+
 /** Every feature, in the order doctor reports them. */
 export const FEATURES: readonly Feature[] = [
   ...PROGS.map(progFeature),
@@ -230,6 +275,23 @@ export const FEATURES: readonly Feature[] = [
 ];
 
 const byId = new Map<string, Feature>(FEATURES.map((f) => [f.id, f]));
+/** The datapaths as features (after FEATURES: their `since` is derived from their needs'). */
+export const DATAPATH_FEATURES: readonly Feature[] = DATAPATHS.map(datapathFeature);
+for (const f of DATAPATH_FEATURES) byId.set(f.id, f);
+
+/**
+ * Refuses to run the `dataplane`'s eBPF datapath on a kernel that cannot load
+ * it: an UnsupportedFeatureError naming every missing probe (doctor ids) and
+ * the minimum kernel. Called by the drivers before they load their object.
+ */
+export function requireDatapath(dataplane: DatapathName): void {
+  const id = `datapath.${dataplane}` as FeatureId;
+  const r = have(id);
+  if (r.available || r.unknown) return; // unknown: let the load itself say what is wrong
+  const e = new UnsupportedFeatureError(id);
+  e.message = `${r.reason}. ${dataplane === 'sidecar' ? 'Use --engine iptables (sidecar dataplane on iptables) or --dataplanes ambient on this kernel; ' : ''}see docs/kernels.md`;
+  throw e;
+}
 
 /** The feature with this id (its name and `since`); throws for an unknown id. */
 export function feature(id: FeatureId): Feature {

@@ -102,10 +102,18 @@ export function collect(child: ChildProcess, opts: RunOptions = {}): Promise<Run
 }
 
 /**
+ * Factor on the hang guards below (MESHWARP_TIME_SCALE, default 1): the
+ * kernel matrix's emulated guests run about 10× slower, and a wait bound is
+ * never a speed assertion (timing belongs in benchmarks).
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.MESHWARP_TIME_SCALE) || 1);
+
+/**
  * Resolves with the first stdout line matching `pattern` (e.g. a server's "listening"),
  * rejects if the child exits first or the timeout passes.
  */
 export function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs = 5000): Promise<string> {
+  timeoutMs *= TIME_SCALE;
   return new Promise((resolve, reject) => {
     let buf = '';
     let errBuf = '';
@@ -136,7 +144,7 @@ export function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs = 50
 
 /** Polls `cond` every `stepMs` until it returns true (→ true) or `timeoutMs` pass (→ false). */
 export async function eventually(cond: () => boolean | Promise<boolean>, timeoutMs = 3000, stepMs = 20): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
+  const end = Date.now() + timeoutMs * TIME_SCALE;
   for (;;) {
     if (await cond()) return true;
     if (Date.now() > end) return false;

@@ -22,7 +22,8 @@ import { Lab, LabNodeProxy, Sandbox, runAll, uniquePrefix, waitForLine, type Lab
 import { resolvePodPolicy, type PodPolicy, type Profile } from '../../src/profiles/index.ts';
 import { createCgroup } from '../../src/sys/cgroup.ts';
 import { hostPort } from '../helpers/http.ts';
-import { inCI, kernelUnavailable } from '../helpers/kernel.ts';
+import { gateOn, inCI, kernelUnavailable } from '../helpers/kernel.ts';
+import * as kernelFeatures from '../../src/bpf/features.ts';
 
 export { hostPort };
 
@@ -76,7 +77,14 @@ export function suiteSkip(dataplane: Dataplane = 'sidecar'): string | false {
   if (dataplane !== DATAPLANE) return `${dataplane} scenarios (this run: MESHWARP_DATAPLANE=${DATAPLANE})`;
   const why = kernelUnavailable();
   if (why && inCI) throw new Error(`conformance suite cannot run: ${why} (CI=true makes this a failure)`);
-  return why ?? false;
+  if (why) return why;
+  // The eBPF engine's datapath must load on this kernel (sidecar: Linux ≥ 5.15; docs/kernels.md).
+  if (MODE === 'ebpf') {
+    const gate = gateOn([`datapath.${dataplane}`], kernelFeatures);
+    if ('fail' in gate) throw new Error(gate.fail);
+    if ('skip' in gate) return gate.skip;
+  }
+  return false;
 }
 
 // ---- processes ----

@@ -7,7 +7,7 @@ import { Lab, LabAgent, uniquePrefix, waitForLine, type LabPod } from '../../src
 import { tcxPrograms } from '../../src/bpf/index.ts';
 import { SIDECAR_CGROUP_PROGS } from '../../src/datapath/sidecar/object.ts';
 import { withNetns } from '../../src/sys/netns.ts';
-import { kernelTest } from '../helpers/kernel.ts';
+import { sidecarTest } from '../helpers/kernel.ts';
 
 const node = process.execPath;
 const PROXY = fileURLToPath(new URL('../../src/proxy/main.ts', import.meta.url));
@@ -34,7 +34,7 @@ async function setup(t: { after(fn: () => unknown): void }) {
   return { lab, n1, client, server, agent, proxied: () => proxied };
 }
 
-kernelTest('agent API: bad requests are 400 and change nothing; DEL leaves no entry or tc link', async (t) => {
+sidecarTest('agent API: bad requests are 400 and change nothing; DEL leaves no entry or tc link', async (t) => {
   const { client, agent } = await setup(t);
   const status = () => agent.request<any>('GET', '/v1/status');
   const before = await status();
@@ -64,7 +64,7 @@ kernelTest('agent API: bad requests are 400 and change nothing; DEL leaves no en
   assert.equal(tcx().length, 0, 'tc programs removed');
 }, { needs: ['tcx'] });
 
-kernelTest('the agent socket is for root only', async (t) => {
+sidecarTest('the agent socket is for root only', async (t) => {
   const { n1, agent } = await setup(t);
   const r = await n1.run(['curl', '-sS', '--unix-socket', agent.socket, 'http://agent/v1/status'], { uid: 65534 });
   assert.notEqual(r.code, 0);
@@ -73,7 +73,7 @@ kernelTest('the agent socket is for root only', async (t) => {
   assert.equal(root.code, 0, root.stderr);
 });
 
-kernelTest('agent SIGKILL and restart under continuous traffic: no failed request, capture never stops', async (t) => {
+sidecarTest('agent SIGKILL and restart under continuous traffic: no failed request, capture never stops', async (t) => {
   const { client, server, agent, proxied } = await setup(t);
   await agent.request('POST', '/v1/cni/add', addRequest(client));
   // New connection per request (agent: false), for 3 s, as an ordinary app uid.
@@ -101,7 +101,7 @@ kernelTest('agent SIGKILL and restart under continuous traffic: no failed reques
   assert.equal(s.counters.reconciled, 1);
 });
 
-kernelTest('meshwarp trace streams the datapath decisions of a request, only while someone listens', async (t) => {
+sidecarTest('meshwarp trace streams the datapath decisions of a request, only while someone listens', async (t) => {
   const { client, server, agent } = await setup(t);
   await agent.request('POST', '/v1/cni/add', addRequest(client));
   const { BpfMap } = await import('../../src/bpf/index.ts');
@@ -133,7 +133,7 @@ kernelTest('meshwarp trace streams the datapath decisions of a request, only whi
   assert.equal(cfg.get(0).enabled, 0, 'off again when the last client left');
 });
 
-kernelTest('meshwarp uninstall removes everything the agent made and nothing else', async (t) => {
+sidecarTest('meshwarp uninstall removes everything the agent made and nothing else', async (t) => {
   const { n1, client, agent } = await setup(t);
   await agent.request('POST', '/v1/cni/add', addRequest(client));
   // A foreign program on the same cgroup hook, and a foreign pin beside ours.

@@ -15,7 +15,7 @@ import {
 import { tryRun } from '../../src/sys/exec.ts';
 import { withNetns } from '../../src/sys/netns.ts';
 import { get as httpGet, startServer as startHttpServer } from '../helpers/http.ts';
-import { inCI, kernelTest } from '../helpers/kernel.ts';
+import { inCI, sidecarTest } from '../helpers/kernel.ts';
 import { waitUntil } from '../helpers/poll.ts';
 
 const node = process.execPath;
@@ -70,7 +70,7 @@ function allocated(n: LabNode): string[] {
 
 const podIds = async (agent: LabAgent) => (await agent.request<{ pods: { podNamespace: string; podName: string; ip4: string; ip6: string; hostVeth?: { name: string } }[] }>('GET', '/v1/pods')).pods;
 
-kernelTest('Pods created through the chain are captured; DEL leaves no map entry, link or filter behind', async (t) => {
+sidecarTest('Pods created through the chain are captured; DEL leaves no map entry, link or filter behind', async (t) => {
   const c = await setup(t);
   if (!c) return;
   const { lab, n1, agent } = c;
@@ -122,7 +122,7 @@ kernelTest('Pods created through the chain are captured; DEL leaves no map entry
   assert.equal(await get(server, server.ip4), 'ok', 'the node still works');
 }, { timeout: 30_000, needs: ['tcx'] });
 
-kernelTest('Fail-closed and fail-open', async (t) => {
+sidecarTest('Fail-closed and fail-open', async (t) => {
   const c = await setup(t, 'closed');
   if (!c) return;
   const { lab, n1, agent, logs } = c;
@@ -172,7 +172,7 @@ kernelTest('Fail-closed and fail-open', async (t) => {
   assert.deepEqual(allocated(n1), [web.ip4, web.ip6].sort());
 }, { timeout: 30_000 });
 
-kernelTest('A pod in an excluded namespace is created without contacting the agent', async (t) => {
+sidecarTest('A pod in an excluded namespace is created without contacting the agent', async (t) => {
   const c = await setup(t, 'closed');
   if (!c) return;
   const { lab, n1, agent, logs } = c;
@@ -187,7 +187,7 @@ kernelTest('A pod in an excluded namespace is created without contacting the age
   assert.deepEqual(allocated(n1), []);
 }, { timeout: 30_000 });
 
-kernelTest('The cluster DNS (--cluster-dns) becomes each pod\'s nameservers for DNS capture, and leaves with the pod', async (t) => {
+sidecarTest('The cluster DNS (--cluster-dns) becomes each pod\'s nameservers for DNS capture, and leaves with the pod', async (t) => {
   const c = await setup(t, 'closed', { profile: 'istio', args: ['--cluster-dns', '10.96.0.10', '--cluster-dns', 'fd00:96::a'] });
   if (!c) return;
   const { lab, n1, agent } = c;

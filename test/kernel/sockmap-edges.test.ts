@@ -15,7 +15,7 @@ import { APP_PORT, APP_UID, MeshLab, suiteSkip, MODE } from '../conformance/harn
 import { runSockmapGate } from '../../src/datapath/sidecar/sockgate.ts';
 import { Lab, LabAgent, uniquePrefix, waitForLine, type Sandbox } from '../../src/lab/index.ts';
 import { eventually, waitUntil } from '../helpers/poll.ts';
-import { kernelTest } from '../helpers/kernel.ts';
+import { sidecarTest } from '../helpers/kernel.ts';
 import { body } from './fixtures/edge.ts';
 
 const fixture = (f: string) => [process.execPath, '--disable-warning=ExperimentalWarning', fileURLToPath(new URL(`./fixtures/${f}`, import.meta.url))];
@@ -245,7 +245,7 @@ ${splice ? '  option splice-auto\n' : ''}listen out
   }
 });
 
-kernelTest('agent SIGKILL mid-stream with S4 forced: 0 lost or reordered bytes; the restarted agent enrols again', async (t) => {
+sidecarTest('agent SIGKILL mid-stream with S4 forced: 0 lost or reordered bytes; the restarted agent enrols again', async (t) => {
   const lab = await Lab.create({ prefix: uniquePrefix('sak') });
   t.after(() => lab.destroy());
   const n1 = lab.addNode('node1');
