@@ -97,7 +97,8 @@ type KernelFeatureId =
   | HelperId<(typeof HELPERS)[number]>
   | 'tcx'
   | 'link.update'
-  | 'test_run.sched_cls';
+  | 'test_run.sched_cls'
+  | 'test_run.sched_cls.ingress_ifindex';
 
 export interface FeatureResult {
   /** The kernel has it. */
@@ -223,6 +224,28 @@ const TEST_RUN_SCHED_CLS: Feature = {
 };
 
 /**
+ * A sched_cls test run whose __sk_buff context sets ingress_ifindex (the tc tests'
+ * "arrived on the proxy's veth"). Older kernels accept only a zero there (EINVAL);
+ * upstream "bpf testing: permit ingress_ifindex in bpf_prog_test_run_xattr" (Aug 2021):
+ * 5.10 refuses it, 6.1 takes it; 5.16 is the release on record here (the safe bound).
+ */
+const TEST_RUN_INGRESS_IFINDEX: Feature = {
+  id: 'test_run.sched_cls.ingress_ifindex', name: 'ingress_ifindex in the context of a sched_cls BPF_PROG_TEST_RUN', since: '5.16',
+  probe: () => withSchedCls('mw_probe_iif', (prog) => {
+    const ctx = Buffer.alloc(44); // struct __sk_buff up to ifindex
+    ctx.writeUInt32LE(1, 36); // ingress_ifindex
+    try {
+      testRun(prog.fd, { data: Buffer.alloc(ETH_HLEN), ctx });
+      return found('runs');
+    } catch (e) {
+      if (!(e instanceof BpfError)) throw e;
+      if (e.errno === ERRNO.EINVAL) return { available: false, reason: missingText(TEST_RUN_INGRESS_IFINDEX, `errno ${e.errno}`) };
+      return unknown(`unknown: ${e.message}`);
+    }
+  }),
+};
+
+/**
  * What each eBPF datapath object needs to load at all. libbpf loads every
  * program of an object, and the verifier rejects a program that calls a
  * helper its type lacks, so one missing entry here rejects the whole
@@ -272,6 +295,7 @@ export const FEATURES: readonly Feature[] = [
   TCX,
   LINK_UPDATE,
   TEST_RUN_SCHED_CLS,
+  TEST_RUN_INGRESS_IFINDEX,
 ];
 
 const byId = new Map<string, Feature>(FEATURES.map((f) => [f.id, f]));

@@ -4,6 +4,7 @@
 // Nothing here touches the host netns: links are created inside lab namespaces only.
 import { addNetns, ipBatch, nsRun, sysctlScript } from '../sys/netns.ts';
 import { FABRIC_BRIDGE_MAC, fabricPortName, nodeAddrs } from './addr.ts';
+import { labCni } from './cni.ts';
 
 export const NODE_BRIDGE = 'mwbr0';
 export const FABRIC_BRIDGE = 'mwfab0';
@@ -101,10 +102,15 @@ export function wirePodDirect(
     `link set ${hostVeth} up`,
     `link show dev ${hostVeth}`,
   ], true);
+  // With the ptp CNI (MESHWARP_CNI=ptp) the CNI pods of the node are not on the bridge, only
+  // routed to: a directly wired pod then takes a /32 (/128) too and reaches even its own
+  // subnet through the gateway, as ptp's pods do (an on-link /24 would ARP for them in vain).
+  const routed = labCni() === 'ptp';
   ipBatch(podNs, [
-    `addr add ${addrs.ip4}/24 dev ${POD_IFNAME}`,
-    `addr add ${addrs.ip6}/64 dev ${POD_IFNAME} nodad`,
+    `addr add ${addrs.ip4}/${routed ? 32 : 24} dev ${POD_IFNAME}`,
+    `addr add ${addrs.ip6}/${routed ? 128 : 64} dev ${POD_IFNAME} nodad`,
     `link set ${POD_IFNAME} up`,
+    ...(routed ? [`route add ${a.gw4}/32 dev ${POD_IFNAME} scope link`, `route add ${a.gw6}/128 dev ${POD_IFNAME}`] : []),
     `route add 0.0.0.0/0 via ${a.gw4} dev ${POD_IFNAME}`,
     `route add ::/0 via ${a.gw6} dev ${POD_IFNAME}`,
   ]);

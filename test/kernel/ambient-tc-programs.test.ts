@@ -166,7 +166,7 @@ ambientTest('ambient tc programs: (frame, maps, context) -> (verdict, counters),
     listener.close();
     obj.close();
   }
-});
+}, { needs: ['test_run.sched_cls.ingress_ifindex'] });
 
 ambientTest('the kernel keeps every ambient program name whole and distinct', () => {
   const obj = BpfObject.load(ambientObject);

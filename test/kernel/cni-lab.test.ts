@@ -81,7 +81,7 @@ sidecarTest('Pods created through the chain are captured; DEL leaves no map entr
   for (const p of [server, client]) {
     assert.match(p.ip4, /^10\.244\.1\.(1\d\d|2[0-4]\d|25[0-4])$/, 'IPv4 from host-local\'s range');
     assert.match(p.ip6, /^fd00:244:1::[12]\d\d$/, 'IPv6 from host-local\'s range');
-    assert.match(p.hostVeth, /^veth/, 'host veth named by the bridge plugin');
+    assert.match(p.hostVeth, /^veth/, 'host veth named by the CNI plugin (bridge or ptp)');
   }
   assert.deepEqual(allocated(n1), [client.ip4, client.ip6, server.ip4, server.ip6].sort());
 
@@ -114,7 +114,8 @@ sidecarTest('Pods created through the chain are captured; DEL leaves no map entr
   assert.equal(tcx(server).length, 2, 'the server keeps its programs');
   assert.deepEqual(pins(server), ['ingress', 'egress']);
   assert.deepEqual((await podIds(agent)).map((p) => p.podName), ['server']);
-  assert.equal(tryRun(['ip', '-n', n1.netns, 'link', 'show', 'dev', cni.result.interfaces![1].name]), false, 'host veth gone');
+  const hostVeth = cni.result.interfaces!.find((i) => !i.sandbox && i.name !== n1.bridge)!.name; // bridge lists the bridge first, ptp does not
+  assert.equal(tryRun(['ip', '-n', n1.netns, 'link', 'show', 'dev', hostVeth]), false, 'host veth gone');
   assert.ok(!labNetns(lab.prefix).includes(client.netns), 'netns gone');
   assert.ok(!existsSync(client.cgroupPath), 'cgroup gone');
   assert.deepEqual(allocated(n1), [server.ip4, server.ip6].sort(), 'host-local released the client\'s addresses');
