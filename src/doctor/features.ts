@@ -106,6 +106,12 @@ export function adviceFor(id: string, detail = ''): string {
     const name = id.slice('object.'.length);
     return detail.includes('not built') ? 'build the datapath: make bpf (needs clang)' : `the kernel rejects build/bpf/${name}.bpf.o (see check ${id})`;
   }
+  if (id.startsWith('datapath.')) {
+    // The detail names every missing probe: repeat them, with the minimum and the way out (docs/kernels.md).
+    const f = feature(id as 'datapath.sidecar');
+    const missing = /missing ([^—]+) —/.exec(detail)?.[1]?.trim();
+    return `${f.name} needs Linux >= ${f.since}${missing ? ` (missing ${missing})` : ''}${id === 'datapath.sidecar' ? '; on this kernel use --engine iptables or the ambient dataplane' : ''} (see check ${id}, docs/kernels.md)`;
+  }
   if (isFeatureId(id)) {
     const f = feature(id);
     return `kernel lacks ${f.name}: upgrade to Linux >= ${f.since}`;

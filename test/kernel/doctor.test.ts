@@ -114,6 +114,7 @@ kernelTest('below the sidecar datapath minimum: doctor names every missing probe
     const f = j.features.find((x: { id: string }) => x.id === id);
     assert.equal(f.status, 'unavailable', id);
     assert.ok(f.requires.includes('datapath.sidecar'), `${id} requires datapath.sidecar`);
+    for (const m of missing) assert.ok(f.advice.includes(m), `${id}'s advice names ${m}: ${f.advice}`);
   }
   assert.ok(DATAPATH_FEATURES.some((f) => f.id === 'datapath.sidecar'));
   // The agent (sidecar dataplane, eBPF engine) exits at once with the same reason, pinning nothing.
