@@ -6,7 +6,7 @@
 // nothing stays attached. They are synchronous (koffi calls), so the attach
 // path can ask them without going async. Program loads retry on EAGAIN (in
 // sys.ts progLoadRaw; libbpf's own probes do the same).
-import { strerror } from '../sys/libc.ts';
+import { AF_INET, SOCK_STREAM, SOL_SOCKET, SO_NETNS_COOKIE, close, errno, getsockopt, socket, strerror } from '../sys/libc.ts';
 import { BpfError, fn } from './libbpf.ts';
 import { probeAttachType, probeHelper, probeMapType, probeProgType, type Answer } from './probe.ts';
 import { tcxLinkCreate } from './sys.ts';
@@ -98,7 +98,8 @@ type KernelFeatureId =
   | 'tcx'
   | 'link.update'
   | 'test_run.sched_cls'
-  | 'test_run.sched_cls.ingress_ifindex';
+  | 'test_run.sched_cls.ingress_ifindex'
+  | 'sockopt.netns_cookie';
 
 export interface FeatureResult {
   /** The kernel has it. */
@@ -246,7 +247,28 @@ const TEST_RUN_INGRESS_IFINDEX: Feature = {
 };
 
 /**
- * What each eBPF datapath object needs to load at all. libbpf loads every
+ * getsockopt(SO_NETNS_COOKIE): how the agent learns a netns's cookie (the key its eBPF
+ * maps use for a pod or a node proxy). Older kernels answer ENOPROTOOPT.
+ */
+const SOCKOPT_NETNS_COOKIE: Feature = {
+  id: 'sockopt.netns_cookie', name: 'getsockopt(SO_NETNS_COOKIE)', since: '5.14',
+  probe: () => {
+    const fd = socket(AF_INET, SOCK_STREAM, 0) as number;
+    if (fd < 0) return unknown(`unknown: socket(): ${strerror(errno())}`);
+    try {
+      if ((getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, Buffer.alloc(8), [8]) as number) === 0) return found('supported');
+      const e = errno();
+      if (e === ERRNO.ENOPROTOOPT) return { available: false, reason: missingText(SOCKOPT_NETNS_COOKIE, strerror(e)) };
+      return unknown(`unknown: ${strerror(e)} (errno ${e})`);
+    } finally {
+      close(fd);
+    }
+  },
+};
+
+/**
+ * What each eBPF datapath object needs to load at all (and the agent to key
+ * its pods: SO_NETNS_COOKIE). libbpf loads every
  * program of an object, and the verifier rejects a program that calls a
  * helper its type lacks, so one missing entry here rejects the whole
  * datapath (on 5.10: bpf_get_netns_cookie in sock_ops, cgroup_sockopt and
@@ -261,10 +283,12 @@ const DATAPATHS = [
     'prog.sock_ops', 'helper.sock_ops.get_netns_cookie', 'helper.sock_ops.sk_storage_get',
     'prog.cgroup_sockopt', 'attach.getsockopt', 'helper.cgroup_sockopt.get_netns_cookie',
     'prog.sk_msg', 'helper.sk_msg.get_netns_cookie', 'map.sk_storage', 'map.sockhash', 'map.ringbuf', 'prog.sched_cls',
+    'sockopt.netns_cookie', // not a load need, a run need: the agent keys pods by the cookie it reads so (5.14)
   ] },
   { name: 'ambient', what: 'the ambient eBPF datapath (bpf/ambient)', needs: [
     'prog.sched_cls', 'helper.sched_cls.redirect', 'helper.sched_cls.sk_assign',
     'helper.sched_cls.skc_lookup_tcp', 'helper.sched_cls.sk_release', 'helper.sched_cls.ringbuf_output', 'map.ringbuf',
+    'sockopt.netns_cookie', // pods and node proxies are keyed by their netns cookie (Linux 5.14)
   ] },
 ] as const satisfies readonly { name: DatapathName; what: string; needs: readonly KernelFeatureId[] }[];
 
@@ -296,6 +320,7 @@ export const FEATURES: readonly Feature[] = [
   LINK_UPDATE,
   TEST_RUN_SCHED_CLS,
   TEST_RUN_INGRESS_IFINDEX,
+  SOCKOPT_NETNS_COOKIE,
 ];
 
 const byId = new Map<string, Feature>(FEATURES.map((f) => [f.id, f]));

@@ -60,21 +60,22 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
   const engine = o.engine ?? 'ebpf';
   const inPod = engine === 'iptables';
   const lab = await Lab.create({ prefix: uniquePrefix('da') });
+  // Stopped in `finally`, also when a step fails (a running proxy's control socket would keep the process alive).
+  const proxies = new Map<LabNode, LabNodeProxy>();
   try {
     o.say(inPod
       ? `lab ${lab.prefix}: 2 nodes, dataplane ambient, engine iptables (in-pod: rules and the node proxy's listeners inside each enrolled pod's netns)`
       : `lab ${lab.prefix}: 2 nodes, dataplane ambient, engine ebpf (tc programs on each enrolled pod's veth, node proxy per node)`);
     const nodes = [lab.addNode('node1'), lab.addNode('node2')];
     const agents = new Map<LabNode, LabAgent>();
-    const proxies = new Map<LabNode, LabNodeProxy>();
     for (const node of nodes) {
       const agent = new LabAgent(node, { engine, dataplanes: ['ambient'] });
       await agent.start();
       agents.set(node, agent);
       lab.enableCni(node, { agentSocket: agent.socket, dataplane: 'ambient' });
       const px = await LabNodeProxy.start(node);
-      await px.announceTo(agent);
       proxies.set(node, px);
+      await px.announceTo(agent);
       o.say(`  ${node.name}: agent up, node proxy ${px.id} (${px.ip4}, ${px.ip6}) announced itself, listeners 15001/15006`);
     }
     const [n1, n2] = nodes;
@@ -160,9 +161,9 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
       requests, captured, trace: first, attached, ambientConfig, ok,
     };
     o.onResult?.(result);
-    for (const p of proxies.values()) await p.stop();
     return result;
   } finally {
+    for (const p of proxies.values()) await p.stop().catch(() => {});
     await lab.destroy();
   }
 }
