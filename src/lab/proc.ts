@@ -5,6 +5,14 @@
 // not fork for --net, so the ChildProcess pid is the command's own pid.
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 
+/**
+ * Factor on the hang guards of this file (run timeouts, waitForLine, eventually):
+ * MESHWARP_TIME_SCALE, default 1. The kernel matrix's emulated guests run about
+ * 10× slower, and a wait bound is never a speed assertion (timing belongs in
+ * benchmarks).
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.MESHWARP_TIME_SCALE) || 1);
+
 export interface ExecContext {
   netnsPath: string;
   cgroupPath: string;
@@ -81,7 +89,7 @@ export function collect(child: ChildProcess, opts: RunOptions = {}): Promise<Run
     const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
-    }, opts.timeoutMs);
+    }, opts.timeoutMs * TIME_SCALE);
     child.on('error', (e) => {
       if (timer) clearTimeout(timer);
       reject(e);
@@ -100,13 +108,6 @@ export function collect(child: ChildProcess, opts: RunOptions = {}): Promise<Run
     }
   });
 }
-
-/**
- * Factor on the hang guards below (MESHWARP_TIME_SCALE, default 1): the
- * kernel matrix's emulated guests run about 10× slower, and a wait bound is
- * never a speed assertion (timing belongs in benchmarks).
- */
-export const TIME_SCALE = Math.max(1, Number(process.env.MESHWARP_TIME_SCALE) || 1);
 
 /**
  * Resolves with the first stdout line matching `pattern` (e.g. a server's "listening"),

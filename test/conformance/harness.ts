@@ -19,6 +19,7 @@ import type { AmbientEbpfDriver, AmbientEbpfOptions } from '../../src/datapath/a
 import { labTarget, type PodTarget } from '../../src/datapath/pod.ts';
 import type { TcMode } from '../../src/datapath/ebpf/tc.ts';
 import { Lab, LabNodeProxy, Sandbox, runAll, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
+import { TIME_SCALE } from '../../src/lab/proc.ts';
 import { resolvePodPolicy, type PodPolicy, type Profile } from '../../src/profiles/index.ts';
 import { createCgroup } from '../../src/sys/cgroup.ts';
 import { hostPort } from '../helpers/http.ts';
@@ -284,7 +285,7 @@ export class Sidecar {
         done();
         reject(new Error(`sidecar ${this.name}: no log line for ${what} within ${timeoutMs} ms; ` +
           `last lines: ${JSON.stringify(this.lines.slice(-5))}${this.noise.length ? `; stderr: ${this.noise.slice(-3).join(' | ')}` : ''}`));
-      }, timeoutMs);
+      }, timeoutMs * TIME_SCALE);
       const done = (): void => { clearTimeout(timer); this.#waiters.delete(check); };
       this.#waiters.add(check);
     });
