@@ -4,10 +4,9 @@
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { Lab, LabAgent, uniquePrefix, waitForLine, type LabPod } from '../../src/lab/index.ts';
-import { tcxPrograms } from '../../src/bpf/index.ts';
 import { SIDECAR_CGROUP_PROGS } from '../../src/datapath/sidecar/object.ts';
-import { withNetns } from '../../src/sys/netns.ts';
 import { sidecarTest } from '../helpers/kernel.ts';
+import { ourTc } from '../helpers/cni-runtime.ts';
 import { waitUntil } from '../helpers/poll.ts';
 import { TIME_SCALE } from '../../src/lab/proc.ts';
 
@@ -55,7 +54,8 @@ sidecarTest('agent API: bad requests are 400 and change nothing; DEL leaves no e
   const meshed = await status();
   assert.equal(meshed.pods, 1);
   assert.equal(meshed.maps.pod_config, 1);
-  const tcx = () => withNetns(client.node.netnsPath, () => [...tcxPrograms(client.hostIfindex, 'ingress'), ...tcxPrograms(client.hostIfindex, 'egress')]);
+  // tcx links (≥ 6.6) or, without tcx, legacy cls_bpf filters: the agent picks (--tc auto).
+  const tcx = () => [...ourTc(client.node, client.hostVeth, 'ingress'), ...ourTc(client.node, client.hostVeth, 'egress')];
   assert.equal(tcx().length, 2, 'tc programs on the pod veth');
 
   assert.deepEqual(await agent.request('POST', '/v1/cni/del', { containerId: `c-${client.name}` }), { removed: true });
@@ -64,7 +64,7 @@ sidecarTest('agent API: bad requests are 400 and change nothing; DEL leaves no e
   assert.equal(after.pods, 0);
   for (const m of ['pod_config', 'local_pods', 'port_rules', 'cidr_rules', 'origin_by_tuple', 'inbound_nat']) assert.equal(after.maps[m], 0, m);
   assert.equal(tcx().length, 0, 'tc programs removed');
-}, { needs: ['tcx'] });
+});
 
 sidecarTest('the agent socket is for root only', async (t) => {
   const { n1, agent } = await setup(t);
@@ -156,6 +156,6 @@ sidecarTest('meshwarp uninstall removes everything the agent made and nothing el
   if (p && p.exitCode === null && p.signalCode === null) await new Promise((res) => p.once('exit', res)); // the agent exits after uninstall
   assert.deepEqual(cgroupProgs(), ['st_connect4'], 'only the foreign program is left');
   assert.equal(existsSync(agent.pinRoot), false, 'pins gone');
-  const tcx = withNetns(client.node.netnsPath, () => [...tcxPrograms(client.hostIfindex, 'ingress'), ...tcxPrograms(client.hostIfindex, 'egress')]);
-  assert.equal(tcx.length, 0, 'tc programs gone');
+  const tc = [...ourTc(client.node, client.hostVeth, 'ingress'), ...ourTc(client.node, client.hostVeth, 'egress')];
+  assert.equal(tc.length, 0, 'tc programs gone (tcx links or legacy filters)');
 });

@@ -8,14 +8,13 @@ import { existsSync, readdirSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tcxPrograms } from '../../src/bpf/index.ts';
 import {
   CniChainError, DEBIAN_CNI_DIR, LAB_NETWORK, Lab, LabAgent, labNetns, uniquePrefix, waitForLine, type LabNode, type LabPod,
 } from '../../src/lab/index.ts';
 import { tryRun } from '../../src/sys/exec.ts';
-import { withNetns } from '../../src/sys/netns.ts';
 import { get as httpGet, startServer as startHttpServer } from '../helpers/http.ts';
 import { inCI, sidecarTest } from '../helpers/kernel.ts';
+import { ourTc, tcPins } from '../helpers/cni-runtime.ts';
 import { waitUntil } from '../helpers/poll.ts';
 
 const node = process.execPath;
@@ -98,12 +97,14 @@ sidecarTest('Pods created through the chain are captured; DEL leaves no map entr
   assert.deepEqual(clientLog.map((l) => [l.dir, l.origDst]), [['outbound', `${server.ip4}:8080`], ['outbound', `[${server.ip6}]:8080`]]);
   assert.deepEqual(serverLog.map((l) => [l.dir, l.origDst]), [['inbound', `${server.ip4}:8080`], ['inbound', `[${server.ip6}]:8080`]]);
 
-  const tcx = (p: LabPod) => withNetns(n1.netnsPath, () => [...tcxPrograms(p.hostIfindex, 'ingress'), ...tcxPrograms(p.hostIfindex, 'egress')]);
-  // tc links are pinned per sandbox (container id), not per ifindex, which the kernel reuses.
-  const sandbox = new Map([client, server].map((p) => [p, p.cni!.containerId]));
-  const pins = (p: LabPod) => ['ingress', 'egress'].filter((d) => existsSync(`${agent.pinRoot}/links/tc/${sandbox.get(p)}/tcx-${d}`));
+  // Our tc programs on a pod's veth: tcx links (≥ 6.6) or, without tcx, legacy cls_bpf filters.
+  const tcx = (p: LabPod) => [...ourTc(n1, p.hostVeth, 'ingress'), ...ourTc(n1, p.hostVeth, 'egress')];
+  // tc attachments are pinned per sandbox (container id), not per ifindex, which the kernel reuses.
+  const { haveTcx } = await import('../../src/bpf/features.ts');
+  const want = (p: LabPod) => (haveTcx().available ? ['tcx-egress', 'tcx-ingress'] : [`cls-${p.hostIfindex}-egress`, `cls-${p.hostIfindex}-ingress`]);
+  const pins = (p: LabPod) => tcPins(agent.pinRoot, p.cni!.containerId);
   assert.equal(tcx(client).length, 2, 'tc programs on the client veth');
-  assert.deepEqual(pins(client), ['ingress', 'egress']);
+  assert.deepEqual(pins(client), want(client));
 
   const cni = client.cni!;
   await lab.removePodCni(client);
@@ -112,7 +113,7 @@ sidecarTest('Pods created through the chain are captured; DEL leaves no map entr
   for (const m of ['pod_config', 'local_pods', 'port_rules', 'cidr_rules']) assert.equal(after.maps[m], before.maps[m], `${m} back to one pod`);
   assert.deepEqual(pins(client), [], 'the client\'s tc links are unpinned (destroyed, not left on a dead veth)');
   assert.equal(tcx(server).length, 2, 'the server keeps its programs');
-  assert.deepEqual(pins(server), ['ingress', 'egress']);
+  assert.deepEqual(pins(server), want(server));
   assert.deepEqual((await podIds(agent)).map((p) => p.podName), ['server']);
   const hostVeth = cni.result.interfaces!.find((i) => !i.sandbox && i.name !== n1.bridge)!.name; // bridge lists the bridge first, ptp does not
   assert.equal(tryRun(['ip', '-n', n1.netns, 'link', 'show', 'dev', hostVeth]), false, 'host veth gone');
@@ -121,7 +122,7 @@ sidecarTest('Pods created through the chain are captured; DEL leaves no map entr
   assert.deepEqual(allocated(n1), [server.ip4, server.ip6].sort(), 'host-local released the client\'s addresses');
   await lab.removePodCni(client); // idempotent
   assert.equal(await get(server, server.ip4), 'ok', 'the node still works');
-}, { timeout: 30_000, needs: ['tcx'] });
+}, { timeout: 30_000 });
 
 sidecarTest('Fail-closed and fail-open', async (t) => {
   const c = await setup(t, 'closed');
