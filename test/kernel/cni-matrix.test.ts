@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { intentFromAdd } from '../../src/agent/sources/cni.ts';
 import { ApiError, AGENT_CNI_CODE, type AddRequest } from '../../src/agent/api.ts';
-import { Lab, NODE_UPLINK } from '../../src/lab/index.ts';
+import { Lab } from '../../src/lab/index.ts';
 import { run } from '../../src/sys/exec.ts';
 import { linkKind } from '../../src/sys/links.ts';
 import { kernelTest, testPrefix } from '../helpers/kernel.ts';
@@ -33,9 +33,13 @@ kernelTest('pods on ipvlan/macvlan: no host veth (never the parent), meshed by t
   let i = 0;
   for (const kind of ['macvlan', 'ipvlan'] as const) await t.test(kind, (st) => {
     const pod = lab.addPod(n1, kind === 'macvlan' ? 'mv' : 'iv', { wire: false });
-    const tmp = `mwx${i++}`;
+    const tmp = `mwx${i}`;
+    // Each on its own parent (a veth end in the node netns, as the node's uplink would be):
+    // a device that has macvlans refuses an ipvlan (EBUSY).
+    const parent = `mwxp${i++}`;
+    run(['ip', '-n', n1.netns, 'link', 'add', parent, 'type', 'veth', 'peer', 'name', `${parent}b`]);
     try {
-      run(['ip', '-n', n1.netns, 'link', 'add', tmp, 'link', NODE_UPLINK, 'type', kind, 'mode', kind === 'macvlan' ? 'bridge' : 'l2']);
+      run(['ip', '-n', n1.netns, 'link', 'add', tmp, 'link', parent, 'type', kind, 'mode', kind === 'macvlan' ? 'bridge' : 'l2']);
     } catch (e) {
       // A kernel built without the driver (CONFIG_IPVLAN / CONFIG_MACVLAN): nothing to refuse there.
       if (/Unknown device type/.test((e as Error).message)) { st.skip(`this kernel has no ${kind} driver`); return; }
@@ -47,7 +51,7 @@ kernelTest('pods on ipvlan/macvlan: no host veth (never the parent), meshed by t
 
     assert.equal(linkKind('eth0', pod.netnsPath), kind);
     const sidecar = intentFromAdd(add(pod.netnsPath, undefined, '10.244.1.60'), defaults);
-    assert.equal(sidecar.hostVeth, undefined, `${kind}: no host veth (its parent ${NODE_UPLINK} is not the pod's)`);
+    assert.equal(sidecar.hostVeth, undefined, `${kind}: no host veth (its parent ${parent} is not the pod's)`);
     assert.equal(sidecar.dataplane, 'sidecar');
 
     assert.throws(() => intentFromAdd(add(pod.netnsPath, 'ambient', '10.244.1.61'), defaults), (e: unknown) => {
