@@ -42,8 +42,8 @@ die() { log "$*"; exit 1; }
 # Everything by default (make kernel-matrix); the CI profile is the named
 # subset that keeps .ci/run under its budget (docs/kernels.md says why these).
 if [ "$KM_PROFILE" = ci ]; then
-  : "${KM_TESTS:=test/kernel/binding.test.ts test/kernel/doctor.test.ts test/kernel/tc-attach.test.ts test/kernel/tc-programs.test.ts test/kernel/ambient-tc-programs.test.ts test/kernel/cni-lab.test.ts test/kernel/cni-matrix.test.ts test/kernel/lab.test.ts}"
-  : "${KM_HYBRID_TESTS:=test/kernel/binding.test.ts test/kernel/cni-lab.test.ts}"
+  : "${KM_TESTS:=test/kernel/binding.test.ts test/kernel/tc-attach.test.ts test/kernel/tc-programs.test.ts test/kernel/ambient-tc-programs.test.ts test/kernel/cni-lab.test.ts test/kernel/cni-matrix.test.ts}"
+  : "${KM_HYBRID_TESTS:=test/kernel/binding.test.ts}"
   : "${KM_CONFORMANCE:=}"
 else
   # Every kernel test but bench.test.ts: it runs the A/B benchmark, whose numbers mean nothing
