@@ -7,7 +7,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-interface FileResult { name: string; tests: number; pass: number; fail: number; skip: number; todo: number; crashed: boolean; secs?: number; failures: string[]; skips: string[] }
+interface FileResult { name: string; tests: number; pass: number; fail: number; skip: number; todo: number; crashed: boolean; secs?: number; failures: string[]; skips: { title: string; why: string }[] }
 interface Run { kernel: string; suite: string; layout: string; files: FileResult[]; guest: string; doctor?: Doctor; booted: boolean }
 interface Doctor { ready?: boolean; checks: { id: string; ok: boolean; detail?: string; severity?: string }[] }
 
@@ -38,7 +38,7 @@ function parseTap(text: string, name: string): FileResult {
     const depth = indent.length / 4;
     const label = `${'  '.repeat(depth)}${title}`;
     if (verdict === 'not ok' && !directive && type === 'test') r.failures.push(`${label}: ${err}`);
-    if (directive === 'SKIP') r.skips.push(`${label}: ${why || '(no reason)'}`);
+    if (directive === 'SKIP') r.skips.push({ title: title.trim(), why: why || '(no reason)' });
   }
   if (r.crashed) { r.fail += 1; r.failures.push(`(the test process died before its summary: see tap/${name}.err)`); }
   return r;
@@ -128,13 +128,13 @@ for (const r of runs) {
 // Skip reasons, grouped: the gate's reason names the missing feature.
 const skipReasons = new Map<string, Set<string>>();
 for (const r of runs) for (const f of r.files) for (const s of f.skips) {
-  const reason = s.replace(/^.*?: /, '');
+  const reason = s.why;
   const key = `${short(r.kernel)} ${r.layout}`;
   if (!skipReasons.has(reason)) skipReasons.set(reason, new Set());
   skipReasons.get(reason)!.add(key);
 }
 if (skipReasons.size) {
-  lines.push('', 'Skip reasons (kernels × layouts where they occur):');
+  lines.push('', 'Skip reasons (kernels × layouts where they occur; a skip is a declared gate whose probe said no):');
   for (const [reason, where] of skipReasons) lines.push(`- ${reason} — ${[...where].join(', ')}`);
 }
 lines.push('', failing === 0 && runs.length > 0 ? 'RESULT: ok' : `RESULT: ${runs.length === 0 ? 'no runs' : `${failing} failing`}`);
