@@ -168,7 +168,7 @@ kernels() {
     k=$(resolve_image "$s"); k=${k#linux-image-}
     [ -n "$k" ] && [ -f "$KM_CACHE/k/$k/.ready" ] || { log "$s: kernel not prepared"; [ "${CI:-}" = true ] && die "CI=true: $s has no prepared kernel"; continue; }
     # shellcheck disable=SC2053
-    [[ $k == ${KM_KERNELS:-*} ]] && echo "$k"
+    if [[ $k == ${KM_KERNELS:-*} ]]; then echo "$k"; fi
   done
 }
 
