@@ -20,6 +20,7 @@
 #   KM_TESTS    test files for the unified layout (default: test/kernel/*.test.ts)
 #   KM_HYBRID_TESTS  test files for the hybrid layout (default: the cgroup-attaching subset)
 #   KM_CONFORMANCE   conformance files run per kernel, unified only (default: capture + lifecycle, ebpf)
+#               (an empty value, unlike an unset one, runs none: KM_CONFORMANCE= )
 #   KM_PROFILE  full (default) | ci          ci = the named subset .ci/run uses (docs/kernels.md)
 #   TIMEOUT     seconds per guest (default 3600)
 #   CI=true     a missing qemu/virtiofsd/kernel, or any failure, fails the run (outside CI a
@@ -42,15 +43,15 @@ die() { log "$*"; exit 1; }
 # Everything by default (make kernel-matrix); the CI profile is the named
 # subset that keeps .ci/run under its budget (docs/kernels.md says why these).
 if [ "$KM_PROFILE" = ci ]; then
-  : "${KM_TESTS:=test/kernel/binding.test.ts test/kernel/tc-attach.test.ts test/kernel/tc-programs.test.ts test/kernel/ambient-tc-programs.test.ts test/kernel/cni-lab.test.ts test/kernel/cni-matrix.test.ts}"
-  : "${KM_HYBRID_TESTS:=test/kernel/binding.test.ts}"
-  : "${KM_CONFORMANCE:=}"
+  : "${KM_TESTS=test/kernel/binding.test.ts test/kernel/tc-attach.test.ts test/kernel/tc-programs.test.ts test/kernel/ambient-tc-programs.test.ts test/kernel/cni-lab.test.ts test/kernel/cni-matrix.test.ts}"
+  : "${KM_HYBRID_TESTS=test/kernel/binding.test.ts}"
+  : "${KM_CONFORMANCE=}"
 else
   # Every kernel test but bench.test.ts: it runs the A/B benchmark, whose numbers mean nothing
   # under emulation (and benchmarks are never run on the shared CI machine twice).
-  : "${KM_TESTS:=$(ls test/kernel/*.test.ts | grep -v '/bench\.test\.ts$' | tr '\n' ' ')}"
-  : "${KM_HYBRID_TESTS:=test/kernel/binding.test.ts test/kernel/agent.test.ts test/kernel/cni-lab.test.ts test/kernel/doctor.test.ts}"
-  : "${KM_CONFORMANCE:=capture lifecycle}"
+  : "${KM_TESTS=$(ls test/kernel/*.test.ts | grep -v '/bench\.test\.ts$' | tr '\n' ' ')}"
+  : "${KM_HYBRID_TESTS=test/kernel/binding.test.ts test/kernel/agent.test.ts test/kernel/cni-lab.test.ts test/kernel/doctor.test.ts}"
+  : "${KM_CONFORMANCE=capture lifecycle}"
 fi
 
 # --- tools -----------------------------------------------------------------
