@@ -17,7 +17,7 @@ TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 bpf_units_of = $(patsubst bpf/%.bpf.c,build/bpf/units/%.o,$(wildcard bpf/$(1)/*.bpf.c))
 bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$(call bpf_units_of,$(1)))
 
-.PHONY: setup bpf cni cni-sea cni-arm64 typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test image image-debug image-test
+.PHONY: setup bpf cni cni-sea cni-arm64 typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test image image-debug image-test kernel-matrix kernel-matrix-ci
 setup:
 	@scripts/setup.sh
 
@@ -106,6 +106,18 @@ test: setup typecheck
 	$(MAKE) -s kube-test
 	$(MAKE) -s image-test
 	$(MAKE) -s conformance-all
+	$(MAKE) -s kernel-matrix-ci
+
+# Debian's kernels (5.10, 6.1, 6.12, newest trixie-backports) under QEMU (TCG, no network
+# device), the host's root read-only over virtiofs: every kernel test and the capture +
+# lifecycle conformance files per kernel, cgroup2 unified and hybrid; TAP and the summary
+# table in build/kernel-matrix/ (docs/kernels.md). Kernels cached in /var/cache/meshwarp/kernels.
+kernel-matrix: setup
+	scripts/kernel-matrix/kmatrix.sh all
+
+# The named subset `make test` (and so CI) runs per kernel: docs/kernels.md says which and why.
+kernel-matrix-ci: setup
+	KM_PROFILE=ci scripts/kernel-matrix/kmatrix.sh all
 
 # Kubernetes test dependencies (etcd, kube-apiserver, helm, kubeconform) at pinned
 # versions, built once into /var/cache/meshwarp/k8s-tools (see README for the first-run cost).

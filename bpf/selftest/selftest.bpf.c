@@ -115,8 +115,15 @@ static __always_inline int st_record_order(__u32 slot)
 	__u32 *seq = bpf_map_lookup_elem(&st_order, &zero);
 	__u32 *pos = bpf_map_lookup_elem(&st_order, &slot);
 
-	if (seq && pos && *pos == 0)
-		*pos = __sync_fetch_and_add(seq, 1) + 1;
+	/* Not __sync_fetch_and_add(seq, 1): with -mcpu=v3 that is BPF_ATOMIC|BPF_FETCH
+	 * (Linux >= 5.12) and 5.10 would reject the whole object. The order test sends
+	 * one packet at a time, so a plain read-modify-write is exact. */
+	if (seq && pos && *pos == 0) {
+		__u32 next = *seq + 1;
+
+		*seq = next;
+		*pos = next;
+	}
 	return MW_TC_NEXT;
 }
 

@@ -48,9 +48,9 @@ function connectError(socket: string, e: NodeJS.ErrnoException, hint: string): E
   return e;
 }
 
-export function agentRequest<T>(method: 'GET' | 'POST', path: string, body?: unknown, socket = DEFAULTS.socket as string): Promise<T> {
+export function agentRequest<T>(method: 'GET' | 'POST', path: string, body?: unknown, socket = DEFAULTS.socket as string, timeoutMs = 10_000): Promise<T> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: socket, method, path, headers: { 'content-type': 'application/json' }, timeout: 10_000 }, (res) => {
+    const req = http.request({ socketPath: socket, method, path, headers: { 'content-type': 'application/json' }, timeout: timeoutMs }, (res) => {
       let data = '';
       res.setEncoding('utf8');
       res.on('data', (c) => (data += c));
@@ -66,7 +66,7 @@ export function agentRequest<T>(method: 'GET' | 'POST', path: string, body?: unk
         resolve(v as T);
       });
     });
-    req.on('timeout', () => req.destroy(new AgentClientError('ERR_AGENT_TIMEOUT', socket, `agent at ${socket} did not answer in 10 s`)));
+    req.on('timeout', () => req.destroy(new AgentClientError('ERR_AGENT_TIMEOUT', socket, `agent at ${socket} did not answer in ${timeoutMs / 1000} s`)));
     req.on('error', (e: NodeJS.ErrnoException) => {
       reject(e instanceof AgentClientError ? e : connectError(socket, e, ' (is `meshwarp agent` running? pass --socket if it uses another path)'));
     });

@@ -6,7 +6,7 @@
 // nothing stays attached. They are synchronous (koffi calls), so the attach
 // path can ask them without going async. Program loads retry on EAGAIN (in
 // sys.ts progLoadRaw; libbpf's own probes do the same).
-import { strerror } from '../sys/libc.ts';
+import { AF_INET, SOCK_STREAM, SOL_SOCKET, SO_NETNS_COOKIE, close, errno, getsockopt, socket, strerror } from '../sys/libc.ts';
 import { BpfError, fn } from './libbpf.ts';
 import { probeAttachType, probeHelper, probeMapType, probeProgType, type Answer } from './probe.ts';
 import { tcxLinkCreate } from './sys.ts';
@@ -71,6 +71,7 @@ const HELPERS = [
   { prog: 'cgroup_sockopt', name: 'get_netns_cookie', since: '5.15' },
   { prog: 'cgroup_sockopt', name: 'sk_storage_get', since: '5.3' },
   { prog: 'sk_msg', name: 'msg_redirect_hash', since: '4.18' },
+  { prog: 'sk_msg', name: 'get_netns_cookie', since: '5.15' },
   { prog: 'sched_cls', name: 'redirect', since: '4.4' },
   { prog: 'sched_cls', name: 'redirect_peer', since: '5.10' },
   { prog: 'sched_cls', name: 'sk_assign', since: '5.7' },
@@ -86,14 +87,19 @@ type HelperId<H> = H extends { prog: infer P extends string; name: infer N exten
  * `map.<type>`, `attach.<cgroup hook>`, `helper.<prog type>.<helper>`, and
  * the commands and hooks named below.
  */
-export type FeatureId =
+export type FeatureId = KernelFeatureId | `datapath.${DatapathName}`;
+/** The eBPF datapaths, as features made of the kernel features they need (DATAPATHS). */
+export type DatapathName = 'sidecar' | 'ambient';
+type KernelFeatureId =
   | `prog.${ProgName}`
   | `map.${(typeof MAPS)[number]['name']}`
   | `attach.${(typeof HOOKS)[number]['name']}`
   | HelperId<(typeof HELPERS)[number]>
   | 'tcx'
   | 'link.update'
-  | 'test_run.sched_cls';
+  | 'test_run.sched_cls'
+  | 'test_run.sched_cls.ingress_ifindex'
+  | 'sockopt.netns_cookie';
 
 export interface FeatureResult {
   /** The kernel has it. */
@@ -218,6 +224,92 @@ const TEST_RUN_SCHED_CLS: Feature = {
   }),
 };
 
+/**
+ * A sched_cls test run whose __sk_buff context sets ingress_ifindex (the tc tests'
+ * "arrived on the proxy's veth"). Older kernels accept only a zero there (EINVAL);
+ * upstream "bpf testing: permit ingress_ifindex in bpf_prog_test_run_xattr" (Aug 2021):
+ * 5.10 refuses it, 6.1 takes it; 5.16 is the release on record here (the safe bound).
+ */
+const TEST_RUN_INGRESS_IFINDEX: Feature = {
+  id: 'test_run.sched_cls.ingress_ifindex', name: 'ingress_ifindex in the context of a sched_cls BPF_PROG_TEST_RUN', since: '5.16',
+  probe: () => withSchedCls('mw_probe_iif', (prog) => {
+    const ctx = Buffer.alloc(44); // struct __sk_buff up to ifindex
+    ctx.writeUInt32LE(1, 36); // ingress_ifindex
+    try {
+      testRun(prog.fd, { data: Buffer.alloc(ETH_HLEN), ctx });
+      return found('runs');
+    } catch (e) {
+      if (!(e instanceof BpfError)) throw e;
+      if (e.errno === ERRNO.EINVAL) return { available: false, reason: missingText(TEST_RUN_INGRESS_IFINDEX, `errno ${e.errno}`) };
+      return unknown(`unknown: ${e.message}`);
+    }
+  }),
+};
+
+/**
+ * getsockopt(SO_NETNS_COOKIE): how the agent learns a netns's cookie (the key its eBPF
+ * maps use for a pod or a node proxy). Older kernels answer ENOPROTOOPT.
+ */
+const SOCKOPT_NETNS_COOKIE: Feature = {
+  id: 'sockopt.netns_cookie', name: 'getsockopt(SO_NETNS_COOKIE)', since: '5.14',
+  probe: () => {
+    const fd = socket(AF_INET, SOCK_STREAM, 0) as number;
+    if (fd < 0) return unknown(`unknown: socket(): ${strerror(errno())}`);
+    try {
+      if ((getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, Buffer.alloc(8), [8]) as number) === 0) return found('supported');
+      const e = errno();
+      if (e === ERRNO.ENOPROTOOPT) return { available: false, reason: missingText(SOCKOPT_NETNS_COOKIE, strerror(e)) };
+      return unknown(`unknown: ${strerror(e)} (errno ${e})`);
+    } finally {
+      close(fd);
+    }
+  },
+};
+
+/**
+ * What each eBPF datapath object needs to load at all (and the agent to key
+ * its pods: SO_NETNS_COOKIE). libbpf loads every
+ * program of an object, and the verifier rejects a program that calls a
+ * helper its type lacks, so one missing entry here rejects the whole
+ * datapath (on 5.10: bpf_get_netns_cookie in sock_ops, cgroup_sockopt and
+ * sk_msg, all 5.15). The drivers refuse to start on such a kernel with these
+ * ids (`meshwarp doctor` shows each), and kernel tests of a datapath declare
+ * `needs: ['datapath.sidecar']`. docs/kernels.md has the minimum per dataplane.
+ */
+const DATAPATHS = [
+  { name: 'sidecar', what: 'the sidecar eBPF datapath (bpf/sidecar)', needs: [
+    'prog.cgroup_sock_addr', 'attach.connect4', 'attach.connect6', 'attach.sendmsg4', 'attach.recvmsg4',
+    'attach.getpeername4', 'helper.cgroup_sock_addr.get_netns_cookie', 'helper.cgroup_sock_addr.sk_storage_get',
+    'prog.sock_ops', 'helper.sock_ops.get_netns_cookie', 'helper.sock_ops.sk_storage_get',
+    'prog.cgroup_sockopt', 'attach.getsockopt', 'helper.cgroup_sockopt.get_netns_cookie',
+    'prog.sk_msg', 'helper.sk_msg.get_netns_cookie', 'map.sk_storage', 'map.sockhash', 'map.ringbuf', 'prog.sched_cls',
+    'sockopt.netns_cookie', // not a load need, a run need: the agent keys pods by the cookie it reads so (5.14)
+  ] },
+  { name: 'ambient', what: 'the ambient eBPF datapath (bpf/ambient)', needs: [
+    'prog.sched_cls', 'helper.sched_cls.redirect', 'helper.sched_cls.sk_assign',
+    'helper.sched_cls.skc_lookup_tcp', 'helper.sched_cls.sk_release', 'helper.sched_cls.ringbuf_output', 'map.ringbuf',
+    'sockopt.netns_cookie', // pods and node proxies are keyed by their netns cookie (Linux 5.14)
+  ] },
+] as const satisfies readonly { name: DatapathName; what: string; needs: readonly KernelFeatureId[] }[];
+
+function datapathFeature(d: (typeof DATAPATHS)[number]): Feature {
+  const since = d.needs.map((id) => feature(id).since).reduce((a, b) => (kernelAtLeast(a, b) ? a : b));
+  const f = { id: `datapath.${d.name}` as FeatureId, name: d.what, since } as const;
+  return {
+    ...f,
+    probe: () => {
+      const results = d.needs.map((id) => ({ id, r: have(id) }));
+      const missing = results.filter((x) => !x.r.available && !x.r.unknown);
+      if (missing.length) {
+        return { available: false, reason: `${d.what} cannot load on this kernel (needs ≥ ${since}): missing ${missing.map((x) => x.id).join(', ')} — ${missing.map((x) => x.r.reason).join('; ')}` };
+      }
+      const unsure = results.filter((x) => x.r.unknown);
+      if (unsure.length) return unknown(`unknown: ${unsure.map((x) => `${x.id}: ${x.r.reason}`).join('; ')}`);
+      return found(`every feature it needs is there (${d.needs.length} probes)`);
+    },
+  };
+}
+
 /** Every feature, in the order doctor reports them. */
 export const FEATURES: readonly Feature[] = [
   ...PROGS.map(progFeature),
@@ -227,9 +319,28 @@ export const FEATURES: readonly Feature[] = [
   TCX,
   LINK_UPDATE,
   TEST_RUN_SCHED_CLS,
+  TEST_RUN_INGRESS_IFINDEX,
+  SOCKOPT_NETNS_COOKIE,
 ];
 
 const byId = new Map<string, Feature>(FEATURES.map((f) => [f.id, f]));
+/** The datapaths as features (after FEATURES: their `since` is derived from their needs'). */
+export const DATAPATH_FEATURES: readonly Feature[] = DATAPATHS.map(datapathFeature);
+for (const f of DATAPATH_FEATURES) byId.set(f.id, f);
+
+/**
+ * Refuses to run the `dataplane`'s eBPF datapath on a kernel that cannot load
+ * it: an UnsupportedFeatureError naming every missing probe (doctor ids) and
+ * the minimum kernel. Called by the drivers before they load their object.
+ */
+export function requireDatapath(dataplane: DatapathName): void {
+  const id = `datapath.${dataplane}` as FeatureId;
+  const r = have(id);
+  if (r.available || r.unknown) return; // unknown: let the load itself say what is wrong
+  const e = new UnsupportedFeatureError(id);
+  e.message = `${r.reason}. ${dataplane === 'sidecar' ? 'Use --engine iptables (sidecar dataplane on iptables) or --dataplanes ambient on this kernel; ' : ''}see docs/kernels.md`;
+  throw e;
+}
 
 /** The feature with this id (its name and `since`); throws for an unknown id. */
 export function feature(id: FeatureId): Feature {

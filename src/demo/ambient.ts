@@ -78,6 +78,8 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
   const engine = o.engine ?? 'ebpf';
   const inPod = engine === 'iptables';
   const lab = await Lab.create({ prefix: uniquePrefix('da') });
+  // Stopped in `finally`, also when a step fails (a running proxy's control socket would keep the process alive).
+  const proxies = new Map<LabNode, LabNodeProxy>();
   try {
     o.say(inPod
       ? `lab ${lab.prefix}: 2 nodes, dataplane ambient, engine iptables (in-pod: rules and the node proxy's listeners inside each enrolled pod's netns)`
@@ -232,6 +234,7 @@ export async function runAmbientDemo(o: AmbientDemoOptions): Promise<AmbientDemo
       mesh?.ca.destroy();
     }
   } finally {
+    for (const p of proxies.values()) await p.stop().catch(() => {});
     await lab.destroy();
   }
 }

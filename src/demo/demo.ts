@@ -140,7 +140,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       const before = logs.length;
       const r = await curl.run(['curl', '-s', '-m', '5', `${SERVICE}:8080`], { uid: APP_UID, resolvConf, timeoutMs: 10_000 });
       const answer = r.stdout.trim();
-      await new Promise((res) => setTimeout(res, 50)); // sidecar log lines follow the close
+      // Sidecar log lines follow the close: the client's outbound line, and for request 1 (the
+      // one whose lines are shown) the server's inbound one. Polled, bounded: slow kernels lag.
+      await eventually(() => logs.slice(before).some((l) => l.tag === 'curl' && l.dir === 'outbound')
+        && (n !== 1 || logs.slice(before).some((l) => l.dir === 'inbound')), 2000, 10);
       const mine = logs.slice(before).find((l) => l.tag === 'curl' && l.dir === 'outbound');
       const resolvedBySidecar = logs.slice(before).some((l) => l.tag === 'curl' && l.dir === 'dns' && l.name === SERVICE_FQDN && l.type === 1 && l.answer === 'local');
       requests.push({ n, ok: r.code === 0 && answer.startsWith('Hi, I am pipy ok'), answer, endpoint: mine?.upstream, resolvedBySidecar });

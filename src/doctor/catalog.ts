@@ -2,7 +2,7 @@
 // What `meshwarp doctor` checks besides the kernel features of
 // src/bpf/features.ts (whose ids are its check ids): the system checks, the
 // datapath objects and the external tools, and how each check id is formed.
-import { FEATURES } from '../bpf/features.ts';
+import { DATAPATH_FEATURES, FEATURES } from '../bpf/features.ts';
 
 /** eBPF objects the doctor loads (build/bpf/<name>.bpf.o); more are found from bpf/<dir>/*.bpf.c. */
 export const OBJECTS = ['sidecar', 'ambient', 'selftest'];
@@ -36,6 +36,7 @@ export function allProbeIds(): string[] {
     ...SYSTEM_IDS,
     ...FEATURES.map((f) => f.id),
     ...OBJECTS.map(objectId),
+    ...DATAPATH_FEATURES.map((f) => f.id),
     toolId('cni_plugins'),
     ...Object.keys(TOOLS).map(toolId),
   ];

@@ -8,6 +8,7 @@ import { machine, release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfObject, CAP, CGROUP2_SUPER_MAGIC, FEATURES, have, parseKernelVersion } from '../bpf/index.ts';
+import { DATAPATH_FEATURES } from '../bpf/features.ts';
 import { cgroup2Mount } from '../sys/cgroup.ts';
 import { BPFFS_DEFAULT, ensureBpffs, onBpffs } from '../sys/bpffs.ts';
 import { OBJECTS, TOOLS, CNI_PLUGIN_DIR, CNI_PLUGINS, objectId, toolId } from './catalog.ts';
@@ -94,6 +95,12 @@ export async function runProbes(opts: ProbeOptions = {}): Promise<ProbeReport> {
     if (!priv.ok) { add(objectId(name), false, notProbed); continue; }
     const o = loadObject(root, name);
     add(objectId(name), o.ok, o.detail);
+  }
+  // Can each datapath load at all (every probe it needs, named when missing: docs/kernels.md)?
+  for (const f of DATAPATH_FEATURES) {
+    if (!priv.ok) { add(f.id, false, notProbed); continue; }
+    const r = have(f.id);
+    add(f.id, r.available, r.reason);
   }
 
   // tools

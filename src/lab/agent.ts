@@ -6,7 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { agentRequest } from '../agent/client.ts';
 import { labPinRoot, labRunDir } from './cleanup.ts';
-import { waitForLine } from './proc.ts';
+import { TIME_SCALE, waitForLine } from './proc.ts';
 import type { LabNode } from './lab.ts';
 
 const CLI = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
@@ -89,6 +89,6 @@ export class LabAgent {
   }
 
   request<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
-    return agentRequest<T>(method, path, body, this.socket);
+    return agentRequest<T>(method, path, body, this.socket, 10_000 * TIME_SCALE); // slow (emulated) kernels: MESHWARP_TIME_SCALE
   }
 }

@@ -12,6 +12,7 @@ import { candidateNames, confToConflist, parseConfFile } from '../cni/conflist.t
 import { cniErrorCode } from '../cni/errors.ts';
 import type { NodeAddrs } from './addr.ts';
 import type { PodNetwork } from './wire.ts';
+import { TIME_SCALE } from './proc.ts';
 
 export const DEBIAN_CNI_DIR = '/usr/lib/cni';
 /** Debian's plugins speak at most 1.0.0. */
@@ -190,14 +191,29 @@ export function nodeCniDirs(runDir: string, nodeName: string): NodeCniDirs {
   return { dir, binDir: `${dir}/bin`, confDir: `${dir}/net.d`, stateDir: `${dir}/state`, ipamDir: `${dir}/ipam` };
 }
 
-/** The node's own network (what the cluster's primary CNI would install): bridge + host-local, dual stack. */
-export function labNodeConflist(a: NodeAddrs, bridge: string, ipamDir: string): Conflist {
+/**
+ * The lab's primary CNI plugin (the CNI matrix, docs/kernels.md): Debian's `bridge`
+ * (pods on the node's pod bridge, the default) or `ptp` (a veth per pod, routed /32 and
+ * /128 from the node, the gateway address on every host veth, no bridge).
+ * MESHWARP_CNI picks it for every lab of the process.
+ */
+export type LabCni = 'bridge' | 'ptp';
+export const LAB_CNIS: readonly LabCni[] = ['bridge', 'ptp'];
+
+export function labCni(env: NodeJS.ProcessEnv = process.env): LabCni {
+  const v = env.MESHWARP_CNI ?? 'bridge';
+  if (!(LAB_CNIS as readonly string[]).includes(v)) throw new Error(`MESHWARP_CNI=${v}: expected one of ${LAB_CNIS.join(', ')}`);
+  return v as LabCni;
+}
+
+/** The node's own network (what the cluster's primary CNI would install): bridge or ptp + host-local, dual stack. */
+export function labNodeConflist(a: NodeAddrs, bridge: string, ipamDir: string, cni: LabCni = labCni()): Conflist {
   const [p4, p6] = [a.podCidr4.split('/')[0].replace(/\.0$/, '.'), a.podCidr6.split('/')[0]];
   return {
     cniVersion: LAB_CNI_VERSION,
     name: LAB_NETWORK,
     plugins: [{
-      type: 'bridge', bridge, isGateway: true, ipMasq: false,
+      ...(cni === 'ptp' ? { type: 'ptp', ipMasq: false } : { type: 'bridge', bridge, isGateway: true, ipMasq: false }),
       ipam: {
         type: 'host-local',
         ranges: [
@@ -230,7 +246,8 @@ export function installNodeCni(dirs: NodeCniDirs, a: NodeAddrs, bridge: string, 
   const settings = {
     socket: s.agentSocket, failurePolicy: s.failurePolicy ?? 'closed',
     ...(s.excludeNamespaces ? { excludeNamespaces: s.excludeNamespaces } : {}),
-    ...(s.timeoutMs !== undefined ? { timeoutMs: s.timeoutMs } : {}),
+    // The plugin's own default (5 s) scaled for slow (emulated) kernels: MESHWARP_TIME_SCALE.
+    ...(s.timeoutMs !== undefined ? { timeoutMs: s.timeoutMs } : TIME_SCALE > 1 ? { timeoutMs: Math.min(60_000, 5000 * TIME_SCALE) } : {}),
     ...(s.dataplane ? { dataplane: s.dataplane } : {}),
   };
   const r = installCni({ binDir: dirs.binDir, confDir: dirs.confDir, stateDir: dirs.stateDir, settings });

@@ -5,7 +5,7 @@ export {
   type LabOptions, type NodeCni,
 } from './lab.ts';
 export {
-  CniChainError, CNI_FIRST_HOST, DEBIAN_CNI_DIR, LAB_CNI_VERSION, LAB_NETWORK, LOOPBACK_CONFLIST, execPlugin, findPlugin, labNodeConflist,
+  CniChainError, CNI_FIRST_HOST, DEBIAN_CNI_DIR, LAB_CNI_VERSION, LAB_NETWORK, LOOPBACK_CONFLIST, LAB_CNIS, execPlugin, findPlugin, labCni, labNodeConflist,
   loadConflist, runChain, type ChainContext, type CniCommand, type CniResult, type Conflist, type PluginRun, type PodCniAttachment,
 } from './cni.ts';
 export { cleanupPrefix, labNetns, prefixIsClean, runAll } from './cleanup.ts';

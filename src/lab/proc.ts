@@ -5,6 +5,14 @@
 // not fork for --net, so the ChildProcess pid is the command's own pid.
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 
+/**
+ * Factor on the hang guards of this file (run timeouts, waitForLine, eventually):
+ * MESHWARP_TIME_SCALE, default 1. The kernel matrix's emulated guests run about
+ * 10× slower, and a wait bound is never a speed assertion (timing belongs in
+ * benchmarks).
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.MESHWARP_TIME_SCALE) || 1);
+
 export interface ExecContext {
   netnsPath: string;
   cgroupPath: string;
@@ -81,7 +89,7 @@ export function collect(child: ChildProcess, opts: RunOptions = {}): Promise<Run
     const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
-    }, opts.timeoutMs);
+    }, opts.timeoutMs * TIME_SCALE);
     child.on('error', (e) => {
       if (timer) clearTimeout(timer);
       reject(e);
@@ -106,6 +114,7 @@ export function collect(child: ChildProcess, opts: RunOptions = {}): Promise<Run
  * rejects if the child exits first or the timeout passes.
  */
 export function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs = 5000): Promise<string> {
+  timeoutMs *= TIME_SCALE;
   return new Promise((resolve, reject) => {
     let buf = '';
     let errBuf = '';
@@ -136,7 +145,7 @@ export function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs = 50
 
 /** Polls `cond` every `stepMs` until it returns true (→ true) or `timeoutMs` pass (→ false). */
 export async function eventually(cond: () => boolean | Promise<boolean>, timeoutMs = 3000, stepMs = 20): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
+  const end = Date.now() + timeoutMs * TIME_SCALE;
   for (;;) {
     if (await cond()) return true;
     if (Date.now() > end) return false;

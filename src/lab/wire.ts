@@ -4,6 +4,7 @@
 // Nothing here touches the host netns: links are created inside lab namespaces only.
 import { addNetns, ipBatch, nsRun, sysctlScript } from '../sys/netns.ts';
 import { FABRIC_BRIDGE_MAC, fabricPortName, nodeAddrs } from './addr.ts';
+import { labCni } from './cni.ts';
 
 export const NODE_BRIDGE = 'mwbr0';
 export const FABRIC_BRIDGE = 'mwfab0';
@@ -89,22 +90,31 @@ export interface PodNetwork {
 
 /**
  * Direct wiring (stand-in for the CNI bridge + host-local chain): a veth from the node's
- * bridge to `eth0` in the pod netns, the given addresses, default routes via the bridge.
+ * bridge to `eth0` in the pod netns, the given addresses, default routes via the bridge
+ * (with MESHWARP_CNI=ptp: a routed veth, as ptp + host-local make it).
  */
 export function wirePodDirect(
   nodeNs: string, nodeIndex: number, podNs: string, hostVeth: string, addrs: { ip4: string; ip6: string },
 ): PodNetwork {
   const a = nodeAddrs(nodeIndex);
+  // MESHWARP_CNI=ptp: wired as Debian's ptp plugin does it (the CNI matrix) — the host veth is
+  // on no bridge, it carries the gateway addresses itself (/32, /128), the node routes the
+  // pod's /32 and /128 to it, and the pod reaches even its own subnet through the gateway.
+  const ptp = labCni() === 'ptp';
   const shown = ipBatch(nodeNs, [
     `link add ${hostVeth} type veth peer name ${POD_IFNAME} netns ${podNs}`,
-    `link set ${hostVeth} master ${NODE_BRIDGE}`,
+    ...(ptp
+      ? [`addr add ${a.gw4}/32 dev ${hostVeth}`, `addr add ${a.gw6}/128 dev ${hostVeth} nodad`]
+      : [`link set ${hostVeth} master ${NODE_BRIDGE}`]),
     `link set ${hostVeth} up`,
+    ...(ptp ? [`route add ${addrs.ip4}/32 dev ${hostVeth} scope link`, `route add ${addrs.ip6}/128 dev ${hostVeth}`] : []),
     `link show dev ${hostVeth}`,
   ], true);
   ipBatch(podNs, [
-    `addr add ${addrs.ip4}/24 dev ${POD_IFNAME}`,
-    `addr add ${addrs.ip6}/64 dev ${POD_IFNAME} nodad`,
+    `addr add ${addrs.ip4}/${ptp ? 32 : 24} dev ${POD_IFNAME}`,
+    `addr add ${addrs.ip6}/${ptp ? 128 : 64} dev ${POD_IFNAME} nodad`,
     `link set ${POD_IFNAME} up`,
+    ...(ptp ? [`route add ${a.gw4}/32 dev ${POD_IFNAME} scope link`, `route add ${a.gw6}/128 dev ${POD_IFNAME}`] : []),
     `route add 0.0.0.0/0 via ${a.gw4} dev ${POD_IFNAME}`,
     `route add ::/0 via ${a.gw6} dev ${POD_IFNAME}`,
   ]);

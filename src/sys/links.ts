@@ -42,6 +42,11 @@ export function linkByName(ifname: string, netnsPath?: string): Link {
   return ipJson<Link[]>(['link', 'show', 'dev', ifname], netnsPath)[0];
 }
 
+/** The link's kind (`ip -d`'s linkinfo.info_kind: veth, macvlan, ipvlan, bridge…); undefined for a plain device. */
+export function linkKind(ifname: string, netnsPath?: string): string | undefined {
+  return ipJson<{ linkinfo?: { info_kind?: string } }[]>(['-d', 'link', 'show', 'dev', ifname], netnsPath)[0]?.linkinfo?.info_kind;
+}
+
 export function linkByIndex(ifindex: number, netnsPath?: string): Link | undefined {
   return links(netnsPath).find((l) => l.ifindex === ifindex);
 }
@@ -54,6 +59,9 @@ export function addresses(netnsPath?: string): (Address & { ifname: string })[] 
 
 /** The host-side peer (in this netns, the node's) of interface `ifName` of the pod netns at `netns`. */
 export function hostVethOf(netns: string, ifName: string): { name: string; ifindex: number } | undefined {
+  // Only a veth has a host-side peer: a macvlan's or ipvlan's link_index is its parent (the
+  // node's uplink), which must never be taken for the pod's own interface.
+  if (linkKind(ifName, netns) !== 'veth') return undefined;
   const peer = linkByName(ifName, netns).link_index;
   if (!peer) return undefined;
   const host = linkByIndex(peer);

@@ -20,10 +20,12 @@ import { labTarget, type PodTarget } from '../../src/datapath/pod.ts';
 import type { TcMode } from '../../src/datapath/ebpf/tc.ts';
 import { Lab, LabNodeProxy, Sandbox, runAll, uniquePrefix, waitForLine, type LabNode, type LabPod } from '../../src/lab/index.ts';
 import type { NodeProxyDns } from '../../src/lab/node-proxy.ts';
+import { TIME_SCALE } from '../../src/lab/proc.ts';
 import { resolvePodPolicy, type PodPolicy, type Profile } from '../../src/profiles/index.ts';
 import { createCgroup } from '../../src/sys/cgroup.ts';
 import { hostPort } from '../helpers/http.ts';
-import { inCI, kernelUnavailable } from '../helpers/kernel.ts';
+import { gateOn, inCI, kernelUnavailable } from '../helpers/kernel.ts';
+import * as kernelFeatures from '../../src/bpf/features.ts';
 
 export { hostPort };
 
@@ -77,7 +79,14 @@ export function suiteSkip(dataplane: Dataplane = 'sidecar'): string | false {
   if (dataplane !== DATAPLANE) return `${dataplane} scenarios (this run: MESHWARP_DATAPLANE=${DATAPLANE})`;
   const why = kernelUnavailable();
   if (why && inCI) throw new Error(`conformance suite cannot run: ${why} (CI=true makes this a failure)`);
-  return why ?? false;
+  if (why) return why;
+  // The eBPF engine's datapath must load on this kernel (sidecar: Linux ≥ 5.15; docs/kernels.md).
+  if (MODE === 'ebpf') {
+    const gate = gateOn([`datapath.${dataplane}`], kernelFeatures);
+    if ('fail' in gate) throw new Error(gate.fail);
+    if ('skip' in gate) return gate.skip;
+  }
+  return false;
 }
 
 // ---- processes ----
@@ -309,7 +318,7 @@ export class Sidecar {
         done();
         reject(new Error(`sidecar ${this.name}: no log line for ${what} within ${timeoutMs} ms; ` +
           `last lines: ${JSON.stringify(this.lines.slice(-5))}${this.noise.length ? `; stderr: ${this.noise.slice(-3).join(' | ')}` : ''}`));
-      }, timeoutMs);
+      }, timeoutMs * TIME_SCALE);
       const done = (): void => { clearTimeout(timer); this.#waiters.delete(check); };
       this.#waiters.add(check);
     });

@@ -7,6 +7,7 @@ import { release } from 'node:os';
 import { test, type TestContext } from 'node:test';
 import { ensureBpffs } from '../../src/sys/bpffs.ts';
 import type { FeatureId } from '../../src/bpf/features.ts';
+import { TIME_SCALE } from '../../src/lab/proc.ts';
 
 export const inCI = process.env.CI === 'true';
 
@@ -41,6 +42,15 @@ export function featureGate(missing: MissingFeature[], kernelAt: (since: string)
   return { fail: `${skip}, which this kernel should have: ${due.map((m) => m.reason).join('; ')} (CI=true makes this a failure)` };
 }
 
+type FeaturesModule = Pick<typeof import('../../src/bpf/features.ts'), 'feature' | 'have' | 'kernelAtLeast'>;
+
+/** The gate for `needs` on the running kernel (features.ts passed in: callers choose when libbpf loads). */
+export function gateOn(needs: FeatureId[], { feature, have, kernelAtLeast }: FeaturesModule): Gate {
+  const missing = needs.filter((id) => !have(id).available)
+    .map((id) => ({ id, since: feature(id).since, reason: have(id).reason }));
+  return featureGate(missing, (since) => kernelAtLeast(release(), since), inCI);
+}
+
 export interface KernelTestOptions {
   timeout?: number;
   /** Kernel features the test exercises (src/bpf/features.ts ids); probed when the test starts. */
@@ -54,19 +64,26 @@ export function kernelTest(name: string, fn: (t: TestContext) => Promise<void> |
     test(name, { skip: why }, () => {});
     return;
   }
-  test(name, { timeout: opts.timeout ?? 60_000 }, async (t) => {
+  test(name, { timeout: (opts.timeout ?? 60_000) * TIME_SCALE }, async (t) => {
     if (why) throw new Error(`kernel test cannot run: ${why} (CI=true makes this a failure)`);
     if (opts.needs?.length) {
       // Loaded here, not at import: tests without `needs` never load the libbpf binding.
-      const { feature, have, kernelAtLeast } = await import('../../src/bpf/features.ts');
-      const missing = opts.needs.filter((id) => !have(id).available)
-        .map((id) => ({ id, since: feature(id).since, reason: have(id).reason }));
-      const gate = featureGate(missing, (since) => kernelAtLeast(release(), since), inCI);
+      const gate = gateOn(opts.needs, await import('../../src/bpf/features.ts'));
       if ('fail' in gate) throw new Error(gate.fail);
       if ('skip' in gate) { t.skip(gate.skip); return; }
     }
     await fn(t);
   });
+}
+
+/** A kernel test of the sidecar eBPF datapath: needs `datapath.sidecar` (Linux ≥ 5.15, docs/kernels.md) on top of `opts.needs`. */
+export function sidecarTest(name: string, fn: (t: TestContext) => Promise<void> | void, opts: KernelTestOptions = {}): void {
+  kernelTest(name, fn, { ...opts, needs: ['datapath.sidecar', ...(opts.needs ?? [])] });
+}
+
+/** A kernel test of the ambient eBPF datapath: needs `datapath.ambient` on top of `opts.needs`. */
+export function ambientTest(name: string, fn: (t: TestContext) => Promise<void> | void, opts: KernelTestOptions = {}): void {
+  kernelTest(name, fn, { ...opts, needs: ['datapath.ambient', ...(opts.needs ?? [])] });
 }
 
 /** Short unique prefix for names of netns, cgroups, pins (the lab's rule: fits 15-char interface names). */

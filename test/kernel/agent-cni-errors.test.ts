@@ -23,7 +23,7 @@ import {
   abortedRequest, agentHttp, agentPods, agentStatus, cniEnv, cniLab, eventually, logsAt, metricValue, metricsText, outcomeText, podMaps,
   type CniLab,
 } from '../helpers/cni-runtime.ts';
-import { kernelTest } from '../helpers/kernel.ts';
+import { sidecarTest } from '../helpers/kernel.ts';
 
 const POLICY = resolvePodPolicy('osm', {});
 
@@ -69,7 +69,7 @@ async function assertRefused(c: CniLab, env: Record<string, string>, prevResult:
 /** What a message about a netns path that is no network namespace says (in some words). */
 const NOT_NETNS = /not a (network )?name ?space|not a netns|not an? nsfs|no network namespace|regular file|directory/i;
 
-kernelTest('ADD with a bad netns or interface is refused (4xx, CNI code not 11), with failurePolicy closed and open', async (t) => {
+sidecarTest('ADD with a bad netns or interface is refused (4xx, CNI code not 11), with failurePolicy closed and open', async (t) => {
   const c = await cniLab(t, { tag: 'le' });
   if (!c) return;
   const { lab, n1 } = c;
@@ -108,7 +108,7 @@ kernelTest('ADD with a bad netns or interface is refused (4xx, CNI code not 11),
 // ---------------------------------------------------------------------------------------
 // 6. Node addresses are not read only once.
 
-kernelTest('an address added to the node after the agent started is a node address: connections from it reach the app directly', async (t) => {
+sidecarTest('an address added to the node after the agent started is a node address: connections from it reach the app directly', async (t) => {
   const c = await cniLab(t, { tag: 'ln' });
   if (!c) return;
   const { lab, n1 } = c;
@@ -155,7 +155,7 @@ kernelTest('an address added to the node after the agent started is a node addre
 // ---------------------------------------------------------------------------------------
 // 7. Smaller ones.
 
-kernelTest('agent API: a 10 MB body gets 413; client aborts are no errors; a query string is fine', async (t) => {
+sidecarTest('agent API: a 10 MB body gets 413; client aborts are no errors; a query string is fine', async (t) => {
   const c = await cniLab(t, { tag: 'lh' });
   if (!c) return;
   const { lab, n1, agent, agentLog } = c;
@@ -190,7 +190,7 @@ kernelTest('agent API: a 10 MB body gets 413; client aborts are no errors; a que
   });
 }, { timeout: 120_000 });
 
-kernelTest('a foreign exclusive (override) connect4 program on the node cgroup: the agent exits saying what is there and what to do, pinning nothing', async (t) => {
+sidecarTest('a foreign exclusive (override) connect4 program on the node cgroup: the agent exits saying what is there and what to do, pinning nothing', async (t) => {
   let foreignPin = '';
   let cg = '';
   const c = await cniLab(t, {
@@ -238,7 +238,7 @@ kernelTest('a foreign exclusive (override) connect4 program on the node cgroup: 
   });
 }, { timeout: 120_000 });
 
-kernelTest('ADD with the node\'s own netns as the pod netns is refused (4xx), nothing meshed', async (t) => {
+sidecarTest('ADD with the node\'s own netns as the pod netns is refused (4xx), nothing meshed', async (t) => {
   const c = await cniLab(t, { tag: 'lo' });
   if (!c) return;
   const { lab, n1, agent } = c;
@@ -248,7 +248,7 @@ kernelTest('ADD with the node\'s own netns as the pod netns is refused (4xx), no
   assert.deepEqual(await agentPods(agent), [], 'not meshed');
 }, { timeout: 120_000 });
 
-kernelTest('prevResult with IPs on several interfaces: the agent takes the IPs of CNI_IFNAME\'s interface, not the first IPv4', async (t) => {
+sidecarTest('prevResult with IPs on several interfaces: the agent takes the IPs of CNI_IFNAME\'s interface, not the first IPv4', async (t) => {
   const c = await cniLab(t, { tag: 'lm' });
   if (!c) return;
   const { lab, n1, agent, rt } = c;

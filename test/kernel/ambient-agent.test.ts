@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { LabNodeProxy } from '../../src/lab/index.ts';
 import { APP_PORT, assertDirect, connectFrom, loadFrom, norm, serveIn, type ConnectResult } from '../conformance/harness.ts';
 import { TC_MODES, agentStatus, cli, cniLab } from '../helpers/cni-runtime.ts';
-import { kernelTest } from '../helpers/kernel.ts';
+import { kernelTest, sidecarTest } from '../helpers/kernel.ts';
 import { waitUntil } from '../helpers/poll.ts';
 
 interface AmbientStatus { datapath: Record<string, number>; dataplanes: string[]; ambient?: { ztunnelReady: boolean; redirectMode: string; failPolicy: string } }
@@ -22,7 +22,7 @@ function assertVia(r: ConnectResult, server: string, proxyIp: string, what: stri
 }
 
 for (const tc of TC_MODES) {
-  kernelTest(`agent --dataplanes sidecar,ambient (--tc ${tc}): CNI ADD enrols ambient pods, traffic goes through the announced node proxy, SIGKILL under traffic fails nothing`, async (t) => {
+  sidecarTest(`agent --dataplanes sidecar,ambient (--tc ${tc}): CNI ADD enrols ambient pods, traffic goes through the announced node proxy, SIGKILL under traffic fails nothing`, async (t) => {
     const c = await cniLab(t, { tag: 'aa', tc, dataplane: 'ambient', agentArgs: ['--dataplanes', 'sidecar,ambient'] });
     if (!c) return;
     const { lab, n1, agent, agentLog } = c;
@@ -76,7 +76,7 @@ for (const tc of TC_MODES) {
       assertVia(await connectFrom(client, server.ip4, APP_PORT), 'server', proxy.ip4, 'after the restart');
       assert.equal((await agentStatus(agent)).pods, 2, 'both pods still enrolled after the restart');
     });
-  }, { timeout: 180_000, needs: tc === 'tcx' ? ['tcx'] : [] });
+  }, { timeout: 180_000, needs: tc === 'tcx' ? ['tcx', 'datapath.ambient'] : ['datapath.ambient'] });
 }
 
 // The in-pod engine (iptables): the rules live in each pod's netns and the node proxy's

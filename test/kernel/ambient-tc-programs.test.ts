@@ -13,7 +13,7 @@ import { AMBIENT_PROG, openAmbientMaps, type AmbientMaps } from '../../src/datap
 import { AM_FAIL, AM_PROXY_F, EMPTY_PROXY, ambientObject } from '../../src/datapath/ambient/structs.ts';
 import { toIpAddr } from '../../src/datapath/sidecar/entries.ts';
 import { STATS, type StatName } from '../../src/datapath/sidecar/structs.ts';
-import { kernelTest } from '../helpers/kernel.ts';
+import { ambientTest } from '../helpers/kernel.ts';
 import { waitUntil } from '../helpers/poll.ts';
 import { run } from '../../src/sys/exec.ts';
 
@@ -130,7 +130,7 @@ async function timeWaitTuple(host: string): Promise<{ sport: number; dport: numb
   return { sport, dport, close: () => server.close() };
 }
 
-kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), ns per packet per branch', async (t) => {
+ambientTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), ns per packet per branch', async (t) => {
   const obj = BpfObject.load(ambientObject);
   const m = openAmbientMaps(obj);
   const flow4 = await loopbackFlow('127.0.0.1');
@@ -255,9 +255,9 @@ kernelTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), 
     dnsSock6.close();
     obj.close();
   }
-});
+}, { needs: ['test_run.sched_cls.ingress_ifindex'] });
 
-kernelTest('the kernel keeps every ambient program name whole and distinct', () => {
+ambientTest('the kernel keeps every ambient program name whole and distinct', () => {
   const obj = BpfObject.load(ambientObject);
   try {
     const names = Object.values(AMBIENT_PROG);

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { kernelTest, inCI, testPrefix } from '../helpers/kernel.ts';
+import { inCI, testPrefix, sidecarTest } from '../helpers/kernel.ts';
 import { Lab, prefixIsClean } from '../../src/lab/index.ts';
 import { SCENARIOS, PLACEMENTS } from '../../src/bench/topology.ts';
 import { RATIO_KEYS } from '../../src/bench/figures.ts';
@@ -96,7 +96,7 @@ const missing = missingTools();
 if (missing.length > 0 && !inCI) {
   test('meshwarp bench', { skip: `needs ${missing.join(', ')} (make setup)` }, () => {});
 } else {
-  kernelTest('meshwarp bench: a tiny run reports every figure, finite ratios and an SVG chart, and leaves nothing', async (t) => {
+  sidecarTest('meshwarp bench: a tiny run reports every figure, finite ratios and an SVG chart, and leaves nothing', async (t) => {
     const { prefix, dir } = benchRun(t);
     const chart = path.join(dir, 'chart.svg');
     const r = await runCli(['bench', '--json', '--rounds', '1', '--duration', '1', '--conns', '10', '--chart', chart,
@@ -166,7 +166,7 @@ if (missing.length > 0 && !inCI) {
     assert.deepEqual(leftoverDirs(prefix), []);
   }, { timeout: 120_000 });
 
-  kernelTest('meshwarp bench: Ctrl-C in the middle removes everything it made', async (t) => {
+  sidecarTest('meshwarp bench: Ctrl-C in the middle removes everything it made', async (t) => {
     const { prefix, dir } = benchRun(t);
     let sent = false;
     const r = await runCli(['bench', '--rounds', '1', '--duration', '1', '--conns', '10', '--no-tc', '--scenarios', 'ebpf,iptables',

@@ -8,14 +8,13 @@ import { existsSync, readdirSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tcxPrograms } from '../../src/bpf/index.ts';
 import {
   CniChainError, DEBIAN_CNI_DIR, LAB_NETWORK, Lab, LabAgent, labNetns, uniquePrefix, waitForLine, type LabNode, type LabPod,
 } from '../../src/lab/index.ts';
 import { tryRun } from '../../src/sys/exec.ts';
-import { withNetns } from '../../src/sys/netns.ts';
 import { get as httpGet, startServer as startHttpServer } from '../helpers/http.ts';
-import { inCI, kernelTest } from '../helpers/kernel.ts';
+import { inCI, sidecarTest } from '../helpers/kernel.ts';
+import { ourTc, tcPins } from '../helpers/cni-runtime.ts';
 import { waitUntil } from '../helpers/poll.ts';
 
 const node = process.execPath;
@@ -70,7 +69,7 @@ function allocated(n: LabNode): string[] {
 
 const podIds = async (agent: LabAgent) => (await agent.request<{ pods: { podNamespace: string; podName: string; ip4: string; ip6: string; hostVeth?: { name: string } }[] }>('GET', '/v1/pods')).pods;
 
-kernelTest('Pods created through the chain are captured; DEL leaves no map entry, link or filter behind', async (t) => {
+sidecarTest('Pods created through the chain are captured; DEL leaves no map entry, link or filter behind', async (t) => {
   const c = await setup(t);
   if (!c) return;
   const { lab, n1, agent } = c;
@@ -81,7 +80,7 @@ kernelTest('Pods created through the chain are captured; DEL leaves no map entry
   for (const p of [server, client]) {
     assert.match(p.ip4, /^10\.244\.1\.(1\d\d|2[0-4]\d|25[0-4])$/, 'IPv4 from host-local\'s range');
     assert.match(p.ip6, /^fd00:244:1::[12]\d\d$/, 'IPv6 from host-local\'s range');
-    assert.match(p.hostVeth, /^veth/, 'host veth named by the bridge plugin');
+    assert.match(p.hostVeth, /^veth/, 'host veth named by the CNI plugin (bridge or ptp)');
   }
   assert.deepEqual(allocated(n1), [client.ip4, client.ip6, server.ip4, server.ip6].sort());
 
@@ -98,12 +97,14 @@ kernelTest('Pods created through the chain are captured; DEL leaves no map entry
   assert.deepEqual(clientLog.map((l) => [l.dir, l.origDst]), [['outbound', `${server.ip4}:8080`], ['outbound', `[${server.ip6}]:8080`]]);
   assert.deepEqual(serverLog.map((l) => [l.dir, l.origDst]), [['inbound', `${server.ip4}:8080`], ['inbound', `[${server.ip6}]:8080`]]);
 
-  const tcx = (p: LabPod) => withNetns(n1.netnsPath, () => [...tcxPrograms(p.hostIfindex, 'ingress'), ...tcxPrograms(p.hostIfindex, 'egress')]);
-  // tc links are pinned per sandbox (container id), not per ifindex, which the kernel reuses.
-  const sandbox = new Map([client, server].map((p) => [p, p.cni!.containerId]));
-  const pins = (p: LabPod) => ['ingress', 'egress'].filter((d) => existsSync(`${agent.pinRoot}/links/tc/${sandbox.get(p)}/tcx-${d}`));
+  // Our tc programs on a pod's veth: tcx links (≥ 6.6) or, without tcx, legacy cls_bpf filters.
+  const tcx = (p: LabPod) => [...ourTc(n1, p.hostVeth, 'ingress'), ...ourTc(n1, p.hostVeth, 'egress')];
+  // tc attachments are pinned per sandbox (container id), not per ifindex, which the kernel reuses.
+  const { haveTcx } = await import('../../src/bpf/features.ts');
+  const want = (p: LabPod) => (haveTcx().available ? ['tcx-egress', 'tcx-ingress'] : [`cls-${p.hostIfindex}-egress`, `cls-${p.hostIfindex}-ingress`]);
+  const pins = (p: LabPod) => tcPins(agent.pinRoot, p.cni!.containerId);
   assert.equal(tcx(client).length, 2, 'tc programs on the client veth');
-  assert.deepEqual(pins(client), ['ingress', 'egress']);
+  assert.deepEqual(pins(client), want(client));
 
   const cni = client.cni!;
   await lab.removePodCni(client);
@@ -112,17 +113,18 @@ kernelTest('Pods created through the chain are captured; DEL leaves no map entry
   for (const m of ['pod_config', 'local_pods', 'port_rules', 'cidr_rules']) assert.equal(after.maps[m], before.maps[m], `${m} back to one pod`);
   assert.deepEqual(pins(client), [], 'the client\'s tc links are unpinned (destroyed, not left on a dead veth)');
   assert.equal(tcx(server).length, 2, 'the server keeps its programs');
-  assert.deepEqual(pins(server), ['ingress', 'egress']);
+  assert.deepEqual(pins(server), want(server));
   assert.deepEqual((await podIds(agent)).map((p) => p.podName), ['server']);
-  assert.equal(tryRun(['ip', '-n', n1.netns, 'link', 'show', 'dev', cni.result.interfaces![1].name]), false, 'host veth gone');
+  const hostVeth = cni.result.interfaces!.find((i) => !i.sandbox && i.name !== n1.bridge)!.name; // bridge lists the bridge first, ptp does not
+  assert.equal(tryRun(['ip', '-n', n1.netns, 'link', 'show', 'dev', hostVeth]), false, 'host veth gone');
   assert.ok(!labNetns(lab.prefix).includes(client.netns), 'netns gone');
   assert.ok(!existsSync(client.cgroupPath), 'cgroup gone');
   assert.deepEqual(allocated(n1), [server.ip4, server.ip6].sort(), 'host-local released the client\'s addresses');
   await lab.removePodCni(client); // idempotent
   assert.equal(await get(server, server.ip4), 'ok', 'the node still works');
-}, { timeout: 30_000, needs: ['tcx'] });
+}, { timeout: 30_000 });
 
-kernelTest('Fail-closed and fail-open', async (t) => {
+sidecarTest('Fail-closed and fail-open', async (t) => {
   const c = await setup(t, 'closed');
   if (!c) return;
   const { lab, n1, agent, logs } = c;
@@ -172,7 +174,7 @@ kernelTest('Fail-closed and fail-open', async (t) => {
   assert.deepEqual(allocated(n1), [web.ip4, web.ip6].sort());
 }, { timeout: 30_000 });
 
-kernelTest('A pod in an excluded namespace is created without contacting the agent', async (t) => {
+sidecarTest('A pod in an excluded namespace is created without contacting the agent', async (t) => {
   const c = await setup(t, 'closed');
   if (!c) return;
   const { lab, n1, agent, logs } = c;
@@ -187,7 +189,7 @@ kernelTest('A pod in an excluded namespace is created without contacting the age
   assert.deepEqual(allocated(n1), []);
 }, { timeout: 30_000 });
 
-kernelTest('The cluster DNS (--cluster-dns) becomes each pod\'s nameservers for DNS capture, and leaves with the pod', async (t) => {
+sidecarTest('The cluster DNS (--cluster-dns) becomes each pod\'s nameservers for DNS capture, and leaves with the pod', async (t) => {
   const c = await setup(t, 'closed', { profile: 'istio', args: ['--cluster-dns', '10.96.0.10', '--cluster-dns', 'fd00:96::a'] });
   if (!c) return;
   const { lab, n1, agent } = c;

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { kernelTest } from '../helpers/kernel.ts';
+import { kernelTest, ambientTest, sidecarTest } from '../helpers/kernel.ts';
 import type { DemoResult } from '../../src/demo/demo.ts';
 import type { AmbientDemoResult } from '../../src/demo/ambient.ts';
 
@@ -23,7 +23,7 @@ function demo(args: string[]): Promise<{ code: number | null; result: DemoResult
 }
 
 for (const mode of ['ebpf', 'iptables'] as const) {
-  kernelTest(`meshwarp demo --engine ${mode}: every request answered by v1 or v2, captured by the sidecar`, async () => {
+  (mode === 'ebpf' ? sidecarTest : kernelTest)(`meshwarp demo --engine ${mode}: every request answered by v1 or v2, captured by the sidecar`, async () => {
     const { code, result, stderr } = await demo(['--engine', mode, '--requests', '4']);
     assert.equal(code, 0, stderr);
     assert.equal(result.ok, true);
@@ -43,7 +43,7 @@ for (const mode of ['ebpf', 'iptables'] as const) {
   }, { timeout: 120_000 });
 }
 
-kernelTest('the demo trace shows what the datapath did for one request', async () => {
+sidecarTest('the demo trace shows what the datapath did for one request', async () => {
   const { code, result } = await demo(['--mode', 'ebpf', '--requests', '1']);
   assert.equal(code, 0);
   const t = result.trace;
@@ -69,7 +69,7 @@ kernelTest('the demo trace shows what the datapath did for one request', async (
     'the server sidecar read the original port 8080');
 }, { timeout: 120_000 });
 
-kernelTest('meshwarp demo --profile osm (no DNS proxy in the mesh): the cluster DNS answers the name, nothing captured', async () => {
+sidecarTest('meshwarp demo --profile osm (no DNS proxy in the mesh): the cluster DNS answers the name, nothing captured', async () => {
   const { code, result, stderr } = await demo(['--profile', 'osm', '--requests', '1']);
   assert.equal(code, 0, stderr);
   assert.equal(result.ok, true);
@@ -78,7 +78,7 @@ kernelTest('meshwarp demo --profile osm (no DNS proxy in the mesh): the cluster 
   assert.ok(!result.trace.some((e) => e.reason.startsWith('dns_')), JSON.stringify(result.trace, null, 1));
 }, { timeout: 120_000 });
 
-kernelTest('meshwarp demo --dataplane ambient: same node and cross node through the node proxies, trace, veth programs, ambient config', async () => {
+ambientTest('meshwarp demo --dataplane ambient: same node and cross node through the node proxies, trace, veth programs, ambient config', async () => {
   const { code, result, stderr } = await demo(['--dataplane', 'ambient', '--requests', '4']);
   const r = result as unknown as AmbientDemoResult;
   assert.equal(code, 0, stderr);

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,7 +78,7 @@ kernelTest('doctor --json on this machine: every check ok, cgroup2 from mountinf
     assert.deepEqual(Object.keys(f), ['id', 'name', 'status', 'required', 'requires', 'advice']);
     if (f.required) assert.notEqual(f.status, 'unavailable', `${f.id}: ${f.advice}`);
   }
-}, { timeout: TEST_TIMEOUT_MS });
+}, { timeout: TEST_TIMEOUT_MS, needs: ['datapath.sidecar'] });
 
 kernelTest('doctor (human output): grouped checks, feature table, ready verdict, exit 0', () => {
   const r = doctor([]);
@@ -88,6 +88,50 @@ kernelTest('doctor (human output): grouped checks, feature table, ready verdict,
   assert.match(r.out, /^  ✓ S1 \* sidecar outbound capture +ready$/m);
   assert.match(r.out, /^verdict: ready — all 7 required features can run here/m);
   assert.doesNotMatch(r.out, /✗/);
+}, { timeout: TEST_TIMEOUT_MS, needs: ['datapath.sidecar'] });
+
+// The other side of the gate above: on a kernel below the sidecar datapath's minimum (5.10:
+// bpf_get_netns_cookie in sock_ops, cgroup_sockopt and sk_msg needs 5.15) doctor and the
+// agent both say which probes are missing, instead of a verifier log (docs/kernels.md).
+kernelTest('below the sidecar datapath minimum: doctor names every missing probe, the agent refuses to start with them', async (t) => {
+  const { DATAPATH_FEATURES, have } = await import('../../src/bpf/features.ts');
+  if (have('datapath.sidecar').available) { t.skip('this kernel loads the sidecar datapath: nothing to refuse'); return; }
+  const missing = ['helper.sock_ops.get_netns_cookie', 'helper.cgroup_sockopt.get_netns_cookie', 'helper.sk_msg.get_netns_cookie']
+    .filter((id) => !have(id as never).available);
+  assert.ok(missing.length > 0, 'datapath.sidecar is missing: some probe says why');
+  const r = doctor(['--json']);
+  assert.equal(r.code, 1, r.err);
+  const j = JSON.parse(r.out);
+  assert.equal(j.ready, false);
+  const dp = j.checks.find((c: { id: string }) => c.id === 'datapath.sidecar');
+  assert.equal(dp.ok, false);
+  for (const id of missing) {
+    assert.match(dp.detail, new RegExp(id.replaceAll('.', '\\.')), `datapath.sidecar names ${id}: ${dp.detail}`);
+    assert.equal(j.checks.find((c: { id: string }) => c.id === id).ok, false, id);
+  }
+  assert.match(dp.detail, /needs ≥ 5\.15/);
+  for (const id of ['S1', 'S2', 'S3', 'C3']) {
+    const f = j.features.find((x: { id: string }) => x.id === id);
+    assert.equal(f.status, 'unavailable', id);
+    assert.ok(f.requires.includes('datapath.sidecar'), `${id} requires datapath.sidecar`);
+    for (const m of missing) assert.ok(f.advice.includes(m), `${id}'s advice names ${m}: ${f.advice}`);
+  }
+  assert.ok(DATAPATH_FEATURES.some((f) => f.id === 'datapath.sidecar'));
+  // The agent (sidecar dataplane, eBPF engine) exits at once with the same reason, pinning nothing.
+  const dir = mkdtempSync(join(tmpdir(), 'mw-dr-'));
+  const pins = `/sys/fs/bpf/${dir.split('/').pop()}`;
+  try {
+    const a = spawnSync(meshwarp, ['agent', '--pin-root', pins, '--socket', join(dir, 'agent.sock'), '--state-dir', join(dir, 'state'), '--metrics', ''],
+      { encoding: 'utf8', timeout: DOCTOR_TIMEOUT_MS });
+    assert.equal(a.status, 1, a.stderr);
+    assert.match(a.stderr, /sidecar eBPF datapath .*cannot load on this kernel \(needs ≥ 5\.15\): missing /);
+    for (const id of missing) assert.ok(a.stderr.includes(id), `agent names ${id}: ${a.stderr}`);
+    assert.match(a.stderr, /--engine iptables/);
+    assert.ok(!existsSync(pins), 'nothing pinned');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(pins, { recursive: true, force: true });
+  }
 }, { timeout: TEST_TIMEOUT_MS });
 
 kernelTest('helper probes see "cannot use helper" that libbpf 1.1 misses', async () => {
@@ -116,7 +160,10 @@ kernelTest('without privileges: not probed, S1 unavailable with "run as root", e
   assert.match(s1.advice, /run as root/);
 }, { timeout: TEST_TIMEOUT_MS });
 
-kernelTest('bpffs missing (private mount namespace): exit 1 and advice; --fix mounts it', () => {
+kernelTest('bpffs missing (private mount namespace): exit 1 and advice; --fix mounts it', async () => {
+  // On a kernel below the sidecar minimum doctor stays not ready after the fix, for that reason alone.
+  const { have } = await import('../../src/bpf/features.ts');
+  const sidecar = have('datapath.sidecar').available;
   // umount happens in a private mount namespace: the host's /sys/fs/bpf is never touched.
   const inNs = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'umount /sys/fs/bpf && exec "$@"', 'sh'];
   const r = doctor(['--json'], inNs);
@@ -125,10 +172,11 @@ kernelTest('bpffs missing (private mount namespace): exit 1 and advice; --fix mo
   assert.equal(j.host.bpffs.mounted, false);
   const r1 = j.features.find((f: { id: string }) => f.id === 'R1');
   assert.equal(r1.status, 'unavailable');
-  assert.equal(r1.advice, 'mount bpffs: meshwarp doctor --fix');
+  if (sidecar) assert.equal(r1.advice, 'mount bpffs: meshwarp doctor --fix');
+  else assert.match(r1.advice, /^mount bpffs: meshwarp doctor --fix; .*datapath\.sidecar/);
 
   const fixed = doctor(['--json', '--fix'], inNs);
-  assert.equal(fixed.code, 0, fixed.err);
+  assert.equal(fixed.code, sidecar ? 0 : 1, fixed.err);
   const k = JSON.parse(fixed.out);
   assert.deepEqual(k.host.bpffs, { path: '/sys/fs/bpf', mounted: true, mountedByFix: true });
   assert.ok(onBpffs('/sys/fs/bpf'), 'host bpffs still mounted');

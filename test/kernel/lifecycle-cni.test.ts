@@ -22,7 +22,7 @@ import {
   CniChainError, TC_MODES, agentHttp, agentPods, agentStatus, cli, cniEnv, cniLab, inNode, logsAt, ourTc, outcomeText,
   podMaps, tcPins, type CniLab,
 } from '../helpers/cni-runtime.ts';
-import { kernelTest } from '../helpers/kernel.ts';
+import { sidecarTest } from '../helpers/kernel.ts';
 
 /** The agent's default profile (osm): sidecar on 15001/15003 as uid 1500. */
 const POLICY = resolvePodPolicy('osm', {});
@@ -75,7 +75,7 @@ function foreignFilters(t: TestContext, n: LabNode, p: LabPod, priority = 100): 
 
 for (const tc of TC_MODES) {
   for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
-    kernelTest(`restart (${sig}) with --tc ${tc}: pods stay meshed, one filter per hook, uninstall removes ours and only ours`, async (t) => {
+    sidecarTest(`restart (${sig}) with --tc ${tc}: pods stay meshed, one filter per hook, uninstall removes ours and only ours`, async (t) => {
       const c = await cniLab(t, { tag: 'lr', nodes: 2, tc });
       if (!c) return;
       const { lab, n1, n2, agent, agentLog } = c;
@@ -137,7 +137,7 @@ for (const tc of TC_MODES) {
 // 2. Two sandboxes of the same pod (default/web): a runtime re-creating a pod's sandbox.
 
 for (const tc of TC_MODES) {
-  kernelTest(`two sandboxes of default/web (--tc ${tc}): both meshed, DEL of the old keeps the new, CHECK looks at the datapath`, async (t) => {
+  sidecarTest(`two sandboxes of default/web (--tc ${tc}): both meshed, DEL of the old keeps the new, CHECK looks at the datapath`, async (t) => {
     const c = await cniLab(t, { tag: 'ls', tc });
     if (!c) return;
     const { lab, n1, agent, rt } = c;
@@ -207,7 +207,7 @@ for (const tc of TC_MODES) {
 // 3. A DEL lost while the agent was down.
 
 for (const tc of TC_MODES) {
-  kernelTest(`a DEL lost while the agent was down (--tc ${tc}): restart + GC remove the pod's entries; its IP reused by an unmeshed pod is reachable`, async (t) => {
+  sidecarTest(`a DEL lost while the agent was down (--tc ${tc}): restart + GC remove the pod's entries; its IP reused by an unmeshed pod is reachable`, async (t) => {
     const c = await cniLab(t, { tag: 'ld', tc });
     if (!c) return;
     const { lab, n1, agent, rt } = c;
@@ -267,7 +267,7 @@ function repeatAdd(c: CniLab, p: LabPod) {
 }
 
 for (const tc of TC_MODES) {
-  kernelTest(`duplicate ADD of a live pod (--tc ${tc}): success, still meshed, tc programs still attached`, async (t) => {
+  sidecarTest(`duplicate ADD of a live pod (--tc ${tc}): success, still meshed, tc programs still attached`, async (t) => {
     const c = await cniLab(t, { tag: 'la', tc });
     if (!c) return;
     const { lab, n1, agent } = c;
@@ -298,7 +298,7 @@ for (const tc of TC_MODES) {
     });
   }, { timeout: 120_000, needs: tc === 'tcx' ? ['tcx'] : [] });
 
-  kernelTest(`an ADD of a new pod claiming a live pod's IP (--tc ${tc}) is refused with a named conflict; DEL of it does not unmesh the live pod`, async (t) => {
+  sidecarTest(`an ADD of a new pod claiming a live pod's IP (--tc ${tc}) is refused with a named conflict; DEL of it does not unmesh the live pod`, async (t) => {
     const c = await cniLab(t, { tag: 'lc', tc });
     if (!c) return;
     const { lab, n1, agent, rt } = c;

@@ -20,7 +20,7 @@ import { runSockmapGate } from '../../src/datapath/sidecar/sockgate.ts';
 import { BpfObject, Link, MapProgAttachment, codec } from '../../src/bpf/index.ts';
 import { Lab, LabAgent, uniquePrefix, waitForLine, type Sandbox } from '../../src/lab/index.ts';
 import { eventually, waitUntil } from '../helpers/poll.ts';
-import { kernelTest } from '../helpers/kernel.ts';
+import { kernelTest, sidecarTest } from '../helpers/kernel.ts';
 import { body } from './fixtures/edge.ts';
 
 const fixture = (f: string) => [process.execPath, '--disable-warning=ExperimentalWarning', fileURLToPath(new URL(`./fixtures/${f}`, import.meta.url))];
@@ -392,7 +392,7 @@ ${{ none: '', auto: '  option splice-auto\n', always: '  option splice-request\n
   }
 });
 
-kernelTest('agent SIGKILL mid-stream with S4 forced: 0 lost or reordered bytes; the restarted agent enrols again', async (t) => {
+sidecarTest('agent SIGKILL mid-stream with S4 forced: 0 lost or reordered bytes; the restarted agent enrols again', async (t) => {
   const lab = await Lab.create({ prefix: uniquePrefix('sak') });
   t.after(() => lab.destroy());
   const n1 = lab.addNode('node1');

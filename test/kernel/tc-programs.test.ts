@@ -17,7 +17,7 @@ import { NAT_F, STATS, sidecarObject, type NatEntry, type NatKey, type StatName 
 import { decodeTrace, type TraceRecord } from '../../src/datapath/sidecar/trace.ts';
 import { resolvePodPolicy, type PodPolicy } from '../../src/profiles/index.ts';
 import { BPFFS_DEFAULT } from '../../src/sys/bpffs.ts';
-import { kernelTest, testPrefix } from '../helpers/kernel.ts';
+import { testPrefix, sidecarTest } from '../helpers/kernel.ts';
 
 const TC_ACT_UNSPEC = -1; // == TCX_NEXT: the programs never drop or redirect
 const COOKIE = 0x6d77_7463_7465_7374n; // a made-up netns cookie of the meshed pod
@@ -270,7 +270,7 @@ function runCase(c: Case, l: Loaded): void {
   }
 }
 
-kernelTest('sidecar tc programs: (frame, maps) -> (verdict, frame, counters)', async (t) => {
+sidecarTest('sidecar tc programs: (frame, maps) -> (verdict, frame, counters)', async (t) => {
   const pinRoot = join(BPFFS_DEFAULT, testPrefix('mtc'));
   let main: Loaded | undefined;
   let full: Loaded | undefined;
@@ -285,7 +285,7 @@ kernelTest('sidecar tc programs: (frame, maps) -> (verdict, frame, counters)', a
   }
 });
 
-kernelTest('the kernel keeps every sidecar program name whole and distinct', () => {
+sidecarTest('the kernel keeps every sidecar program name whole and distinct', () => {
   // mw_flags is defined in one unit and extern in the others: the linked
   // object must still carry it in .rodata for the loader to set.
   const obj = BpfObject.load(sidecarObject, { config: { mw_flags: 0 } });

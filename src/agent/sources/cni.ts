@@ -6,7 +6,7 @@
 // the CNI code that names it, never a 500 (which the plugin would report as
 // "agent unavailable", making the runtime retry forever).
 import { isIP } from 'node:net';
-import { hostVethOf, linkByName } from '../../sys/links.ts';
+import { hostVethOf, linkByName, linkKind } from '../../sys/links.ts';
 import { netnsIdentity, ownNetnsIdentity } from '../../sys/netns.ts';
 import { parseDataplane, type Dataplane } from '../../datapath/driver.ts';
 import type { HostVeth, PodIntent } from '../../datapath/pod.ts';
@@ -34,6 +34,13 @@ export function intentFromAdd(req: AddRequest, defaults: CniDefaults): PodIntent
     if (asked) dataplane = parseDataplane(asked);
   } catch (e) {
     throw new ApiError(400, (e as Error).message, AGENT_CNI_CODE.invalidConfig);
+  }
+  // Ambient captures on the pod's host-side veth (tc); an ipvlan/macvlan pod has none. The
+  // sidecar dataplane captures by cgroup and meshes such a pod (without the tc inbound DNAT).
+  if (dataplane === 'ambient' && !hostVeth) {
+    const kind = linkKind(req.ifName, req.netns) ?? 'a device';
+    throw new ApiError(400, `ambient dataplane: the pod's interface ${req.ifName} is ${kind === 'a device' ? kind : `a ${kind}`}, not a veth — `
+      + 'ambient redirects on the host-side peer of a veth, which this pod has none of; use the sidecar dataplane for it (docs/kernels.md)', AGENT_CNI_CODE.invalidConfig);
   }
   return {
     key: { sandboxId: req.containerId, uid: req.podUid ?? '', namespace: req.podNamespace, name: req.podName },

@@ -13,6 +13,7 @@
 // BPF sk_lookup in the proxy's netns, names the listener.)
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { BpfError, BpfObject, Link } from '../../bpf/index.ts';
+import { requireDatapath } from '../../bpf/features.ts';
 import { netnsCookie } from '../../sys/netns.ts';
 import { limitations as deriveLimitations, type DatapathDriver, type DriverFeatures, type Limitation, type SidecarPlan } from '../driver.ts';
 import { podName, type PodTarget } from '../pod.ts';
@@ -106,6 +107,7 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
 
   async start(): Promise<void> {
     if (this.#obj) return;
+    requireDatapath('ambient'); // a kernel that cannot load bpf/ambient: refuse with the missing probes (docs/kernels.md)
     const firstRun = !existsSync(this.opts.pinRoot);
     const maxEntries: Record<string, number> = {};
     if (this.opts.maxPods !== undefined) {

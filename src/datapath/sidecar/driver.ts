@@ -12,6 +12,7 @@
 // sidecar's SO_ORIGINAL_DST.
 import { existsSync, rmSync } from 'node:fs';
 import { BpfObject, Link, MapProgAttachment, BpfError, type Program } from '../../bpf/index.ts';
+import { requireDatapath } from '../../bpf/features.ts';
 import { ERRNO } from '../../bpf/uapi.ts';
 import { run } from '../../sys/exec.ts';
 import { decodeTrace, formatAddr } from './trace.ts';
@@ -126,6 +127,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
    */
   async start(): Promise<void> {
     if (this.#obj) return;
+    requireDatapath('sidecar'); // Linux < 5.15: refuse with the missing probes, not a verifier log (docs/kernels.md)
     // A first start that fails must not leave pinned maps behind (nothing would own them).
     const firstRun = !existsSync(this.opts.pinRoot);
     const obj = BpfObject.load(this.opts.objectPath ?? sidecarObject, { pinRoot: this.opts.pinRoot });
