@@ -17,6 +17,12 @@
 
 #define MW_PACKET_HOST 0
 
+/* The TIME_WAIT hand-off needs a sockmap update from tc, which newer
+ * kernels (7.x) refuse at load; the agent then loads with this 0 and the
+ * verifier never sees that code (such a SYN is delivered as before: the
+ * client retries it). structs.ts loadAmbientObject decides. */
+const volatile __u32 mw_tw_handoff = 1;
+
 static __always_inline int mw_am_local(struct __sk_buff *skb, const struct am_node *node)
 {
 	skb->mark = (skb->mark & ~node->mark_mask) | node->mark_local;
@@ -92,7 +98,7 @@ int mwam_proxy_in(struct __sk_buff *skb)
 	/* Established (or handshaking, or time-wait) first: the stack finds
 	 * that socket itself once the packet is delivered locally. */
 	kind = mw_am_lookup(skb, &t, len, BPF_F_CURRENT_NETNS);
-	tw = kind == MW_AM_SK_TIME_WAIT && mw_am_is_syn(&p);
+	tw = mw_tw_handoff && kind == MW_AM_SK_TIME_WAIT && mw_am_is_syn(&p);
 	if (kind == MW_AM_SK_FLOW || (kind == MW_AM_SK_TIME_WAIT && !tw)) {
 		mw_count(MW_STAT_AM_DELIVERED);
 		return mw_am_local(skb, node);

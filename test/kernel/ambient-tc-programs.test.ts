@@ -7,10 +7,10 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { BpfObject, testRun } from '../../src/bpf/index.ts';
+import { testRun } from '../../src/bpf/index.ts';
 import { TCP_FLAG, buildFrame } from '../../src/bpf/testing/packets.ts';
 import { AMBIENT_PROG, openAmbientMaps, type AmbientMaps } from '../../src/datapath/ambient/object.ts';
-import { AM_FAIL, AM_PROXY_F, EMPTY_PROXY, ambientObject } from '../../src/datapath/ambient/structs.ts';
+import { AM_FAIL, AM_PROXY_F, EMPTY_PROXY, loadAmbientObject } from '../../src/datapath/ambient/structs.ts';
 import { toIpAddr } from '../../src/datapath/sidecar/entries.ts';
 import { STATS, type StatName } from '../../src/datapath/sidecar/structs.ts';
 import { ambientTest } from '../helpers/kernel.ts';
@@ -131,7 +131,7 @@ async function timeWaitTuple(host: string): Promise<{ sport: number; dport: numb
 }
 
 ambientTest('ambient tc programs: (frame, maps, context) -> (verdict, counters), ns per packet per branch', async (t) => {
-  const obj = BpfObject.load(ambientObject);
+  const { obj, twHandoff } = loadAmbientObject();
   const m = openAmbientMaps(obj);
   const flow4 = await loopbackFlow('127.0.0.1');
   const tw4 = await timeWaitTuple('127.0.0.1');
@@ -219,7 +219,8 @@ ambientTest('ambient tc programs: (frame, maps, context) -> (verdict, counters),
       frame: () => out('v4', DATA, { ...lo, sport: flow4.sport, dport: flow4.dport }) },
     // A SYN on a proxy socket in TIME_WAIT: not assigned (the kernel would refuse the request
     // socket beside it) but delivered locally, the listener left for mwam_tw_lookup.
-    { name: 'proxy: captured SYN on a TIME_WAIT socket -> local, listener handed off', prog: 'proxyIn', rc: OK, counts: { am_tw_handoff: 1 },
+    // Where the kernel refuses the hand-off (a sockmap update from tc, 7.x), it is delivered as before.
+    { name: 'proxy: captured SYN on a TIME_WAIT socket -> local, listener handed off', prog: 'proxyIn', rc: OK, counts: twHandoff ? { am_tw_handoff: 1 } : { am_delivered: 1 },
       ctx: ctx({ mark: MARK_OUT }), frame: () => out('v4', SYN, { ...lo, sport: tw4.sport, dport: tw4.dport }),
       setup: (s) => baseState(s, { outPort: lport }) },
     // A test run is not at tc ingress, where bpf_sk_assign works: the listener is found, the assign refused.
@@ -258,7 +259,7 @@ ambientTest('ambient tc programs: (frame, maps, context) -> (verdict, counters),
 }, { needs: ['test_run.sched_cls.ingress_ifindex'] });
 
 ambientTest('the kernel keeps every ambient program name whole and distinct', () => {
-  const obj = BpfObject.load(ambientObject);
+  const { obj } = loadAmbientObject();
   try {
     const names = Object.values(AMBIENT_PROG);
     for (const n of names) assert.ok(n.length <= 15 && n.startsWith('mwam_'), n);

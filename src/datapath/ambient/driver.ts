@@ -25,7 +25,7 @@ import { decodeTrace } from '../sidecar/trace.ts';
 import { toIpAddr } from '../sidecar/entries.ts';
 import { STATS, type IpAddr, type StatName } from '../sidecar/structs.ts';
 import { AMBIENT_MAP, AMBIENT_PROG, AMBIENT_TC_PROG, openAmbientMaps, type AmbientMaps } from './object.ts';
-import { AM_FAIL, AM_PROXY_F, EMPTY_PROXY, MAX_PROXIES, ambientObject, type AmProxy, type FailPolicy } from './structs.ts';
+import { AM_FAIL, AM_PROXY_F, EMPTY_PROXY, MAX_PROXIES, ambientObject, loadAmbientObject, type AmProxy, type FailPolicy } from './structs.ts';
 import { installProxyRouting, removeProxyRouting, resolveProxyLink, type NodeProxy, type ProxyLink } from './proxy.ts';
 
 export interface AmbientEbpfOptions {
@@ -80,6 +80,8 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
   };
   #obj: BpfObject | undefined;
   #maps: AmbientMaps | undefined;
+  /** False where the kernel refuses the TIME_WAIT hand-off (loadAmbientObject). */
+  twHandoff = true;
   readonly #tc: TcAttacher;
   readonly #proxyTc: TcAttacher;
   readonly #pods = new Map<string, Enrolled>();
@@ -115,7 +117,8 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
       maxEntries[AMBIENT_MAP.pods] = this.opts.maxPods * 4;
       maxEntries[AMBIENT_MAP.ifaces] = this.opts.maxPods * 2;
     }
-    const obj = BpfObject.load(this.opts.objectPath ?? ambientObject, { pinRoot: this.opts.pinRoot, maxEntries });
+    const { obj, twHandoff } = loadAmbientObject(this.opts.objectPath ?? ambientObject, { pinRoot: this.opts.pinRoot, maxEntries });
+    this.twHandoff = twHandoff;
     try {
       this.#maps = openAmbientMaps(obj);
       this.#obj = obj;

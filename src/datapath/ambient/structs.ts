@@ -3,11 +3,27 @@
 // ambient.bpf.o by test/unit/btf-layout.test.ts). The shared types (ip_addr,
 // trace_event, enum mw_stat) come from the sidecar mirrors of meshwarp.h.
 import { fileURLToPath } from 'node:url';
+import { BpfError } from '../../bpf/libbpf.ts';
+import { BpfObject, type OpenOptions } from '../../bpf/object.ts';
 import { struct, bytes, pad, u8, u32, u64, be16, type Codec } from '../../bpf/codec.ts';
 import { listMirror, namesMirror, type EnumMirror } from '../../bpf/layout.ts';
 import { STATS, TRACE_PROGRAMS, TRACE_VERDICTS, dnsServerKey, ipAddr, traceConfig, traceEvent, type IpAddr } from '../sidecar/structs.ts';
 
 export const ambientObject = fileURLToPath(new URL('../../../build/bpf/ambient.bpf.o', import.meta.url));
+
+/**
+ * Loads the ambient object. Kernels that refuse a sockmap update from tc (7.x) refuse
+ * mwam_proxy_in with its TIME_WAIT hand-off: it is then loaded with the hand-off off
+ * (`twHandoff: false`; a SYN meeting the proxy's TIME_WAIT socket waits for the client's retry).
+ */
+export function loadAmbientObject(path: string = ambientObject, opts: OpenOptions = {}): { obj: BpfObject; twHandoff: boolean } {
+  try {
+    return { obj: BpfObject.load(path, opts), twHandoff: true };
+  } catch (e) {
+    if (!(e instanceof BpfError) || !/cannot update sockmap in this context/.test(e.libbpfLog ?? '')) throw e;
+    return { obj: BpfObject.load(path, { ...opts, config: { ...opts.config, mw_tw_handoff: 0 } }), twHandoff: false };
+  }
+}
 
 /** enum mw_am_limit. */
 export const MAX_PROXIES = 4;
