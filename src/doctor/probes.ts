@@ -7,6 +7,7 @@ import { existsSync, readFileSync, readdirSync, statSync, statfsSync } from 'nod
 import { machine, release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadAmbientObject } from '../datapath/ambient/structs.ts';
 import { BpfObject, CAP, CGROUP2_SUPER_MAGIC, FEATURES, have, parseKernelVersion } from '../bpf/index.ts';
 import { DATAPATH_FEATURES } from '../bpf/features.ts';
 import { cgroup2Mount } from '../sys/cgroup.ts';
@@ -204,8 +205,10 @@ function loadObject(root: string, name: string): { ok: boolean; detail: string }
   const built = statSync(obj).mtimeMs;
   const stale = sourcesOf(root, name).some((src) => statSync(src).mtimeMs > built) ? '; older than its source (make bpf)' : '';
   try {
-    const o = BpfObject.load(obj);
-    const detail = `loads (${o.programNames().length} programs, ${o.mapNames().filter((n) => !n.includes('.')).length} maps)${stale}`;
+    // The ambient object loads as the driver loads it (without the TIME_WAIT hand-off where the kernel refuses it).
+    const { obj: o, twHandoff } = name === 'ambient' ? loadAmbientObject(obj) : { obj: BpfObject.load(obj), twHandoff: true };
+    const degraded = twHandoff ? '' : '; without the TIME_WAIT hand-off (this kernel refuses a sockmap update from tc)';
+    const detail = `loads (${o.programNames().length} programs, ${o.mapNames().filter((n) => !n.includes('.')).length} maps)${degraded}${stale}`;
     o.close();
     return { ok: true, detail };
   } catch (e) {
