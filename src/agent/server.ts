@@ -2,6 +2,7 @@
 // HTTP over a root-only unix socket (for the CNI plugin and the CLI), and the
 // Prometheus endpoint on TCP.
 import http from 'node:http';
+import type { Socket } from 'node:net';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { firstIps } from '../datapath/pod.ts';
@@ -66,6 +67,16 @@ export function podView(r: PodRecord): Record<string, unknown> {
   };
 }
 
+const UNINSTALL_LINGER_MS = 2000;
+
+function clientGone(sock: Socket, capMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (sock.destroyed) return resolve();
+    const t = setTimeout(resolve, capMs);
+    sock.once('close', () => { clearTimeout(t); resolve(); });
+  });
+}
+
 export function apiHandler(agent: Agent, onUninstall: () => void, socket = ''): http.RequestListener {
   return (req, res) => {
     const send = (status: number, body: unknown) => {
@@ -94,7 +105,10 @@ export function apiHandler(agent: Agent, onUninstall: () => void, socket = ''): 
         case 'POST /v1/uninstall':
           await agent.uninstall();
           send(200, {});
-          return onUninstall();
+          // The agent exits next; in a container that kills every process in it, the
+          // `meshwarp uninstall` that asked among them. Let the client read the answer and
+          // hang up first (bounded: a client that keeps the connection does not hold us).
+          return void clientGone(req.socket, UNINSTALL_LINGER_MS).then(onUninstall);
         default: throw new ApiError(404, `no route ${route}`);
       }
     })().catch((e: unknown) => {

@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { agentRequest } from '../../src/agent/client.ts';
@@ -47,6 +47,20 @@ function grantable(): { caps: string[]; missing: string[] } {
   return { caps: CHART_CAPS.filter(ok), missing: CHART_CAPS.filter((c) => !ok(c)) };
 }
 
+/** Removes `rel` (and what is below it) from every mounted cgroup hierarchy, v1 and v2. */
+function removeCgroupEverywhere(rel: string): void {
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' '))
+    .filter((f) => f.length > 4 && / - cgroup2? /.test(f.join(' '))).map((f) => f[4]);
+  for (const m of mounts) {
+    const top = join(m, rel);
+    if (!existsSync(top)) continue;
+    const dirs: string[] = [];
+    const walk = (d: string) => { dirs.push(d); for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name)); };
+    walk(top);
+    for (const d of dirs.reverse()) rmdirSync(d);
+  }
+}
+
 kernelTest('the image runs as the chart\'s DaemonSet: cni installs the plugin, the agent meshes a CNI-made lab pod, meshwarp status in the container reports it', async (t) => {
   const tools = ['podman', 'skopeo', 'runc'].filter((c) => spawnSync('sh', ['-c', `command -v ${c}`]).status !== 0);
   const missing = [...tools, ...(existsSync(join(LAYOUT, 'index.json')) ? [] : ['build/image/oci (make image)']),
@@ -59,7 +73,11 @@ kernelTest('the image runs as the chart\'s DaemonSet: cni installs the plugin, t
   const prefix = uniquePrefix('im');
   const image = `localhost/meshwarp-image-test:${prefix}`;
   const names = { cni: `${prefix}-cni`, agent: `${prefix}-agent` };
+  // podman's cgroupfs manager makes /libpod_parent in every hierarchy and never removes it:
+  // give the containers a parent of this run's own, removed below.
+  const cgroupParent = `/${prefix}-podman`;
   const podman = (args: string[], input?: string) => sh('podman', ['--runtime', 'runc', ...args], input);
+  const runArgs = (args: string[]) => ['run', '--cgroup-parent', cgroupParent, ...args];
   const rlimits = ['--ulimit', `nofile=${limit('Max open files')}:${limit('Max open files')}`, '--ulimit', 'nproc=10000:10000'];
 
   const lab = await Lab.create({ prefix });
@@ -67,6 +85,7 @@ kernelTest('the image runs as the chart\'s DaemonSet: cni installs the plugin, t
     spawnSync('podman', ['rm', '-f', '-t', '0', names.agent, names.cni], { stdio: 'ignore' });
     await lab.destroy();
     spawnSync('podman', ['rmi', '-f', image], { stdio: 'ignore' });
+    removeCgroupEverywhere(cgroupParent);
   });
 
   // The reference make image tags is the chart's default one.
@@ -77,7 +96,7 @@ kernelTest('the image runs as the chart\'s DaemonSet: cni installs the plugin, t
   sh('skopeo', ['copy', '-q', `oci:${LAYOUT}:${VERSION}`, `containers-storage:${image}`]);
 
   // No shell in the default image.
-  const noSh = spawnSync('podman', ['--runtime', 'runc', 'run', '--rm', '--network', 'none', ...rlimits, '--entrypoint', '/bin/sh', image, '-c', 'true'], { encoding: 'utf8' });
+  const noSh = spawnSync('podman', ['--runtime', 'runc', ...runArgs(['--rm', '--network', 'none', ...rlimits, '--entrypoint', '/bin/sh', image, '-c', 'true'])], { encoding: 'utf8' });
   assert.notEqual(noSh.status, 0, 'no /bin/sh');
 
   const n1 = lab.addNode('node1');
@@ -90,10 +109,10 @@ kernelTest('the image runs as the chart\'s DaemonSet: cni installs the plugin, t
   const cni = n1.cni!;
 
   // cni container (the chart's: DAC_OVERRIDE only, CNI dirs under /host, state dir), `install` for `watch`.
-  podman(['run', '--rm', '--name', names.cni, '--network', 'none', ...rlimits, '--cap-drop', 'all', '--cap-add', 'DAC_OVERRIDE',
+  podman(runArgs(['--rm', '--name', names.cni, '--network', 'none', ...rlimits, '--cap-drop', 'all', '--cap-add', 'DAC_OVERRIDE',
     '-v', `${cni.binDir}:/host/opt/cni/bin`, '-v', `${cni.confDir}:/host/etc/cni/net.d`, '-v', `${state}:/var/lib/meshwarp`,
     image, 'cni', 'install', '--cni-bin-dir=/host/opt/cni/bin', '--cni-conf-dir=/host/etc/cni/net.d', '--failure-policy=closed',
-    '--exclude-namespaces=kube-system', '--full-plugin=sea', `--socket=${socket}`]);
+    '--exclude-namespaces=kube-system', '--full-plugin=sea', `--socket=${socket}`]));
   const sums = readFileSync(join(ROOT, 'build/cni/linux-amd64/SHA256SUMS'), 'utf8');
   for (const f of ['meshwarp-cni', 'meshwarp-cni-node']) {
     const sha = createHash('sha256').update(readFileSync(join(cni.binDir, f))).digest('hex');
@@ -104,7 +123,7 @@ kernelTest('the image runs as the chart\'s DaemonSet: cni installs the plugin, t
   // without seccompProfile, the chart's mounts (the run dir at the same path inside and out).
   const { caps, missing: notHere } = grantable();
   if (notHere.length) t.diagnostic(`capabilities this machine cannot grant (not in its bounding set): ${notHere.join(', ')}`);
-  podman(['run', '-d', '--name', names.agent, '--network', `ns:${n1.netnsPath}`, ...rlimits,
+  podman(runArgs(['-d', '--name', names.agent, '--network', `ns:${n1.netnsPath}`, ...rlimits,
     '--cap-drop', 'all', ...caps.flatMap((c) => ['--cap-add', c]), '--security-opt', 'seccomp=unconfined',
     '-v', '/sys/fs/bpf:/sys/fs/bpf:rslave', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:ro', '-v', '/proc:/host/proc:ro',
     '-v', '/run/netns:/host/var/run/netns:rslave', '-v', '/run/netns:/var/run/netns:rslave',
@@ -112,7 +131,7 @@ kernelTest('the image runs as the chart\'s DaemonSet: cni installs the plugin, t
     '-v', `${run}:${run}`, '-v', `${state}:/var/lib/meshwarp`,
     image, 'agent', '--engine', 'ebpf', '--profile', 'osm', '--cgroup', n1.cgroupPath, '--pin-root', `${labPinRoot(prefix)}/node1`,
     '--socket', socket, '--state-dir', '/var/lib/meshwarp', '--node-ip', n1.ip4, '--node-ip', n1.ip6, '--metrics', '127.0.0.1:9464',
-    '--cni-conf-dir=/host/etc/cni/net.d', '--host-proc=/host/proc', '--netns-dir=/host/var/run/netns']);
+    '--cni-conf-dir=/host/etc/cni/net.d', '--host-proc=/host/proc', '--netns-dir=/host/var/run/netns']));
   const logs = () => spawnSync('podman', ['logs', names.agent], { encoding: 'utf8' });
   try {
     await waitUntil('the agent in the container serving its socket', async () => {
