@@ -89,6 +89,7 @@ export const fn = {
   mapKeySize: lib.func('uint32_t bpf_map__key_size(const bpf_map *map)'),
   mapValueSize: lib.func('uint32_t bpf_map__value_size(const bpf_map *map)'),
   mapMaxEntries: lib.func('uint32_t bpf_map__max_entries(const bpf_map *map)'),
+  mapFlags: lib.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
   mapSetMaxEntries: lib.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
   mapInitialValue: lib.func('void *bpf_map__initial_value(bpf_map *map, _Out_ size_t *psize)'),
   mapSetPinPath: lib.func('int bpf_map__set_pin_path(bpf_map *map, const char *path)'),
