@@ -16,6 +16,8 @@ import { pinnedLayout } from '../../src/datapath/ebpf/upgrade.ts';
 import { close } from '../../src/sys/libc.ts';
 import { Link } from '../../src/bpf/index.ts';
 import { waitUntil } from '../helpers/poll.ts';
+import { heldFlow } from '../helpers/held-flow.ts';
+import { rmSync, writeFileSync } from 'node:fs';
 
 const obj = (p: string): string => fileURLToPath(new URL(`../../build/${p}`, import.meta.url));
 const V1 = obj('bpf/sidecar.bpf.o');
@@ -52,6 +54,23 @@ describe('hitless upgrade of the sidecar eBPF datapath', { skip }, () => {
   }
 
   async function underLoad(objectPath: string): Promise<SidecarEbpfDriver> {
+    const a = env.pod('a');
+    const flag = `/tmp/${env.prefix}-held`;
+    const held = heldFlow(a.sb, env.pod('b').ip(4), APP_PORT, flag);
+    try {
+      await waitUntil('the held connection is open', held.connected, 10_000);
+      const d = await newConnectionsAcross(objectPath);
+      writeFileSync(flag, '');
+      const reply = await held.reply;
+      assert.equal(reply.name, 'b', 'the held connection, opened before the upgrade, completed after it');
+      return d;
+    } finally {
+      held.kill();
+      rmSync(flag, { force: true });
+    }
+  }
+
+  async function newConnectionsAcross(objectPath: string): Promise<SidecarEbpfDriver> {
     const a = env.pod('a');
     const c0 = stat(a.driver, 'captured_out')!;
     const prog0 = connectProg();
