@@ -148,9 +148,14 @@ export class BpfObject {
   }
 
   /** The layout the object declares for a map (after max_entries overrides). */
-  declaredLayout(name: string): { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number } {
+  declaredLayout(name: string): { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number; keyBtf?: string; valueBtf?: string } {
     const m = this.#mapPtr(name);
-    return { type: fn.mapType(m), keySize: fn.mapKeySize(m), valueSize: fn.mapValueSize(m), maxEntries: fn.mapMaxEntries(m), flags: fn.mapFlags(m) };
+    const k = fn.mapBtfKeyTypeId(m);
+    const v = fn.mapBtfValueTypeId(m);
+    return {
+      type: fn.mapType(m), keySize: fn.mapKeySize(m), valueSize: fn.mapValueSize(m), maxEntries: fn.mapMaxEntries(m), flags: fn.mapFlags(m),
+      ...(k ? { keyBtf: this.btf().fingerprint(k) } : {}), ...(v ? { valueBtf: this.btf().fingerprint(v) } : {}),
+    };
   }
 
   /** Before load: create this map fresh instead of reusing its pin (the caller pins it later). */

@@ -105,6 +105,7 @@ describe('hitless upgrade of the sidecar eBPF datapath', { skip }, () => {
     await assert.rejects(restartWith(BADKEY), (e: Error) => {
       assert.equal(e.name, 'UpgradeRefusedError');
       assert.match(e.message, /map port_rules: key changed and no converter is declared for it \(pinned: type \d+ key 16 B .*new object: type \d+ key 24 B/);
+      assert.match(e.message, /key 16 B s\{netns_cookie@0:i8u,port@64:i2u,direction@80:i1u,_pad@88:\[5\]i1u\}16/, 'the BTF layouts, from the kernel and the object');
       return true;
     });
     assert.equal(podConfigValueSize(), 68, 'pins untouched');

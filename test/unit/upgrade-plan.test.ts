@@ -68,3 +68,24 @@ test('withTail: an agent older than the object writes the unknown trailing bytes
   assert.deepEqual(buf, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]));
   assert.deepEqual(c.decode(Buffer.from([2, 0, 0, 0, 9, 9, 9, 9])), { a: 2 });
 });
+
+test('BTF: a value that only grew trailing members migrates; reordered or same-size changes, or a changed key type, are refused', async () => {
+  const { onlyTrailingMembers } = await import('../../src/datapath/ebpf/upgrade-plan.ts');
+  const v1 = 's{a@0:i4u,b@32:i4u}8';
+  const v2 = 's{a@0:i4u,b@32:i4u,c@64:i4u}12';
+  assert.equal(onlyTrailingMembers(v1, v2), true);
+  assert.equal(onlyTrailingMembers('s{a@0:i4u,bb@32:i4u}8', v2), false, 'a prefix of the text but not of the members');
+  assert.equal(onlyTrailingMembers('s{b@0:i4u,a@32:i4u}8', v2), false);
+  const base: MapLayout = { ...hash, valueSize: 8, valueBtf: v1, keyBtf: 'i8u' };
+  assert.deepEqual(decide('m', base, { ...base }), { action: 'reuse' });
+  assert.equal(decide('m', base, { ...base, valueSize: 12, valueBtf: v2 }).action, 'migrate');
+  assert.equal(decide('m', { ...base, valueSize: 12, valueBtf: v2 }, base).action, 'migrate', 'downgrade');
+  const swapped = decide('m', base, { ...base, valueBtf: 's{b@0:i4u,a@32:i4u}8' });
+  assert.equal(swapped.action, 'refuse');
+  if (swapped.action === 'refuse') assert.match(swapped.reason, /value layout changed beyond trailing members.*pinned: .*s\{a@0:i4u,b@32:i4u\}8.*new object: .*s\{b@0:i4u,a@32:i4u\}8/);
+  assert.equal(decide('m', base, { ...base, valueSize: 12, valueBtf: 's{x@0:i4u,b@32:i4u,c@64:i4u}12' }).action, 'refuse');
+  const key = decide('m', base, { ...base, keyBtf: 'i8s' });
+  assert.equal(key.action, 'refuse');
+  if (key.action === 'refuse') assert.match(key.reason, /^map m: key changed/);
+  assert.deepEqual(decide('m', { ...base, valueBtf: undefined }, base), { action: 'reuse' }, 'a side without BTF compares by shape');
+});

@@ -6,7 +6,11 @@
 // key or type: migrate only with a converter declared for that map, else refuse.
 import { MAP_TYPE } from '../../bpf/uapi.ts';
 
-export interface MapLayout { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
+export interface MapLayout {
+  type: number; keySize: number; valueSize: number; maxEntries: number; flags: number;
+  /** BTF layout fingerprints of key and value (Btf.fingerprint), when the map has BTF. */
+  keyBtf?: string; valueBtf?: string;
+}
 
 /** Turns one old entry into the new layout's (key and one value slot; per-CPU maps call it per CPU). */
 export type Converter = (key: Buffer, value: Buffer) => [Buffer, Buffer];
@@ -24,10 +28,31 @@ const LRU_PERCPU_HASH = 10;
 const WALKABLE = new Set<number>([MAP_TYPE.HASH, MAP_TYPE.ARRAY, MAP_TYPE.PERCPU_HASH, MAP_TYPE.PERCPU_ARRAY, MAP_TYPE.LPM_TRIE, LRU_HASH, LRU_PERCPU_HASH]);
 
 export const describeLayout = (l: MapLayout): string =>
-  `type ${l.type} key ${l.keySize} B value ${l.valueSize} B max_entries ${l.maxEntries} flags 0x${l.flags.toString(16)}`;
+  `type ${l.type} key ${l.keySize} B${l.keyBtf ? ` ${l.keyBtf}` : ''} value ${l.valueSize} B${l.valueBtf ? ` ${l.valueBtf}` : ''} max_entries ${l.maxEntries} flags 0x${l.flags.toString(16)}`;
+
+/** Fingerprints differ only when both sides have one (a map without BTF compares by shape). */
+const btfDiffers = (a?: string, b?: string): boolean => a !== undefined && b !== undefined && a !== b;
+
+function sameShape(a: MapLayout, b: MapLayout): boolean {
+  return a.type === b.type && a.keySize === b.keySize && a.valueSize === b.valueSize && a.maxEntries === b.maxEntries && a.flags === b.flags;
+}
 
 export function sameLayout(a: MapLayout, b: MapLayout): boolean {
-  return a.type === b.type && a.keySize === b.keySize && a.valueSize === b.valueSize && a.maxEntries === b.maxEntries && a.flags === b.flags;
+  return sameShape(a, b) && !btfDiffers(a.keyBtf, b.keyBtf) && !btfDiffers(a.valueBtf, b.valueBtf);
+}
+
+/** The members of a struct fingerprint ('s{a@0:i4u,b@4:i4u}8' -> 'a@0:i4u,b@4:i4u'), or undefined for another type. */
+function members(fp: string): string | undefined {
+  const m = /^s\{(.*)\}\d+$/.exec(fp);
+  return m ? m[1] : undefined;
+}
+
+/** The larger struct keeps every member of the smaller at the same offset and only adds members after them. */
+export function onlyTrailingMembers(smaller?: string, larger?: string): boolean {
+  if (smaller === undefined || larger === undefined) return true; // no BTF: the sizes are all we know
+  const s = members(smaller);
+  const l = members(larger);
+  return s !== undefined && l !== undefined && (s === '' || l === s || l.startsWith(`${s},`));
 }
 
 /** The declared conversion of a value whose size alone changed: zero-fill or drop the trailing bytes. */
@@ -47,8 +72,12 @@ export function decide(name: string, pinned: MapLayout, next: MapLayout, convert
     return { action: 'refuse', reason: `map ${name}: layout changed and its entries cannot be migrated from userspace (${both})` };
   }
   if (converter) return { action: 'migrate', how: 'converter declared for this map', convert: converter };
-  if (pinned.keySize !== next.keySize || pinned.type !== next.type) {
-    return { action: 'refuse', reason: `map ${name}: ${pinned.keySize !== next.keySize ? 'key' : 'type'} changed and no converter is declared for it (${both})` };
+  if (pinned.keySize !== next.keySize || pinned.type !== next.type || btfDiffers(pinned.keyBtf, next.keyBtf)) {
+    return { action: 'refuse', reason: `map ${name}: ${pinned.type !== next.type ? 'type' : 'key'} changed and no converter is declared for it (${both})` };
+  }
+  const [small, large] = next.valueSize >= pinned.valueSize ? [pinned.valueBtf, next.valueBtf] : [next.valueBtf, pinned.valueBtf];
+  if (btfDiffers(pinned.valueBtf, next.valueBtf) && (pinned.valueSize === next.valueSize || !onlyTrailingMembers(small, large))) {
+    return { action: 'refuse', reason: `map ${name}: value layout changed beyond trailing members and no converter is declared for it (${both})` };
   }
   if (pinned.valueSize === next.valueSize) return { action: 'migrate', how: 'entries copied (max_entries or flags changed)', convert: (k, v) => [k, v] };
   const how = next.valueSize > pinned.valueSize ? `value ${pinned.valueSize} -> ${next.valueSize} B, new trailing bytes zero-filled`

@@ -13,7 +13,7 @@
 //                          pins, so the next start migrates again from them.
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { check, fn } from '../../bpf/libbpf.ts';
-import { nPossibleCpus, type BpfObject } from '../../bpf/index.ts';
+import { Btf, nPossibleCpus, type BpfObject } from '../../bpf/index.ts';
 import { close } from '../../sys/libc.ts';
 import { ERRNO, UPDATE_FLAG } from '../../bpf/uapi.ts';
 import { decide, describeLayout, isPerCpu, UpgradeRefusedError, type Converter, type MapLayout } from './upgrade-plan.ts';
@@ -28,7 +28,17 @@ export function pinnedLayout(path: string): { fd: number; layout: MapLayout } {
   const fd = check(`open pinned map ${path}`, fn.objGet(path));
   const b = Buffer.alloc(256);
   check(`map info ${path}`, fn.objGetInfoByFd(fd, b, [b.length]));
-  return { fd, layout: { type: b.readUInt32LE(0), keySize: b.readUInt32LE(8), valueSize: b.readUInt32LE(12), maxEntries: b.readUInt32LE(16), flags: b.readUInt32LE(20) } };
+  const layout: MapLayout = { type: b.readUInt32LE(0), keySize: b.readUInt32LE(8), valueSize: b.readUInt32LE(12), maxEntries: b.readUInt32LE(16), flags: b.readUInt32LE(20) };
+  // struct bpf_map_info: btf_id at 64, btf_key_type_id at 68, btf_value_type_id at 72.
+  const [btfId, keyId, valueId] = [b.readUInt32LE(64), b.readUInt32LE(68), b.readUInt32LE(72)];
+  if (btfId) {
+    const btf = Btf.fromKernel(btfId);
+    try {
+      if (keyId) layout.keyBtf = btf.fingerprint(keyId);
+      if (valueId) layout.valueBtf = btf.fingerprint(valueId);
+    } finally { btf.close(); }
+  }
+  return { fd, layout };
 }
 
 export class DatapathUpgrade {
