@@ -32,7 +32,7 @@ const skip = MODE !== 'ebpf' || DATAPLANE !== 'ambient' ? 'ambient eBPF only' : 
 describe('hitless upgrade of the ambient eBPF datapath', { skip }, () => {
   let env: Lab;
   before(async () => {
-    env = await MeshLab.create([{ node: 'node1', name: 'a', profile: 'istio' }, { node: 'node1', name: 'b', profile: 'istio' }], { tag: 'mwv' });
+    env = await MeshLab.create([{ node: 'node1', name: 'a', profile: 'istio' }, { node: 'node1', name: 'b', profile: 'istio' }], { tag: 'mwu' });
   });
   after(async () => { await env?.destroy(); });
 
