@@ -9,6 +9,7 @@ BPF_OBJS    := $(BPF_DIRS:%=build/bpf/%.bpf.o)
 BPF_HEADERS := $(wildcard bpf/include/*.h bpf/*/*.h)
 BPF_CFLAGS  := -O2 -g -target bpf -mcpu=v3 -Wall -Wextra -Werror -Wno-unused-parameter \
                -Ibpf/include -I/usr/include/x86_64-linux-gnu
+UPGRADE_OBJS := build/test/sidecar-v2.bpf.o build/test/ambient-v2.bpf.o build/test/sidecar-badkey.bpf.o
 TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 
 # The compiled units of object $(1), its maps.bpf.c (which defines the maps and
@@ -21,7 +22,20 @@ bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$
 setup:
 	@scripts/setup.sh
 
-bpf: $(BPF_OBJS) build/bin/mw-sockcheck build/bin/mw-musl-resolve build/test/sockmap-foreign.bpf.o
+bpf: $(BPF_OBJS) build/bin/mw-sockcheck build/bin/mw-musl-resolve build/test/sockmap-foreign.bpf.o $(UPGRADE_OBJS)
+
+# Test fixtures of the datapath upgrade (test/kernel/upgrade.test.ts, docs/upgrade.md): the same
+# sources with a define. v2: a changed program and a map value with a trailing field (migrated);
+# badkey: a changed map key (refused). build/test/units-<variant>/ keeps their units apart.
+UPGRADE_DEF_v2     := -DMW_UPGRADE_V2
+UPGRADE_DEF_badkey := -DMW_UPGRADE_BADKEY
+upgrade_units = $(patsubst build/bpf/units/%,build/test/units-$(2)/%,$(call bpf_units,$(1)))
+build/test/units-v2/%.o: bpf/%.bpf.c $(BPF_HEADERS)
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) $(UPGRADE_DEF_v2) -c $< -o $@
+build/test/units-badkey/%.o: bpf/%.bpf.c $(BPF_HEADERS)
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) $(UPGRADE_DEF_badkey) -c $< -o $@
 
 # Test fixture: another tool's sock_ops + sk_msg (test/kernel/sockmap-edges.test.ts).
 build/test/sockmap-foreign.bpf.o: test/kernel/fixtures/sockmap-foreign.bpf.c
@@ -91,9 +105,13 @@ build/bpf/units/%.o: bpf/%.bpf.c $(BPF_HEADERS)
 	clang $(BPF_CFLAGS) -c $< -o $@
 
 # Keep the units (make would delete them as intermediates) for incremental builds.
-.SECONDARY: $(foreach d,$(BPF_DIRS),$(call bpf_units,$(d)))
+.SECONDARY: $(foreach d,$(BPF_DIRS),$(call bpf_units,$(d)) $(call upgrade_units,$(d),v2) $(call upgrade_units,$(d),badkey))
 .SECONDEXPANSION:
 build/bpf/%.bpf.o: $$(call bpf_units,$$*)
+	bpftool gen object $@ $^
+build/test/%-v2.bpf.o: $$(call upgrade_units,$$*,v2)
+	bpftool gen object $@ $^
+build/test/%-badkey.bpf.o: $$(call upgrade_units,$$*,badkey)
 	bpftool gen object $@ $^
 
 typecheck:

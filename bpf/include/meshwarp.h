@@ -81,7 +81,12 @@ struct pod_config {
 	__u32 exclude_uids[MW_MAX_EXCLUDE_UIDS]; /* 20 treated like proxy_uid */
 	struct ip_addr ipv4;		/* 36 the pod's IPv4 (v4-mapped), zero = none */
 	struct ip_addr ipv6;		/* 52 the pod's IPv6, zero = none */
-};					/* 68 */
+#ifdef MW_UPGRADE_V2
+	/* The upgrade test's second version (build/test/sidecar-v2.bpf.o, docs/upgrade.md):
+	 * a trailing field the migration zero-fills. Never set in a release build. */
+	__u32 v2_extra;			/* 68 */
+#endif
+};					/* 68 (72 with MW_UPGRADE_V2) */
 
 /* local_pods: pod IP (struct ip_addr) -> the meshed pod on this node. One
  * entry per pod IP (IPv4 and IPv6 of a dual-stack pod: two entries). */
@@ -109,6 +114,10 @@ struct port_rule_key {
 	__u16 port;			/* 8  network order */
 	__u8 direction;			/* 10 enum mw_dir */
 	__u8 _pad[5];			/* 11 */
+#ifdef MW_UPGRADE_BADKEY
+	/* The upgrade test's unmigratable version: a changed key the agent has no converter for. */
+	__u64 zone;			/* 16 */
+#endif
 };					/* 16 */
 
 /*

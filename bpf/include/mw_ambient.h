@@ -45,7 +45,10 @@ struct am_pod {
 	__u64 netns_cookie;		/* 0  the pod's netns (trace, userspace bookkeeping) */
 	__u32 ifindex;			/* 8  its host-side veth (node netns) */
 	__u32 flags;			/* 12 reserved, 0 */
-};					/* 16 */
+#ifdef MW_UPGRADE_V2
+	__u32 v2_extra;			/* 16 upgrade test only (build/test/ambient-v2.bpf.o), zero-filled */
+#endif
+};					/* 16 (24 with MW_UPGRADE_V2) */
 
 /* am_ifaces: host-side veth ifindex (__u32) -> the enrolled pod behind it. */
 struct am_iface {

@@ -4,6 +4,7 @@
 // that feed it (sources/cni.ts now, the Kubernetes watch next). It survives
 // being killed at any moment: the drivers' pins keep traffic flowing, the
 // state file says which sandboxes are ours.
+import type { UpgradeReport } from '../datapath/ebpf/upgrade.ts';
 import { limitations, type DatapathDriver, type Dataplane, type SidecarPlan } from '../datapath/driver.ts';
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { podName, type PodIntent } from '../datapath/pod.ts';
@@ -78,7 +79,11 @@ export class Agent {
 
   /** Starts every driver (adopting pins) and reconciles the sandboxes recorded by an earlier run. */
   async start(): Promise<void> {
-    for (const d of this.drivers.values()) await d.start();
+    for (const d of this.drivers.values()) {
+      await d.start(); // pinned state of another object version is upgraded here, or refused (docs/upgrade.md)
+      const up = (d as { upgradeReport?: UpgradeReport }).upgradeReport;
+      if (up?.migrated.length) log('info', 'datapath upgraded over pinned state', { dataplane: d.dataplane, migrated: up.migrated, reused: up.reused.length });
+    }
     await this.reconciler.start();
     this.#started = true;
     this.#tick = setInterval(() => { this.reconciler.tick().catch((e) => log('warn', 'reconcile tick failed', { error: (e as Error).message })); }, TICK_MS).unref();

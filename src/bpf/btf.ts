@@ -34,6 +34,10 @@ export class Btf {
   static fromElf(path: string): Btf {
     return new Btf(checkPtr(`btf__parse_elf(${path})`, fn.btfParseElf(path, null)), true);
   }
+  /** The BTF object `id` loaded in the kernel (e.g. a pinned map's, from its bpf_map_info). */
+  static fromKernel(id: number): Btf {
+    return new Btf(checkPtr(`btf__load_from_kernel_by_id(${id})`, fn.btfLoadFromKernelById(id)), true);
+  }
   /** Borrows the BTF of an open bpf_object (freed with the object). */
   static borrowed(ptr: unknown): Btf { return new Btf(ptr, false); }
 
@@ -46,6 +50,38 @@ export class Btf {
   }
 
   #name(off: number): string { return fn.btfNameByOffset(this.ptr, off) ?? ''; }
+
+  /**
+   * The memory layout of type `id` as a string that two builds share exactly when
+   * their bytes mean the same: member names, offsets, sizes, int signedness, array
+   * lengths; typedefs and qualifiers see-through, type names ignored. Struct members
+   * print in offset order, so a struct that only grew trailing members has the
+   * old members' text as a prefix (upgrade-plan.ts relies on it).
+   */
+  fingerprint(id: number, depth = 0): string {
+    if (id === 0) return 'void';
+    if (depth > 16) return '…';
+    const t = this.#type(id);
+    const tail = (n: number) => koffi.decode(t.ptr, BTF_TYPE_SIZE, 'uint32_t', n) as number[];
+    switch (t.kind) {
+      case 1: { const [enc] = tail(1); return `i${t.size}${(enc >>> 24) & 1 ? 's' : 'u'}`; }
+      case 2: return '*';
+      case 3: { const [elem, , n] = tail(3); return `[${n}]${this.fingerprint(elem, depth + 1)}`; }
+      case KIND_STRUCT: case KIND_UNION: {
+        const raw = tail(t.vlen * 3);
+        const ms = [];
+        for (let i = 0; i < t.vlen; i++) {
+          const [mName, mType, mOff] = raw.slice(i * 3, i * 3 + 3);
+          ms.push(`${this.#name(mName)}@${t.kindFlag ? `${mOff & 0xffffff}:${mOff >>> 24}` : mOff}:${this.fingerprint(mType, depth + 1)}`);
+        }
+        return `${t.kind === KIND_UNION ? 'u' : 's'}{${ms.join(',')}}${t.size}`;
+      }
+      case KIND_ENUM: case KIND_ENUM64: return `e${t.size}`;
+      case 8: case 9: case 10: case 11: case 18: return this.fingerprint(t.size, depth + 1); // typedef, volatile, const, restrict, type_tag: size|type is the target
+      case 16: return `f${t.size}`;
+      default: return `k${t.kind}`;
+    }
+  }
 
   /** The layout of `struct name` (or union), or undefined when the BTF has no such type. */
   structLayout(name: string): StructLayout | undefined {

@@ -103,3 +103,17 @@ export function struct<T>(cName: string, members: ReadonlyArray<readonly [string
     },
   };
 }
+
+/**
+ * `of` in a struct that grew trailing members this build does not know (an
+ * object newer than the agent, docs/upgrade.md): encodes them zero, as the
+ * upgrade's migration does, and ignores them on decode.
+ */
+export function withTail<T>(of: Codec<T>, size: number): Codec<T> {
+  if (size < of.size) throw new RangeError(`${of.cName}: ${size} bytes is smaller than the codec's ${of.size}`);
+  return {
+    cName: of.cName, size, align: of.align, fields: of.fields,
+    encode(v, buf = Buffer.alloc(size), o = 0) { buf.fill(0, o, o + size); of.encode(v, buf, o); return buf; },
+    decode(buf, o = 0) { return of.decode(buf, o); },
+  };
+}

@@ -89,6 +89,9 @@ export const fn = {
   mapKeySize: lib.func('uint32_t bpf_map__key_size(const bpf_map *map)'),
   mapValueSize: lib.func('uint32_t bpf_map__value_size(const bpf_map *map)'),
   mapMaxEntries: lib.func('uint32_t bpf_map__max_entries(const bpf_map *map)'),
+  mapFlags: lib.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
+  mapBtfKeyTypeId: lib.func('uint32_t bpf_map__btf_key_type_id(const bpf_map *map)'),
+  mapBtfValueTypeId: lib.func('uint32_t bpf_map__btf_value_type_id(const bpf_map *map)'),
   mapSetMaxEntries: lib.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
   mapInitialValue: lib.func('void *bpf_map__initial_value(bpf_map *map, _Out_ size_t *psize)'),
   mapSetPinPath: lib.func('int bpf_map__set_pin_path(bpf_map *map, const char *path)'),
@@ -120,6 +123,7 @@ export const fn = {
   ringBufferEpollFd: lib.func('int ring_buffer__epoll_fd(const ring_buffer *rb)'),
   // BTF
   btfParseElf: lib.func('btf *btf__parse_elf(const char *path, void *btf_ext)'),
+  btfLoadFromKernelById: lib.func('btf *btf__load_from_kernel_by_id(uint32_t id)'),
   btfFree: lib.func('void btf__free(btf *btf)'),
   btfTypeById: lib.func('const void *btf__type_by_id(const btf *btf, uint32_t id)'),
   btfNameByOffset: lib.func('const char *btf__name_by_offset(const btf *btf, uint32_t offset)'),

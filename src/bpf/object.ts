@@ -8,7 +8,7 @@ import { fn, check, checkPtr, captureLibbpfLog, ObjectOpenOpts } from './libbpf.
 import { Btf } from './btf.ts';
 import { assertOnBpffs } from '../sys/bpffs.ts';
 import { BpfMap, type MapInfo } from './map.ts';
-import type { Codec } from './codec.ts';
+import { withTail, type Codec } from './codec.ts';
 
 export interface OpenOptions {
   /**
@@ -22,6 +22,8 @@ export interface OpenOptions {
   maxEntries?: Record<string, number>;
   /** Load only these programs (default: all). */
   programs?: string[];
+  /** Runs on the opened object before load (e.g. the upgrade deciding which pins to reuse). */
+  prepare?: (obj: BpfObject) => void;
 }
 
 export interface Program { name: string; section: string; fd: number; type: number; expectedAttachType: number }
@@ -61,6 +63,7 @@ export class BpfObject {
         for (const want of opts.programs) obj.#progPtr(want);
         for (const [name, p] of obj.#progs) fn.programSetAutoload(p, opts.programs.includes(name));
       }
+      opts.prepare?.(obj);
     } catch (e) {
       obj.close();
       throw e;
@@ -131,7 +134,34 @@ export class BpfObject {
   /** A typed view of a loaded map; the codecs' sizes must match the map's. */
   map<K, V>(name: string, key: Codec<K>, value: Codec<V>): BpfMap<K, V> {
     if (!this.#loaded) throw new Error(`${this.path}: map ${name} requested before load`);
-    return new BpfMap(this.mapInfo(name), key, value);
+    const info = this.mapInfo(name);
+    return new BpfMap(info, key, info.valueSize > value.size && this.#grewTrailing(value) ? withTail(value, info.valueSize) : value);
+  }
+
+  /** The object's struct holds every member of `c` at the same offset and only adds members after them. */
+  #grewTrailing(c: Codec<unknown>): boolean {
+    if (c.fields.length === 0) return false;
+    const s = this.btf().structLayout(c.cName);
+    if (!s) return false;
+    return c.fields.every((f) => s.members.some((m) => m.name === f.name && m.offset === f.offset))
+      && s.members.every((m) => c.fields.some((f) => f.name === m.name) || m.offset >= c.size);
+  }
+
+  /** The layout the object declares for a map (after max_entries overrides). */
+  declaredLayout(name: string): { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number; keyBtf?: string; valueBtf?: string } {
+    const m = this.#mapPtr(name);
+    const k = fn.mapBtfKeyTypeId(m);
+    const v = fn.mapBtfValueTypeId(m);
+    return {
+      type: fn.mapType(m), keySize: fn.mapKeySize(m), valueSize: fn.mapValueSize(m), maxEntries: fn.mapMaxEntries(m), flags: fn.mapFlags(m),
+      ...(k ? { keyBtf: this.btf().fingerprint(k) } : {}), ...(v ? { valueBtf: this.btf().fingerprint(v) } : {}),
+    };
+  }
+
+  /** Before load: create this map fresh instead of reusing its pin (the caller pins it later). */
+  dontReusePin(name: string): void {
+    if (this.#loaded) throw new Error(`${this.path}: dontReusePin(${name}) after load`);
+    check(`clear pin path of ${name}`, fn.mapSetPinPath(this.#mapPtr(name), null));
   }
 
   /** Pin path of a map declared with pinning, or null. */

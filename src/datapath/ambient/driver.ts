@@ -11,7 +11,7 @@
 // destination as its local address. (A SYN meeting the proxy's TIME_WAIT
 // socket of the same tuple goes the kernel's way instead: mwam_tw_lookup,
 // BPF sk_lookup in the proxy's netns, names the listener.)
-import { existsSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { BpfError, BpfObject, Link } from '../../bpf/index.ts';
 import { requireDatapath } from '../../bpf/features.ts';
 import { netnsCookie } from '../../sys/netns.ts';
@@ -20,6 +20,7 @@ import { podName, type PodTarget } from '../pod.ts';
 import type { TraceSource } from '../trace.ts';
 import { TcAttacher, type TcMode } from '../ebpf/tc.ts';
 import { pinLayout } from '../ebpf/pins.ts';
+import { DatapathUpgrade, type UpgradeReport } from '../ebpf/upgrade.ts';
 import { ringTrace, sumStats } from '../ebpf/observe.ts';
 import { decodeTrace } from '../sidecar/trace.ts';
 import { toIpAddr } from '../sidecar/entries.ts';
@@ -117,9 +118,16 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
       maxEntries[AMBIENT_MAP.pods] = this.opts.maxPods * 4;
       maxEntries[AMBIENT_MAP.ifaces] = this.opts.maxPods * 2;
     }
-    const { obj, twHandoff } = loadAmbientObject(this.opts.objectPath ?? ambientObject, { pinRoot: this.opts.pinRoot, maxEntries });
+    // Pinned maps of another object version: reused, migrated or refused (docs/upgrade.md).
+    const upgrade = new DatapathUpgrade();
+    let loaded: ReturnType<typeof loadAmbientObject>;
+    try {
+      loaded = loadAmbientObject(this.opts.objectPath ?? ambientObject, { pinRoot: this.opts.pinRoot, maxEntries, prepare: (o) => upgrade.prepare(o) });
+    } catch (e) { upgrade.abort(); throw e; }
+    const { obj, twHandoff } = loaded;
     this.twHandoff = twHandoff;
     try {
+      upgrade.migrate(obj);
       this.#maps = openAmbientMaps(obj);
       this.#obj = obj;
       // A restart keeps the active proxy (pinned maps): traffic never notices the agent.
@@ -129,12 +137,35 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
         const px = this.#maps.proxies.lookup(slot);
         if (px && px.flags & AM_PROXY_F.LIVE) this.#adopted.set(slot, px);
       }
+      this.#updatePinnedPrograms(obj);
+      upgrade.commit(obj);
+      this.upgradeReport = upgrade.report;
     } catch (e) {
+      upgrade.abort();
       this.#maps = undefined;
       this.#obj = undefined;
       obj.close();
       if (firstRun) rmSync(this.opts.pinRoot, { recursive: true, force: true });
       throw e;
+    }
+  }
+
+  /** What the last start did with pinned maps (reused, migrated). */
+  upgradeReport: UpgradeReport | undefined;
+
+  /**
+   * Every attachment an earlier run pinned gets this object's program in place:
+   * pods' tc, node proxies' tc (tcx links; a legacy filter in a proxy's netns is
+   * swapped when the proxy announces itself again) and the sk_lookup links.
+   */
+  #updatePinnedPrograms(obj: BpfObject): void {
+    this.#tc.updateAll({ ingress: obj.program(AMBIENT_TC_PROG.ingress), egress: obj.program(AMBIENT_TC_PROG.egress) });
+    this.#proxyTc.updateAll({ ingress: obj.program(AMBIENT_PROG.proxyIn) });
+    const dir = `${pinLayout(this.opts.pinRoot).root}/links/sk-lookup`;
+    const names = existsSync(dir) ? readdirSync(dir) : [];
+    for (const n of names) {
+      const l = Link.open(`${dir}/${n}`);
+      try { l.update(obj.program(AMBIENT_PROG.twLookup)); } catch (e) { if (!(e instanceof BpfError)) throw e; /* its netns is gone */ } finally { l.close(); }
     }
   }
 

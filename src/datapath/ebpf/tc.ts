@@ -140,6 +140,36 @@ export class TcAttacher {
     }
   }
 
+  /**
+   * Swaps the program of every attachment pinned here, in place (an upgrade:
+   * old programs must not keep running on maps the new object replaced).
+   * Defunct links and filters that are no longer ours are left to attach/detach.
+   * Legacy filters are reached in the attacher's netns only. Returns how many were swapped.
+   */
+  updateAll(progs: TcPrograms): number {
+    return this.#inNode(() => {
+      let n = 0;
+      for (const key of this.keys()) {
+        for (const dir of DIRECTIONS) {
+          const prog = progs[dir];
+          if (!prog) continue;
+          const tcxPin = join(this.#dir(key), `tcx-${dir}`);
+          if (existsSync(tcxPin)) {
+            const link = Link.open(tcxPin);
+            try { link.update(prog); n++; } catch (e) { if (!isErrno(e, ERRNO.ENOLINK)) throw e; } finally { link.close(); }
+          }
+          for (const pin of this.#clsPins(key, dir)) {
+            if (!this.#ownsFilter(pin)) continue;
+            TcFilter.attach(prog, pin.ifindex, dir, { priority: this.opts.priority, handle: HANDLE, replace: true });
+            this.#repin(pin.path, prog);
+            n++;
+          }
+        }
+      }
+      return n;
+    });
+  }
+
   /** Removes every attachment of sandbox `key` (and its pins). Idempotent. */
   detach(key: string): void {
     this.#inNode(() => {

@@ -22,6 +22,7 @@ import { firstIps, podName, type PodTarget } from '../pod.ts';
 import type { TraceSource } from '../trace.ts';
 import { TcAttacher, type TcMode } from '../ebpf/tc.ts';
 import { pinLayout, type PinLayout } from '../ebpf/pins.ts';
+import { DatapathUpgrade, type UpgradeReport } from '../ebpf/upgrade.ts';
 import { ringTrace, sumStats } from '../ebpf/observe.ts';
 import { podEntries, toIpAddr, type PodEntries } from './entries.ts';
 import { SIDECAR_CGROUP_PROGS, SIDECAR_MAP, SIDECAR_PROG, SIDECAR_TC_PROG, openSidecarMaps, type SidecarMaps } from './object.ts';
@@ -117,6 +118,9 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     };
   }
 
+  /** What the last start did with pinned maps (reused, migrated). */
+  upgradeReport: UpgradeReport | undefined;
+
   readonly why: { sockmap?: string } = { sockmap: 'sockmap acceleration (S4): driver not started' };
   #sockmap: SockmapState = { enabled: false, mode: 'auto', reason: 'driver not started' };
 
@@ -130,9 +134,15 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     requireDatapath('sidecar'); // Linux < 5.15: refuse with the missing probes, not a verifier log (docs/kernels.md)
     // A first start that fails must not leave pinned maps behind (nothing would own them).
     const firstRun = !existsSync(this.opts.pinRoot);
-    const obj = BpfObject.load(this.opts.objectPath ?? sidecarObject, { pinRoot: this.opts.pinRoot });
+    // Pinned maps of another object version: reused, migrated or refused (docs/upgrade.md).
+    const upgrade = new DatapathUpgrade();
+    let obj: BpfObject;
+    try {
+      obj = BpfObject.load(this.opts.objectPath ?? sidecarObject, { pinRoot: this.opts.pinRoot, prepare: (o) => upgrade.prepare(o) });
+    } catch (e) { upgrade.abort(); throw e; }
     const fresh: Link[] = [];
     try {
+      upgrade.migrate(obj);
       this.#maps = openSidecarMaps(obj);
       this.#writeNodeIps(this.opts.nodeIps);
       for (const name of SIDECAR_CGROUP_PROGS) {
@@ -159,10 +169,15 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
       // on every start, it replaces the earlier run's for sockets enrolled from
       // now on; enrolled sockets keep theirs. Their entries leave only when they close.
       MapProgAttachment.attach(obj.program(SIDECAR_PROG.skMsg), obj.mapInfo(SIDECAR_MAP.sockPairs).fd, SIDECAR_MAP.sockPairs);
+      // Every pod's tc programs too, before the new maps take the pins.
+      this.#tc.updateAll({ egress: obj.program(SIDECAR_TC_PROG.egress), ingress: obj.program(SIDECAR_TC_PROG.ingress) });
+      upgrade.commit(obj);
+      this.upgradeReport = upgrade.report;
       this.#obj = obj;
       await this.#decideSockmap();
       this.#sweep = setInterval(() => this.expireNat(), NAT_SWEEP_MS).unref();
     } catch (e) {
+      upgrade.abort();
       for (const l of fresh) l.destroy();
       for (const l of this.#links) l.close();
       this.#links = [];
