@@ -31,6 +31,8 @@ export interface ChurnReport extends ChurnFigures {
   options: Omit<ChurnOptions, 'progress'>;
   /** Agent CPU time over the churn phase / its wall time, in % of one core. */
   cpuPercent: number;
+  /** Agent RSS with no pod (after one was added and deleted), for scale. */
+  rssIdleMB: number;
   baseline: NodeCounts;
   after: NodeCounts;
   /** Counts at `hold` pods minus the baseline, per held pod. */
@@ -147,6 +149,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     // One pod first, so lazily made things (maps opened, sockets) are in the baseline.
     await lab.removePodCni(await lab.addPodCni(n, 'warmup', { namespace: 'churn' }));
     const baseline = await counts(lab, n, agent);
+    const rssIdleMB = procStat(pid).rssMB;
 
     const addMs: number[] = [];
     const delMs: number[] = [];
@@ -224,7 +227,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     };
     return {
       ...figures, options: { rate: o.rate, durationS: o.durationS, hold: o.hold, prefix: lab.prefix },
-      cpuPercent, baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
+      cpuPercent, rssIdleMB, baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
     };
   } finally {
     await lab.destroy();
@@ -238,7 +241,7 @@ export function formatChurn(r: ChurnReport): string {
     `  achieved        ${r.addRate.toFixed(1)} ADD/s, ${r.delRate.toFixed(1)} DEL/s, ${r.failures} failed`,
     `  ADD -> captured ${l(r.addToCaptured)}`,
     `  DEL -> gone     ${l(r.delToGone)}`,
-    `  agent           RSS ${r.rssMB.toFixed(1)} MB at ${r.held} pods, CPU ${r.cpuPercent.toFixed(0)} % of a core during churn`,
+    `  agent           RSS ${r.rssMB.toFixed(1)} MB at ${r.held} pods (${r.rssIdleMB.toFixed(1)} MB with none), CPU ${r.cpuPercent.toFixed(0)} % of a core during churn`,
     `  leaks           ${Object.entries(r.leaks).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     '  goals',
     ...r.goals.map((g) => `    ${g.met ? 'met    ' : 'NOT MET'} ${g.text}: ${Number.isInteger(g.value) ? g.value : g.value.toFixed(1)} (${g.op} ${g.target})`),
