@@ -2,7 +2,7 @@
 // A pod's host-side veth, found in process: the ethtool ioctl (SIOCETHTOOL) gives a link's
 // driver and a veth's peer ifindex in the calling thread's netns (entered with withNetns), what
 // `ip -d link` (info_kind) and `ip link` (link_index) report, without the `nsenter ip` processes
-// (about 4 ms each) a CNI ADD used to wait for.
+// (a few ms each, more under load) a CNI ADD used to wait for.
 import koffi from 'koffi';
 import { AF_INET, close, errno, ifNameToIndex, socket, sysError } from './libc.ts';
 import { withNetns } from './netns.ts';
