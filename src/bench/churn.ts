@@ -31,6 +31,8 @@ export interface ChurnReport extends ChurnFigures {
   options: Omit<ChurnOptions, 'progress'>;
   /** Agent CPU time over the churn phase / its wall time, in % of one core. */
   cpuPercent: number;
+  /** Churn ticks that found MAX_INFLIGHT chain runs going and started nothing. */
+  skippedTicks: number;
   /** Agent RSS with no pod (after one was added and deleted), for scale. */
   rssIdleMB: number;
   baseline: NodeCounts;
@@ -227,7 +229,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     };
     return {
       ...figures, options: { rate: o.rate, durationS: o.durationS, hold: o.hold, prefix: lab.prefix },
-      cpuPercent, rssIdleMB, baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
+      cpuPercent, rssIdleMB, skippedTicks: skipped, baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
     };
   } finally {
     await lab.destroy();
@@ -238,7 +240,7 @@ export function formatChurn(r: ChurnReport): string {
   const l = (x: { p50: number; p99: number; max: number; n: number }) => `p50 ${x.p50.toFixed(1)} ms  p99 ${x.p99.toFixed(1)} ms  (max ${x.max.toFixed(1)}, n ${x.n})`;
   const lines = [
     `control plane: ${r.options.rate} pods/s for ${r.options.durationS} s, then ${r.options.hold} held (load ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')} -> ${r.loadavg.end.map((x) => x.toFixed(2)).join(' ')})`,
-    `  achieved        ${r.addRate.toFixed(1)} ADD/s, ${r.delRate.toFixed(1)} DEL/s, ${r.failures} failed`,
+    `  achieved        ${r.addRate.toFixed(1)} ADD/s, ${r.delRate.toFixed(1)} DEL/s, ${r.failures} failed, ${r.skippedTicks} ticks skipped (${MAX_INFLIGHT} in flight)`,
     `  ADD -> captured ${l(r.addToCaptured)}`,
     `  DEL -> gone     ${l(r.delToGone)}`,
     `  agent           RSS ${r.rssMB.toFixed(1)} MB at ${r.held} pods (${r.rssIdleMB.toFixed(1)} MB with none), CPU ${r.cpuPercent.toFixed(0)} % of a core during churn`,
