@@ -27,11 +27,11 @@ import { defaultArtifactDir, wrapperScript } from '../src/cni/install.ts';
 import { Lab, LabAgent, uniquePrefix, waitForLine, type LabPod } from '../src/lab/index.ts';
 
 const { values: v } = parseArgs({
-  options: { runs: { type: 'string', default: '200' }, active: { type: 'string', default: '50' }, json: { type: 'boolean' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  options: { runs: { type: 'string', default: '200' }, active: { type: 'string', default: '50' }, json: { type: 'boolean' }, only: { type: 'string' }, prefix: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   strict: true,
 });
 if (v.help) {
-  process.stdout.write('usage: bench/cni-latency.ts [--runs N] [--active N] [--only a,b] [--json]\n');
+  process.stdout.write('usage: bench/cni-latency.ts [--runs N] [--active N] [--only a,b] [--prefix P] [--json]\n');
   process.exit(0);
 }
 const RUNS = Number(v.runs);
@@ -67,7 +67,7 @@ function runPlugin(bin: string, env: Record<string, string>, stdin: string): Pro
 }
 
 const work = mkdtempSync(join(tmpdir(), 'mw-bench-cni-'));
-const lab = await Lab.create({ prefix: uniquePrefix('bc') });
+const lab = await Lab.create({ prefix: v.prefix ?? uniquePrefix('bc') });
 let failed = false;
 try {
   // Candidates, each alone in its own directory under the name runtimes exec.

@@ -11,8 +11,10 @@ import { renderChart } from '../bench/svg.ts';
 import { SCENARIOS, PLACEMENTS, parseScenarios, parsePlacements } from '../bench/topology.ts';
 import { duration } from '../bench/stats.ts';
 import { writeFileAtomic } from '../sys/fs.ts';
+import { runControlPlane } from './bench-churn.ts';
 
-const HELP = `usage: meshwarp bench [--full] [--json] [--chart PATH] [--rounds N] [--duration S]
+const HELP = `usage: meshwarp bench --control-plane [--json] (pod churn: meshwarp bench --control-plane -h)
+       meshwarp bench [--full] [--json] [--chart PATH] [--rounds N] [--duration S]
                       [--conns LIST] [--conn-concurrency N] [--scenarios LIST] [--placements LIST]
                       [--no-tc] [--tc-repeat N] [--tc-runs N] [--bpf-object PATH] [--prefix P]
 
@@ -63,6 +65,7 @@ function stamp(d = new Date()): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
+  if (argv.includes('--control-plane')) return runControlPlane(argv);
   const { values: v } = parseArgs({
     args: argv,
     options: {

@@ -2,7 +2,6 @@
 // Links and addresses as iproute2 reports them (`ip -j`), in this netns or in the one at a
 // path, and running a command inside another netns.
 import { run } from './exec.ts';
-import { ifNameToIndex } from './libc.ts';
 
 /**
  * Runs argv inside the netns at `netnsPath` (the network namespace only: same mounts,
@@ -55,17 +54,4 @@ export function linkByIndex(ifindex: number, netnsPath?: string): Link | undefin
 export function addresses(netnsPath?: string): (Address & { ifname: string })[] {
   const all = ipJson<{ ifname: string; addr_info?: Address[] }[]>(['addr', 'show'], netnsPath);
   return all.flatMap((l) => (l.addr_info ?? []).map((a) => ({ ...a, ifname: l.ifname })));
-}
-
-/** The host-side peer (in this netns, the node's) of interface `ifName` of the pod netns at `netns`. */
-export function hostVethOf(netns: string, ifName: string): { name: string; ifindex: number } | undefined {
-  // Only a veth has a host-side peer: a macvlan's or ipvlan's link_index is its parent (the
-  // node's uplink), which must never be taken for the pod's own interface.
-  if (linkKind(ifName, netns) !== 'veth') return undefined;
-  const peer = linkByName(ifName, netns).link_index;
-  if (!peer) return undefined;
-  const host = linkByIndex(peer);
-  // The link may have been renamed or deleted (its index reused) since `ip` listed it.
-  if (!host || ifNameToIndex(host.ifname) !== peer) return undefined;
-  return { name: host.ifname, ifindex: peer };
 }

@@ -6,7 +6,8 @@
 // the CNI code that names it, never a 500 (which the plugin would report as
 // "agent unavailable", making the runtime retry forever).
 import { isIP } from 'node:net';
-import { hostVethOf, linkByName, linkKind } from '../../sys/links.ts';
+import { linkKind } from '../../sys/links.ts';
+import { hostVethOf, NoSuchLink } from '../../sys/veth.ts';
 import { netnsIdentity, ownNetnsIdentity } from '../../sys/netns.ts';
 import { parseDataplane, type Dataplane } from '../../datapath/driver.ts';
 import type { HostVeth, PodIntent } from '../../datapath/pod.ts';
@@ -83,9 +84,9 @@ export function podIps(req: Pick<AddRequest, 'prevResult' | 'ifName'>): string[]
 /** The host-side peer of the pod's interface; a missing interface is the runtime's mistake (4xx). */
 function hostVethIn(netns: string, ifName: string): HostVeth | undefined {
   try {
-    linkByName(ifName, netns);
-  } catch {
-    return invalidEnv(`CNI_IFNAME: no interface ${JSON.stringify(ifName)} in ${netns}`);
+    return hostVethOf(netns, ifName);
+  } catch (e) {
+    if (e instanceof NoSuchLink) return invalidEnv(`CNI_IFNAME: no interface ${JSON.stringify(ifName)} in ${netns}`);
+    throw e;
   }
-  return hostVethOf(netns, ifName);
 }
