@@ -38,6 +38,8 @@ export interface CpuUse {
   machineTotalUs: number;
   /** Time the hypervisor gave to others: high values mean a noisy neighbour, not the scenario. */
   machineStealUs: number;
+  /** Run time of meshwarp's BPF programs (BPF_ENABLE_STATS), ns: kernel CPU in softirq and syscalls alike. */
+  bpfNs?: number;
 }
 
 /** One measurement as taken. */
@@ -54,7 +56,7 @@ export interface Sample {
   error?: string;
 }
 
-export type Stat = 'rps' | 'cps' | 'p50_us' | 'p99_us' | 'gbps' | 'cpu_us';
+export type Stat = 'rps' | 'cps' | 'p50_us' | 'p99_us' | 'gbps' | 'cpu_us' | 'machine_cpu_us' | 'bpf_ns';
 
 const STAT_INFO: Record<Stat, { unit: string; better: 'higher' | 'lower'; label: string }> = {
   rps: { unit: 'req/s', better: 'higher', label: 'requests/s' },
@@ -63,10 +65,33 @@ const STAT_INFO: Record<Stat, { unit: string; better: 'higher' | 'lower'; label:
   p99_us: { unit: 'µs', better: 'lower', label: 'p99 latency' },
   gbps: { unit: 'Gbit/s', better: 'higher', label: 'bulk throughput' },
   cpu_us: { unit: 'µs', better: 'lower', label: 'CPU time per request (all lab processes)' },
+  machine_cpu_us: { unit: 'µs', better: 'lower', label: 'CPU time per request, whole machine (softirq, kernel threads)' },
+  bpf_ns: { unit: 'ns', better: 'lower', label: 'BPF program run time per request (meshwarp\'s programs)' },
 };
 
-export const RATIO_KEYS = ['ebpf/iptables', 'ebpf+sockmap/iptables', 'ebpf+sockmap/ebpf', 'direct+sidecar/direct', 'iptables/direct', 'ebpf/direct'] as const;
-export type RatioKey = (typeof RATIO_KEYS)[number];
+/**
+ * The ratios reported: key, numerator and denominator scenario. Scenario ids of the
+ * ambient dataplane hold a "/" (ambient/ebpf), so their ratios are written with "÷".
+ */
+export const RATIOS = [
+  ['ebpf/iptables', 'ebpf', 'iptables'],
+  ['ebpf+sockmap/iptables', 'ebpf+sockmap', 'iptables'],
+  ['ebpf+sockmap/ebpf', 'ebpf+sockmap', 'ebpf'],
+  ['direct+sidecar/direct', 'direct+sidecar', 'direct'],
+  ['iptables/direct', 'iptables', 'direct'],
+  ['ebpf/direct', 'ebpf', 'direct'],
+  ['ambient/ebpf ÷ ambient/iptables', 'ambient/ebpf', 'ambient/iptables'],
+  ['ambient/iptables ÷ direct', 'ambient/iptables', 'direct'],
+  ['ambient/ebpf ÷ direct', 'ambient/ebpf', 'direct'],
+  ['ambient/ebpf ÷ ebpf', 'ambient/ebpf', 'ebpf'],
+] as const satisfies readonly (readonly [string, Scenario, Scenario])[];
+export type RatioKey = (typeof RATIOS)[number][0];
+export const RATIO_KEYS: readonly RatioKey[] = RATIOS.map((r) => r[0]);
+/** The two scenarios of a ratio. */
+export function ratioParts(k: RatioKey): [Scenario, Scenario] {
+  const r = RATIOS.find((x) => x[0] === k)!;
+  return [r[1], r[2]];
+}
 
 export interface Figure {
   /** e.g. "same-node.rr100.rps" */
@@ -89,8 +114,8 @@ export interface Figure {
 }
 
 function statsOf(t: TestSpec): Stat[] {
-  if (t.kind === 'rr') return ['rps', 'p50_us', 'p99_us', 'cpu_us'];
-  if (t.kind === 'conn') return ['cps', 'p50_us', 'p99_us', 'cpu_us'];
+  if (t.kind === 'rr') return ['rps', 'p50_us', 'p99_us', 'cpu_us', 'machine_cpu_us', 'bpf_ns'];
+  if (t.kind === 'conn') return ['cps', 'p50_us', 'p99_us', 'cpu_us', 'machine_cpu_us', 'bpf_ns'];
   return ['gbps'];
 }
 
@@ -101,6 +126,8 @@ function value(s: Sample, stat: Stat): number {
   if (!w) return NaN;
   if (stat === 'rps' || stat === 'cps') return w.rps;
   if (stat === 'cpu_us') return s.cpu && w.requests > 0 ? s.cpu.labUs / w.requests : NaN;
+  if (stat === 'machine_cpu_us') return s.cpu && w.requests > 0 ? s.cpu.machineBusyUs / w.requests : NaN;
+  if (stat === 'bpf_ns') return s.cpu?.bpfNs !== undefined && w.requests > 0 ? s.cpu.bpfNs / w.requests : NaN;
   return stat === 'p50_us' ? w.p50Us : w.p99Us;
 }
 
@@ -109,6 +136,10 @@ function failures(s: Sample): number {
   if (!s.wrk) return 0;
   const e = s.wrk.errors;
   return e.connect + e.read + e.write + e.status + e.timeout;
+}
+
+function runsBpf(s: Scenario): boolean {
+  return s === 'ebpf' || s === 'ebpf+sockmap' || s === 'ambient/ebpf';
 }
 
 export function buildFigures(samples: readonly Sample[], tests: readonly TestSpec[], placements: readonly Placement[]): Figure[] {
@@ -138,21 +169,17 @@ export function buildFigures(samples: readonly Sample[], tests: readonly TestSpe
           return rs.length ? { min: Math.min(...rs), max: Math.max(...rs) } : undefined;
         };
         const ratioSpread: Figure['ratioSpread'] = {};
-        for (const [k, a, b] of [['ebpf/iptables', 'ebpf', 'iptables'], ['ebpf+sockmap/iptables', 'ebpf+sockmap', 'iptables'], ['ebpf+sockmap/ebpf', 'ebpf+sockmap', 'ebpf']] as const) {
+        const ratios = {} as Record<RatioKey, number>;
+        for (const [k, a, b] of RATIOS) {
+          // BPF run time compares only where both sides run BPF programs (elsewhere it is ~0).
+          if (stat === 'bpf_ns' && !(runsBpf(a) && runsBpf(b))) { ratios[k] = NaN; continue; }
+          ratios[k] = ratio(med(a), med(b));
           const sp = perRound(a, b);
           if (sp) ratioSpread[k] = sp;
         }
         out.push({
           id: `${placement}.${t.id}.${stat}`, placement, test: t.id, stat, label, unit: info.unit, better: info.better,
-          connections: t.connections, scenarios, errors, ratioSpread,
-          ratios: {
-            'ebpf/iptables': ratio(med('ebpf'), med('iptables')),
-            'ebpf+sockmap/iptables': ratio(med('ebpf+sockmap'), med('iptables')),
-            'ebpf+sockmap/ebpf': ratio(med('ebpf+sockmap'), med('ebpf')),
-            'direct+sidecar/direct': ratio(med('direct+sidecar'), med('direct')),
-            'iptables/direct': ratio(med('iptables'), med('direct')),
-            'ebpf/direct': ratio(med('ebpf'), med('direct')),
-          },
+          connections: t.connections, scenarios, errors, ratioSpread, ratios,
         });
       }
     }
@@ -224,6 +251,14 @@ export function evaluateGoals(figures: readonly Figure[], conns: readonly number
     const v = ok ? median(leg!.sockmapNs) / median(leg!.tcpNs) : NaN;
     goals.push({ id: 'sockmap.leg', text: `app ↔ sidecar leg alone, 1 connection, 64 B request/response: sockmap latency ≤ 0.7× loopback TCP${label}`,
       value: v, op: '<=', target: 0.7, met: judge(v, '<=', 0.7), ...(rs.length ? { spread: { min: Math.min(...rs), max: Math.max(...rs) } } : {}), ...extra });
+  }
+  // Ambient (issue 12): eBPF redirection against in-pod redirection, same node proxy, same run.
+  if (figures.some((f) => Number.isFinite(f.scenarios['ambient/ebpf']?.median) || Number.isFinite(f.scenarios['ambient/iptables']?.median))) {
+    for (const pl of PLACEMENTS) {
+      if (!figures.some((f) => f.placement === pl)) continue;
+      g('ambient/ebpf ÷ ambient/iptables', `${pl}.ambient.rps`, `${pl}: ambient/ebpf requests/s at ${top} connections ≥ 1.15× ambient/iptables`, `${pl}.rr${top}.rps`, '>=', 1.15);
+      g('ambient/ebpf ÷ ambient/iptables', `${pl}.ambient.p99`, `${pl}: ambient/ebpf p99 at ${top} connections ≤ 0.9× ambient/iptables`, `${pl}.rr${top}.p99_us`, '<=', 0.9);
+    }
   }
   if (tc) {
     const w = worstTcPath(tc);

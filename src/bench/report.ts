@@ -2,7 +2,7 @@
 // The benchmark's table for people: per placement the scenarios' medians with
 // their min–max over rounds, then the ratio table, the goals, the tc programs.
 import type { BenchReport } from './run.ts';
-import { RATIO_KEYS, type Figure, type Sample } from './figures.ts';
+import { RATIO_KEYS, ratioParts, type Figure, type Sample } from './figures.ts';
 import { duration, median, spread, times } from './stats.ts';
 import type { Scenario } from './topology.ts';
 import type { TcProgResult } from './tcprog.ts';
@@ -17,7 +17,7 @@ function table(rows: string[][], align: ('l' | 'r')[]): string[] {
 
 /** Short row label: "req/s · 100 conns". */
 export function rowLabel(f: Figure): string {
-  const what = { rps: 'req/s', cps: 'conn/s', gbps: 'Gbit/s', p50_us: 'p50 µs', p99_us: 'p99 µs', cpu_us: 'cpu µs' }[f.stat];
+  const what = { rps: 'req/s', cps: 'conn/s', gbps: 'Gbit/s', p50_us: 'p50 µs', p99_us: 'p99 µs', cpu_us: 'cpu µs', machine_cpu_us: 'all µs', bpf_ns: 'bpf ns' }[f.stat];
   const load = f.test === 'bulk' ? '1 stream' : f.test === 'conn' ? `${f.connections} conc., close` : `${f.connections} conn${f.connections === 1 ? '' : 's'}`;
   return `${what.padEnd(7)}${load}`;
 }
@@ -44,7 +44,7 @@ export function formatReport(r: BenchReport, chartPath?: string): string {
     out.push(...table(rows, ['l', ...scenarios.map(() => 'r' as const)]).map((l) => `  ${l}`));
   }
 
-  const keys = RATIO_KEYS.filter((k) => k.split('/').every((m) => scenarios.includes(m as Scenario)));
+  const keys = RATIO_KEYS.filter((k) => ratioParts(k).every((m) => scenarios.includes(m)));
   if (keys.length > 0) {
     out.push('', 'ratios of medians [min–max of the per-round ratios] (higher is better for /s and Gbit/s, lower for µs)');
     const rows: string[][] = [['', ...keys]];
@@ -68,8 +68,9 @@ export function formatReport(r: BenchReport, chartPath?: string): string {
   for (const d of r.datapath ?? []) for (const k of bad) if (d.counters[k]) sums[k] = (sums[k] ?? 0) + d.counters[k];
   if (r.datapath?.length) {
     const captured = (r.datapath ?? []).reduce((a, d) => a + (d.counters.captured_out ?? 0), 0);
+    const ambient = (r.datapath ?? []).reduce((a, d) => a + (d.counters.am_captured_out ?? 0), 0);
     const list = Object.entries(sums).map(([k, v]) => `${k} ${v}`).join(', ');
-    out.push('', `ebpf datapath: ${captured} connections captured outbound; ${list ? `anomalies: ${list}` : 'no anomaly counter moved'}`);
+    out.push('', `ebpf datapath: ${captured} connections captured outbound (sidecar), ${ambient} (ambient); ${list ? `anomalies: ${list}` : 'no anomaly counter moved'}`);
   }
 
   if (r.sockmap) {
@@ -111,8 +112,9 @@ function cpuSection(r: BenchReport): string[] {
   if (tests.length === 0 || !r.samples.some((s) => s.cpu)) return [];
   const out = ['', 'where the CPU goes: µs of CPU per request, median over rounds (lab: the lab\'s processes, with the softirq work done',
     '  in their context; outside lab: softirq in other contexts, kernel threads and anything else running on the machine;',
-    '  steal: CPU the hypervisor gave to other guests)'];
-  const cols = ['load gen', 'client sidecar', 'server sidecar', 'app', 'lab total', 'outside lab', 'machine busy', 'steal'];
+    '  steal: CPU the hypervisor gave to other guests; proxies: the sidecars, or in ambient the node proxies — the server\'s',
+    '  only when it is another one; bpf: meshwarp\'s BPF programs, wherever they ran)'];
+  const cols = ['load gen', 'client proxy', 'server proxy', 'app', 'lab total', 'outside lab', 'machine busy', 'steal', 'bpf'];
   const rows: string[][] = [['', ...cols]];
   for (const pl of r.placements) {
     for (const t of tests) {
@@ -125,6 +127,7 @@ function cpuSection(r: BenchReport): string[] {
           per((s) => s.cpu!.roles.load), per((s) => s.cpu!.roles.clientSidecar), per((s) => s.cpu!.roles.serverSidecar),
           per((s) => s.cpu!.roles.app), per((s) => s.cpu!.labUs),
           per((s) => Math.max(0, s.cpu!.machineBusyUs - s.cpu!.labUs)), per((s) => s.cpu!.machineBusyUs), per((s) => s.cpu!.machineStealUs ?? 0),
+          per((s) => (s.cpu!.bpfNs ?? NaN) / 1000),
         ];
         rows.push([`  ${m}`, ...v.map((x) => (Number.isFinite(x) ? x.toFixed(1) : '—'))]);
       }

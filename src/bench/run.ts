@@ -7,7 +7,8 @@ import os from 'node:os';
 import { benchTcPrograms, type TcProgResult } from './tcprog.ts';
 import { buildFigures, evaluateGoals, testSpecs, type LegResult, type CpuUse, type Figure, type Goal, type Sample, type TestSpec } from './figures.ts';
 import { legLatency } from '../datapath/sidecar/sockgate.ts';
-import { APP_UID, BenchLab, PROFILE, engineOf, type Scenario, type Block, type CpuSnapshot, type Placement } from './topology.ts';
+import { APP_UID, BenchLab, PROFILE, ambientEngineOf, engineOf, type Scenario, type Block, type CpuSnapshot, type Placement } from './topology.ts';
+import { bpfNsBetween, enableBpfStats } from './bpfstats.ts';
 import { runIperf, runWrk, toolVersion } from './tools.ts';
 import { withNetns } from '../sys/netns.ts';
 
@@ -119,6 +120,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   let gate: NonNullable<BenchReport['sockmap']>['gate'] = null;
   let measureStart = 0;
   let measured = 0;
+  let stopBpfStats: (() => void) | undefined;
   try {
     const node1 = bl.lab.node('node1');
     tools = {
@@ -156,6 +158,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       done++;
     }
     measureStart = performance.now();
+    stopBpfStats = enableBpfStats();
     for (let round = 1; round <= o.rounds; round++) {
       const order = scenarioOrder(round - 1, o.scenarios.length).map((i) => o.scenarios[i]);
       for (const scenario of order) {
@@ -174,7 +177,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           done += o.placements.length * tests.length;
           continue;
         }
-        const statsBefore = engineOf(scenario) === 'ebpf' ? bl.datapathStats() : {};
+        const ebpf = engineOf(scenario) === 'ebpf' || ambientEngineOf(scenario) === 'ebpf';
+        const statsBefore = ebpf ? bl.datapathStats() : {};
         try {
           for (const placement of o.placements) {
             const target = block.targets[placement];
@@ -205,7 +209,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
               perMeasurement = (performance.now() - measureStart) / 1000 / measured;
             }
           }
-          if (engineOf(scenario) === 'ebpf') {
+          if (ebpf) {
             const after = bl.datapathStats();
             const delta: Record<string, number> = {};
             for (const [k, v] of Object.entries(after)) if (v - (statsBefore[k] ?? 0) !== 0) delta[k] = v - (statsBefore[k] ?? 0);
@@ -217,6 +221,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       }
     }
   } finally {
+    stopBpfStats?.();
     await bl.destroy();
   }
 
@@ -249,6 +254,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         'direct and direct+sidecar and iptables pods run in a cgroup outside the nodes\' cgroups: no eBPF program sees them',
         'the eBPF drivers are started once for the run; iptables rules live in each pod\'s netns and go with it',
         'wrk -t1; latency percentiles from wrk\'s histogram (done() hook); conn test sends Connection: close (one request per connection)',
+        'ambient/iptables and ambient/ebpf: no sidecars; one node proxy per node and engine (haproxy, mode tcp, 1 thread, the same L4 relay config), started once; ' +
+          'in-pod redirection opens its listeners in each enrolled pod netns, eBPF redirection assigns into the proxy\'s own netns; traffic between nodes is plain TCP (no HBONE) in both',
+        'bpf_ns: run time of every meshwarp BPF program (BPF_ENABLE_STATS on for the whole run, which adds two clock reads per program run to the eBPF scenarios)',
       ],
     },
     scenarios: o.scenarios,
@@ -299,6 +307,7 @@ function cpuUse(a: CpuSnapshot, b: CpuSnapshot): CpuUse {
     machineBusyUs: b.machine.busyUs - a.machine.busyUs,
     machineTotalUs: b.machine.totalUs - a.machine.totalUs,
     machineStealUs: b.machine.stealUs - a.machine.stealUs,
+    bpfNs: bpfNsBetween(a.bpf, b.bpf),
   };
 }
 

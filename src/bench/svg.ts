@@ -14,6 +14,8 @@ export const SCENARIO_COLORS: Record<Scenario, string> = {
   iptables: '#e15759',
   'ebpf+sockmap': '#59a14f',
   ebpf: '#4e79a7',
+  'ambient/iptables': '#f28e2b',
+  'ambient/ebpf': '#76b7b2',
 };
 const PLACEMENT_LABEL: Record<Placement, string> = { 'same-node': 'same node', 'cross-node': 'cross node' };
 const FONT = 'DejaVu Sans, Helvetica, Arial, sans-serif';
@@ -107,7 +109,9 @@ function barPanel(box: Box, figs: Figure[], scenarios: Scenario[]): string {
     });
     out.push(text(gx + groupW / 2, plot.y + plot.h + 15, PLACEMENT_LABEL[f.placement], 'text-anchor="middle" font-size="11" fill="#222"'));
     const r = f.ratios['ebpf/iptables'];
-    if (Number.isFinite(r)) out.push(text(gx + groupW / 2, plot.y + plot.h + 28, `eBPF/iptables ${r.toFixed(2)}×`, 'text-anchor="middle" font-size="10" fill="#4e79a7"'));
+    const a = f.ratios['ambient/ebpf ÷ ambient/iptables'];
+    const said = [Number.isFinite(r) ? `eBPF/iptables ${r.toFixed(2)}×` : '', Number.isFinite(a) ? `ambient ${a.toFixed(2)}×` : ''].filter(Boolean).join(' · ');
+    if (said) out.push(text(gx + groupW / 2, plot.y + plot.h + 28, said, 'text-anchor="middle" font-size="9.5" fill="#4e79a7"'));
   });
   return out.join('\n');
 }
@@ -151,6 +155,11 @@ function tcPanel(box: Box, r: BenchReport): string {
   return out.join('\n');
 }
 
+/** A scenario's legend entry; S4 forced on where the gate fails says so next to its colour. */
+function legendLabel(r: BenchReport, m: Scenario): string {
+  return m === 'ebpf+sockmap' && r.sockmap && !r.sockmap.safe ? `${m} (S4 forced, unsafe here)` : m;
+}
+
 /** The whole chart as an SVG document. */
 export function renderChart(r: BenchReport): string {
   const W = 1360;
@@ -160,30 +169,35 @@ export function renderChart(r: BenchReport): string {
   const panels = chartFigures(r);
   const pw = (W - 2 * margin - (cols - 1) * gap) / cols;
   const ph = 290;
-  const top = 104;
+  // The legend wraps its whisker note onto a second line when the scenarios fill the first.
+  const legendW = r.scenarios.reduce((w, m) => w + 19 + legendLabel(r, m).length * 8 + 22, margin);
+  const wrap = legendW + 17 + 80 * 7 > W;
+  const top = wrap ? 122 : 104;
   const gridRows = Math.ceil(panels.length / cols);
   const tcH = r.tc ? 56 + r.tc.rows.length * 22 + 40 : 0;
   const H = top + gridRows * (ph + gap) + (r.tc ? tcH + gap : 0) + 20;
   const out: string[] = [];
   out.push(`<?xml version="1.0" encoding="UTF-8"?>`);
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="${W}" height="${n(H)}" viewBox="0 0 ${W} ${n(H)}" font-family="${FONT}">`);
-  out.push(`<title>meshwarp bench: direct, direct+sidecar, iptables, eBPF</title>`);
+  const ambient = r.scenarios.some((m) => m.startsWith('ambient/'));
+  out.push(`<title>meshwarp bench: ${r.scenarios.join(', ')}</title>`);
   out.push(`<rect x="0" y="0" width="${W}" height="${n(H)}" fill="#f7f7f7"/>`);
-  out.push(text(margin, 34, 'meshwarp bench: sidecar traffic through iptables vs eBPF redirection', 'font-size="22" font-weight="bold" fill="#111"'));
+  out.push(text(margin, 34, `meshwarp bench: ${ambient ? 'sidecar and ambient' : 'sidecar'} traffic through iptables vs eBPF redirection`, 'font-size="22" font-weight="bold" fill="#111"'));
   const o = r.options;
   out.push(text(margin, 56, `${r.startedAt.slice(0, 16).replace('T', ' ')} UTC · kernel ${r.machine.kernel}, ${r.machine.cpus} CPUs · ` +
-    `${o.rounds} round${o.rounds === 1 ? '' : 's'} × ${o.durationS} s, scenarios interleaved · haproxy sidecars (mode tcp, 1 thread), haproxy HTTP server, wrk, iperf3`, 'font-size="12.5" fill="#444"'));
+    `${o.rounds} round${o.rounds === 1 ? '' : 's'} × ${o.durationS} s, scenarios interleaved · haproxy sidecars${ambient ? ' and node proxies' : ''} (mode tcp, 1 thread), haproxy HTTP server, wrk, iperf3`, 'font-size="12.5" fill="#444"'));
   // Legend.
   let lx = margin;
   for (const m of r.scenarios) {
-    // S4 forced on where the gate fails: say so next to its colour.
-    const label = m === 'ebpf+sockmap' && r.sockmap && !r.sockmap.safe ? `${m} (S4 forced, unsafe here)` : m;
+    const label = legendLabel(r, m);
     out.push(`<rect x="${lx}" y="70" width="14" height="14" fill="${SCENARIO_COLORS[m]}"/>`);
     out.push(text(lx + 19, 81.5, label, 'font-size="12.5" fill="#111"'));
     lx += 19 + label.length * 8 + 22;
   }
-  out.push(`<path d="M${lx + 7} 70V84M${lx + 3} 70H${lx + 11}M${lx + 3} 84H${lx + 11}" stroke="#222" stroke-width="1.2" fill="none"/>`);
-  out.push(text(lx + 17, 81.5, `whiskers: min–max over ${o.rounds} round${o.rounds === 1 ? '' : 's'} (machine noise); bar: median`, 'font-size="12.5" fill="#111"'));
+  const wy = wrap ? 18 : 0;
+  if (wrap) lx = margin;
+  out.push(`<path d="M${lx + 7} ${70 + wy}V${84 + wy}M${lx + 3} ${70 + wy}H${lx + 11}M${lx + 3} ${84 + wy}H${lx + 11}" stroke="#222" stroke-width="1.2" fill="none"/>`);
+  out.push(text(lx + 17, 81.5 + wy, `whiskers: min–max over ${o.rounds} round${o.rounds === 1 ? '' : 's'} (machine noise); bar: median`, 'font-size="12.5" fill="#111"'));
 
   panels.forEach((figs, i) => {
     const box = { x: margin + (i % cols) * (pw + gap), y: top + Math.floor(i / cols) * (ph + gap), w: pw, h: ph };

@@ -9,6 +9,11 @@
 //                    as a mesh, without interception
 //   iptables, ebpf   c, s1, s2 meshed (osm profile) with a transparent haproxy
 //                    sidecar each; the app is addressed as in direct scenario
+//   ambient/iptables c, s1, s2 enrolled in ambient mode, no sidecar: each node's
+//   ambient/ebpf     node proxy (the lab's haproxy L4 relay, one per node and engine,
+//                    started once) carries them — in-pod redirection (iptables in
+//                    the pod netns, the proxy's listeners opened there, as Istio
+//                    ships) or eBPF (bpf_sk_assign into the proxy's own netns)
 //
 // Fresh pods per block: the iptables driver leaves empty nat chains (and so
 // conntrack) behind in a netns after unmesh, which would tax the scenarios that
@@ -19,19 +24,25 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { Lab, Sandbox, labPinRoot, runAll, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
+import { Lab, LabNodeProxy, Sandbox, labPinRoot, runAll, uniquePrefix, type LabNode, type LabPod } from '../lab/index.ts';
+import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { createDriver, labTarget, type DatapathDriver, type PodTarget } from '../datapath/index.ts';
 import { resolvePodPolicy, type PodPolicy } from '../profiles/index.ts';
 import { createCgroup, removeCgroupTree } from '../sys/cgroup.ts';
 import { ipBatch, nsRun } from '../sys/netns.ts';
 import { appServerConfig, explicitSidecarConfig, transparentSidecarConfig, type Relay } from './haproxy.ts';
 import { CHILD_ENV, WRK_REPORT_LUA, httpGet, waitListening } from './tools.ts';
+import { bpfRunTimes, type BpfRunTimes } from './bpfstats.ts';
 
-export const SCENARIOS = ['direct', 'direct+sidecar', 'iptables', 'ebpf', 'ebpf+sockmap'] as const;
+export const SCENARIOS = ['direct', 'direct+sidecar', 'iptables', 'ebpf', 'ebpf+sockmap', 'ambient/iptables', 'ambient/ebpf'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
-/** The interception engine of a meshed scenario (ebpf+sockmap is the eBPF driver with its S4 switch on). */
+/** The interception engine of a sidecar scenario (ebpf+sockmap is the eBPF driver with its S4 switch on). */
 export function engineOf(s: Scenario): 'ebpf' | 'iptables' | undefined {
   return s === 'ebpf' || s === 'ebpf+sockmap' ? 'ebpf' : s === 'iptables' ? 'iptables' : undefined;
+}
+/** The engine of an ambient scenario (undefined for the sidecar and direct ones). */
+export function ambientEngineOf(s: Scenario): 'ebpf' | 'iptables' | undefined {
+  return s === 'ambient/ebpf' ? 'ebpf' : s === 'ambient/iptables' ? 'iptables' : undefined;
 }
 export const PLACEMENTS = ['same-node', 'cross-node'] as const;
 export type Placement = (typeof PLACEMENTS)[number];
@@ -50,7 +61,12 @@ const EXPLICIT = {
   serverBulk: 15112,
 } as const;
 
-const SHORT: Record<Scenario, string> = { direct: 'dir', 'direct+sidecar': 'dsc', iptables: 'ipt', ebpf: 'ebpf', 'ebpf+sockmap': 'ebsm' };
+const SHORT: Record<Scenario, string> = {
+  direct: 'dir', 'direct+sidecar': 'dsc', iptables: 'ipt', ebpf: 'ebpf', 'ebpf+sockmap': 'ebsm', 'ambient/iptables': 'ami', 'ambient/ebpf': 'ame',
+};
+
+/** What an ambient driver does besides DatapathDriver: know its node's proxy. */
+type AmbientDriver = DatapathDriver & { setNodeProxy(np: NodeProxy): Promise<void> };
 
 export function parseScenarios(list: string): Scenario[] {
   const out = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
@@ -82,6 +98,8 @@ export interface CpuSnapshot {
   labUs: number;
   /** /proc/stat, all CPUs: busy (not idle/iowait/steal), total, and stolen by the hypervisor. */
   machine: { busyUs: number; totalUs: number; stealUs: number };
+  /** Run time of meshwarp's BPF programs so far, per program. */
+  bpf: BpfRunTimes;
 }
 
 /** One scenario's pods and processes, ready to measure. */
@@ -129,7 +147,9 @@ export class BenchLab {
   /** Config files (readable by the app and proxy uids); removed by destroy() or at exit. */
   readonly dir: string;
   readonly wrkScript: string;
-  readonly drivers = new Map<string, DatapathDriver>(); // `${scenario}/${node}`
+  readonly drivers = new Map<string, DatapathDriver>(); // `${engine}/${node}`, `ambient/${engine}/${node}`
+  /** Ambient: each node's proxy per engine, `${engine}/${node}` (started once, like the drivers). */
+  readonly proxies = new Map<string, LabNodeProxy>();
   #plain = 0;
 
   readonly #removeDir = (): void => { fs.rmSync(this.dir, { recursive: true, force: true }); };
@@ -174,6 +194,23 @@ export class BenchLab {
           await d.start();
         }
       }
+      for (const engine of ['ebpf', 'iptables'] as const) {
+        if (!scenarios.some((x) => ambientEngineOf(x) === engine)) continue;
+        for (const node of lab.nodes.values()) {
+          const d = await createDriver(engine, {
+            pinRoot: `${labPinRoot(prefix)}/${node.name}-ambient`,
+            nodeNetnsPath: node.netnsPath,
+            nodeIps: [node.addrs.gw4, node.addrs.gw6, node.ip4, node.ip6],
+          }, 'ambient') as AmbientDriver;
+          bl.drivers.set(`ambient/${engine}/${node.name}`, d);
+          await d.start();
+          // The same node proxy software and configuration for both engines; one instance each,
+          // outside the node's cgroup like every non-sidecar-ebpf process (no cgroup program sees it).
+          const p = await LabNodeProxy.start(node, `zt${engine === 'ebpf' ? 'e' : 'i'}`, { cgroupPath: createCgroup(`${prefix}/plain/proxy-${engine}-${node.name}`) });
+          bl.proxies.set(`${engine}/${node.name}`, p);
+          await d.setNodeProxy(p.announcement());
+        }
+      }
       return bl;
     } catch (e) {
       if (bl) await bl.destroy().catch(() => {});
@@ -186,16 +223,24 @@ export class BenchLab {
   datapathStats(): Record<string, number> {
     const out: Record<string, number> = {};
     for (const node of this.lab.nodes.values()) {
-      const d = this.drivers.get(`ebpf/${node.name}`);
-      for (const [k, v] of Object.entries(d?.features.stats?.() ?? {})) out[k] = (out[k] ?? 0) + Number(v);
+      for (const key of [`ebpf/${node.name}`, `ambient/ebpf/${node.name}`]) {
+        const d = this.drivers.get(key);
+        for (const [k, v] of Object.entries(d?.features.stats?.() ?? {})) out[k] = (out[k] ?? 0) + Number(v);
+      }
     }
     return out;
   }
 
-  #driver(scenario: 'ebpf' | 'iptables', node: LabNode): DatapathDriver {
-    const d = this.drivers.get(`${scenario}/${node.name}`);
-    if (!d) throw new Error(`no ${scenario} driver on ${node.name}`);
+  #driver(key: string, node: LabNode): DatapathDriver {
+    const d = this.drivers.get(`${key}/${node.name}`);
+    if (!d) throw new Error(`no ${key} driver on ${node.name}`);
     return d;
+  }
+
+  #proxy(engine: 'ebpf' | 'iptables', node: LabNode): LabNodeProxy {
+    const p = this.proxies.get(`${engine}/${node.name}`);
+    if (!p) throw new Error(`no ${engine} node proxy on ${node.name}`);
+    return p;
   }
 
   /** Creates the pods and processes of one block and checks the traffic path. */
@@ -240,7 +285,7 @@ export class BenchLab {
         const pod = this.lab.addPod(node, `${tag}-${name}`);
         pods.push(pod);
         let base = pod.cgroupPath;
-        if (engineOf(scenario) !== 'ebpf') {
+        if (engineOf(scenario) !== 'ebpf') { // ambient too: it hooks veths, not cgroups
           base = createCgroup(`${this.prefix}/plain/${++this.#plain}`);
           plainCgroups.push(base);
         }
@@ -314,10 +359,11 @@ export class BenchLab {
       await Promise.all(ready);
 
       const engine = engineOf(scenario);
+      const ambient = ambientEngineOf(scenario);
       if (engine === 'ebpf') for (const n of [n1, n2]) this.#driver('ebpf', n).features.setSockmap?.(scenario === 'ebpf+sockmap');
-      if (engine) {
+      if (engine || ambient) {
         for (const p of [c, s1, s2]) {
-          const driver = this.#driver(engine, p.pod.node);
+          const driver = this.#driver(ambient ? `ambient/${ambient}` : engine!, p.pod.node);
           const ref = podRef(p.pod);
           meshed.push({ driver, ref });
           await driver.mesh(ref, this.policy);
@@ -331,8 +377,10 @@ export class BenchLab {
           ? { url: `http://127.0.0.1:${EXPLICIT[pl].http}/`, bulk: { host: '127.0.0.1', port: EXPLICIT[pl].bulk } }
           : { url: `http://${ip}:${HTTP_PORT}/`, bulk: { host: ip, port: BULK_PORT } };
         // The path check: the app sees the client pod itself only in direct
-        // scenario; through sidecars it sees its own pod's sidecar.
-        const want = scenario === 'direct' ? c.pod.ip4 : ip;
+        // scenario; through sidecars it sees its own pod's sidecar, through the in-pod
+        // node proxy its own pod's address too, through the eBPF one that proxy's address.
+        const want = scenario === 'direct' ? c.pod.ip4 : ambient === 'ebpf' ? this.#proxy('ebpf', servers[pl].pod.node).ip4 : ip;
+        const proxied = ambient ? await this.#proxySessions(ambient) : 0;
         let seen: string;
         try {
           seen = (await httpGet(c.role('load'), `${targets[pl].url}whoami`, APP_UID)).trim();
@@ -341,19 +389,27 @@ export class BenchLab {
         }
         if (seen !== want) {
           throw new Error(`${scenario}, ${pl}: the app saw a request from ${seen}, expected ${want}: ` +
-            `traffic did not take the ${scenario === 'direct' ? 'direct' : 'sidecar'} path`);
+            `traffic did not take the ${scenario === 'direct' ? 'direct' : ambient ? 'node proxy' : 'sidecar'} path`);
+        }
+        // Same node: one proxy relays (outbound, then inbound in-pod); cross node: both.
+        const hops = ambient ? await this.#proxySessions(ambient) - proxied : 0;
+        if (ambient && hops < (ambient === 'iptables' || pl === 'cross-node' ? 2 : 1)) {
+          throw new Error(`${scenario}, ${pl}: the node proxies relayed ${hops} sessions for one request`);
         }
       }
       const usage = (sb: Sandbox | undefined) => (sb ? cgroupUsageUs(sb.cgroupPath) : 0);
+      // Ambient: the proxies' roles are the node proxies (the server's one only when it is another).
+      const proxyUs = (node: LabNode) => (ambient ? cgroupUsageUs(this.#proxy(ambient, node).proc.cgroupPath) : 0);
       const cpu = (pl: Placement): CpuSnapshot => ({
         roles: {
           load: usage(c.role('load')),
-          clientSidecar: scenario === 'direct' ? 0 : usage(c.role('sidecar')),
-          serverSidecar: scenario === 'direct' ? 0 : usage(servers[pl].role('sidecar')),
+          clientSidecar: scenario === 'direct' ? 0 : ambient ? proxyUs(n1) : usage(c.role('sidecar')),
+          serverSidecar: scenario === 'direct' ? 0 : ambient ? (pl === 'cross-node' ? proxyUs(n2) : 0) : usage(servers[pl].role('sidecar')),
           app: usage(servers[pl].role('app')),
         },
         labUs: cgroupUsageUs(this.lab.cgroupPath),
         machine: machineCpuUs(),
+        bpf: bpfRunTimes(),
       });
       return { scenario, client: c.role('load'), targets, cpu, teardown };
     } catch (e) {
@@ -362,12 +418,23 @@ export class BenchLab {
     }
   }
 
-  /** Stops the drivers, destroys the lab (pods, processes, pins, config files). */
+  /** Sessions the node proxies of an ambient engine have accepted so far, both nodes. */
+  async #proxySessions(engine: 'ebpf' | 'iptables'): Promise<number> {
+    let n = 0;
+    for (const node of this.lab.nodes.values()) n += await this.#proxy(engine, node).sessions();
+    return n;
+  }
+
+  /** Stops the node proxies and drivers, destroys the lab (pods, processes, pins, config files). */
   async destroy(): Promise<void> {
     const drivers = [...this.drivers.values()];
+    const proxies = [...this.proxies.values()];
     this.drivers.clear();
+    this.proxies.clear();
     try {
-      await runAll(`bench lab ${this.prefix}: teardown`, [...drivers.map((d) => () => d.stop()), () => this.lab.destroy(), this.#removeDir]);
+      await runAll(`bench lab ${this.prefix}: teardown`, [
+        ...proxies.map((p) => async () => { await p.stop(); removeCgroupTree(p.proc.cgroupPath); }),
+        ...drivers.map((d) => () => d.stop()), () => this.lab.destroy(), this.#removeDir]);
     } finally {
       process.off('exit', this.#removeDir);
     }

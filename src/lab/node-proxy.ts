@@ -21,7 +21,7 @@ import net from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { labRunDir } from './cleanup.ts';
-import type { LabNode, LabPod } from './lab.ts';
+import { Sandbox, type LabNode, type LabPod } from './lab.ts';
 import { eventually, stopChild } from './proc.ts';
 import { POD_IFNAME } from './wire.ts';
 import { LabDnsProxies, NODE_PROXY_DNS_PORT, type NodeProxyDns, type NodeProxyDnsLine } from './dns-proxy.ts';
@@ -72,20 +72,28 @@ export class LabNodeProxy {
   /** Its DNS proxies (opts.dns): 'proxy' (its own netns) and one per pod netns it serves in-pod. */
   readonly #dns: LabDnsProxies | undefined;
 
-  private constructor(node: LabNode, pod: LabPod, id: string, dns?: NodeProxyDns) {
+  /** Where its processes run (the sandbox's cgroup unless started with another). */
+  readonly proc: Sandbox;
+
+  private constructor(node: LabNode, pod: LabPod, id: string, dns?: NodeProxyDns, cgroupPath?: string) {
     this.node = node;
     this.pod = pod;
     this.id = id;
+    this.proc = cgroupPath ? new Sandbox(node.lab, `${pod.name}-proc`, pod.netns, cgroupPath) : pod;
     this.#dns = dns ? new LabDnsProxies(pod, `node proxy ${id}`, dns) : undefined;
   }
 
   /** Every query its DNS proxies logged. */
   get dnsLog(): NodeProxyDnsLine[] { return this.#dns?.log ?? []; }
 
-  /** Creates the proxy's sandbox `name` on `node` and starts haproxy (and its DNS proxy); resolves once they listen. */
-  static async start(node: LabNode, name = 'ztunnel', opts: { dns?: NodeProxyDns } = {}): Promise<LabNodeProxy> {
+  /**
+   * Creates the proxy's sandbox `name` on `node` and starts haproxy (and its DNS proxy); resolves
+   * once they listen. `cgroupPath`: run them in that cgroup instead of the sandbox's (the bench
+   * keeps them out of the node's cgroup, where sidecar-mode programs are attached).
+   */
+  static async start(node: LabNode, name = 'ztunnel', opts: { dns?: NodeProxyDns; cgroupPath?: string } = {}): Promise<LabNodeProxy> {
     const pod = node.lab.addPod(node, name);
-    const p = new LabNodeProxy(node, pod, `${node.name}-${name}`, opts.dns);
+    const p = new LabNodeProxy(node, pod, `${node.name}-${name}`, opts.dns, opts.cgroupPath);
     await p.run();
     return p;
   }
@@ -95,7 +103,7 @@ export class LabNodeProxy {
     const { dns, ...tcp } = NODE_PROXY_PORTS;
     return {
       id: this.id, netns: this.pod.netnsPath, ifName: POD_IFNAME, ports: this.#dns ? { ...tcp, dns } : { ...tcp }, ready,
-      control: this.controlSocket, cgroup: this.pod.cgroupPath,
+      control: this.controlSocket, cgroup: this.proc.cgroupPath,
     };
   }
 
@@ -246,7 +254,7 @@ export class LabNodeProxy {
     this.#dir = dir;
     writeFileSync(this.#cfg, haproxyConfig(NODE_PROXY_PORTS, this.podNetns, this.#stats), { mode: 0o644 });
     // root: IP_TRANSPARENT needs CAP_NET_ADMIN, `namespace` CAP_SYS_ADMIN. -W: master-worker (reloads).
-    this.child = this.pod.spawn(['haproxy', '-W', '-db', '-f', this.#cfg], { env: { PATH: process.env.PATH } });
+    this.child = this.proc.spawn(['haproxy', '-W', '-db', '-f', this.#cfg], { env: { PATH: process.env.PATH } });
     const want = [NODE_PROXY_PORTS.outbound, NODE_PROXY_PORTS.inbound];
     const up = await eventually(async () => {
       if (this.child?.exitCode !== null) return true;

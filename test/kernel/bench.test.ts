@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { inCI, testPrefix, sidecarTest } from '../helpers/kernel.ts';
 import { Lab, prefixIsClean } from '../../src/lab/index.ts';
 import { SCENARIOS, PLACEMENTS } from '../../src/bench/topology.ts';
-import { RATIO_KEYS } from '../../src/bench/figures.ts';
+import { RATIO_KEYS, ratioParts } from '../../src/bench/figures.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/meshwarp', import.meta.url));
 const TOOLS = ['haproxy', 'wrk', 'iperf3', 'curl'];
@@ -112,8 +112,8 @@ if (missing.length > 0 && !inCI) {
     assert.equal(rep.samples.length, SCENARIOS.length * PLACEMENTS.length * 3, 'rr10, conn and bulk per scenario and placement');
 
     const want = PLACEMENTS.flatMap((pl) => [
-      ...['rps', 'p50_us', 'p99_us', 'cpu_us'].map((s) => `${pl}.rr10.${s}`),
-      ...['cps', 'p50_us', 'p99_us', 'cpu_us'].map((s) => `${pl}.conn.${s}`),
+      ...['rps', 'p50_us', 'p99_us', 'cpu_us', 'machine_cpu_us', 'bpf_ns'].map((s) => `${pl}.rr10.${s}`),
+      ...['cps', 'p50_us', 'p99_us', 'cpu_us', 'machine_cpu_us', 'bpf_ns'].map((s) => `${pl}.conn.${s}`),
       `${pl}.bulk.gbps`,
     ]);
     assert.deepEqual(rep.figures.map((f: { id: string }) => f.id).sort(), want.sort());
@@ -123,7 +123,18 @@ if (missing.length > 0 && !inCI) {
         for (const k of ['median', 'min', 'max']) assert.ok(Number.isFinite(s[k]), `${f.id} ${m}.${k} = ${s[k]}`);
         assert.equal(s.samples.length, 1);
       }
-      for (const k of RATIO_KEYS) assert.ok(typeof f.ratios[k] === 'number' && Number.isFinite(f.ratios[k]), `${f.id} ratio ${k} = ${f.ratios[k]}`);
+      for (const k of RATIO_KEYS) {
+        const bpfOnly = f.stat === 'bpf_ns' && !ratioParts(k).every((m) => ['ebpf', 'ebpf+sockmap', 'ambient/ebpf'].includes(m));
+        const v = f.ratios[k]; // NaN is null in JSON
+        assert.ok(bpfOnly ? v === null : typeof v === 'number' && Number.isFinite(v), `${f.id} ratio ${k} = ${v}`);
+      }
+      // BPF run time per request: the eBPF scenarios' programs ran, the others' did not run any of ours.
+      if (f.stat === 'bpf_ns') {
+        for (const m of ['ebpf', 'ebpf+sockmap', 'ambient/ebpf']) assert.ok(f.scenarios[m].median > 0, `${f.id}: ${m} ran BPF programs`);
+        // Not exactly 0: the programs on the node proxies' and nodes' interfaces see stray packets (ARP, NDP).
+        const least = Math.min(...['ebpf', 'ebpf+sockmap', 'ambient/ebpf'].map((m) => f.scenarios[m].median));
+        for (const m of ['direct', 'direct+sidecar', 'iptables', 'ambient/iptables']) assert.ok(f.scenarios[m].median < least / 4, `${f.id}: ${m} ran (almost) none of ours: ${f.scenarios[m].median} ns vs ${least}`);
+      }
     }
     for (const g of rep.goals) assert.ok(Number.isFinite(g.value), `goal ${g.id}: ${g.value}`);
     assert.ok(rep.goals.some((g: { id: string }) => g.id === 'tc.ns'));
@@ -135,6 +146,11 @@ if (missing.length > 0 && !inCI) {
     assert.ok(!block('ebpf')[0].counters.sockmap_msgs, 'S4 off in the ebpf block');
     assert.ok(block('ebpf+sockmap').length === 1 && block('ebpf+sockmap')[0].counters.sockmap_msgs > 0, 'the ebpf+sockmap block went through sockmap');
     assert.ok(rep.goals.some((g: { id: string }) => g.id === 'sockmap.leg'), 'the leg micro-benchmark goal');
+    assert.ok(block('ambient/ebpf').length === 1 && block('ambient/ebpf')[0].counters.am_captured_out > 0, 'the ambient/ebpf block was captured by the ambient datapath');
+    // Issue 12's goals: ambient/ebpf against ambient/iptables, per placement, with the spread of the per-round ratio.
+    const amb = (rep.goals as { id: string; op: string; target: number; met: boolean; spread?: unknown }[]).filter((g) => g.id.includes('.ambient.'));
+    assert.deepEqual(amb.map((g) => g.id).sort(), PLACEMENTS.flatMap((pl) => [`${pl}.ambient.rps`, `${pl}.ambient.p99`]).sort());
+    for (const g of amb) assert.ok(g.spread && typeof g.met === 'boolean' && g.target > 0, JSON.stringify(g));
     // The four S4 goals of issue 15 (per placement, and the leg), each with its spread; marked
     // forced where the behaviour gate fails (the bench forces S4 on in the ebpf+sockmap blocks).
     type G = { id: string; value: number; op: string; target: number; met: boolean; spread?: { min: number; max: number }; forced?: boolean };
@@ -155,8 +171,8 @@ if (missing.length > 0 && !inCI) {
     const tags = checkXml(svg);
     assert.equal(tags[0], 'svg');
     const bars = (svg.match(/<rect class="bar"/g) ?? []).length;
-    // 4 panels (rr10 req/s, rr10 p99, conn/s, bulk) × 2 placements × 5 scenarios, plus the tc rows.
-    assert.ok(bars >= 4 * 2 * 4 + rep.tc.rows.length, `only ${bars} bars`);
+    // 4 panels (rr10 req/s, rr10 p99, conn/s, bulk) × 2 placements × every scenario, plus the tc rows.
+    assert.ok(bars >= 4 * 2 * SCENARIOS.length + rep.tc.rows.length, `only ${bars} bars`);
     for (const m of SCENARIOS) {
       const label = m === 'ebpf+sockmap' && !rep.sockmap.safe ? `${m} (S4 forced, unsafe here)` : m;
       assert.ok(svg.includes(`>${label}</text>`), `legend entry ${label}`);
@@ -164,12 +180,12 @@ if (missing.length > 0 && !inCI) {
 
     assert.ok(prefixIsClean(prefix), `lab ${prefix} left something behind`);
     assert.deepEqual(leftoverDirs(prefix), []);
-  }, { timeout: 120_000 });
+  }, { timeout: 300_000 });
 
   sidecarTest('meshwarp bench: Ctrl-C in the middle removes everything it made', async (t) => {
     const { prefix, dir } = benchRun(t);
     let sent = false;
-    const r = await runCli(['bench', '--rounds', '1', '--duration', '1', '--conns', '10', '--no-tc', '--scenarios', 'ebpf,iptables',
+    const r = await runCli(['bench', '--rounds', '1', '--duration', '1', '--conns', '10', '--no-tc', '--scenarios', 'ebpf,iptables,ambient/iptables',
       '--chart', path.join(dir, 'c.svg'), '--prefix', prefix], (err, child) => {
       // Interrupt while the ebpf or iptables pods are up and a measurement runs.
       if (!sent && /round 1\/1 .*· (same|cross)-node ·/.test(err)) {

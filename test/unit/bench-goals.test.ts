@@ -67,3 +67,16 @@ test('no S4 goals when the scenario was not selected', () => {
   const figs = buildFigures(samples({ iptables: [100], ebpf: [110] }), tests, ['same-node']);
   assert.equal(evaluateGoals(figs, [100]).filter((g) => g.id.includes('sockmap')).length, 0);
 });
+
+test('ambient (issue 12): ambient/ebpf against ambient/iptables, rps ≥ 1.15× and p99 ≤ 0.9× per placement, with spread', () => {
+  const figs = buildFigures(samples({ 'ambient/iptables': [100, 100, 100], 'ambient/ebpf': [110, 120, 130] }), tests, ['same-node']);
+  const goals = evaluateGoals(figs, [100]).filter((g) => g.id.includes('.ambient.'));
+  assert.deepEqual(goals.map((g) => [g.id, g.op, g.target]), [['same-node.ambient.rps', '>=', 1.15], ['same-node.ambient.p99', '<=', 0.9]]);
+  assert.equal(goals[0].value, 1.2);
+  assert.equal(goals[0].met, true);
+  assert.deepEqual(goals[0].spread, { min: 1.1, max: 1.3 });
+  assert.ok(Math.abs(goals[1].value - 100 / 120) < 1e-9);
+  assert.equal(goals[1].met, true); // 0.833 <= 0.9
+  // Not listed when no ambient scenario ran.
+  assert.ok(!evaluateGoals(buildFigures(samples({ iptables: [100] }), tests, ['same-node']), [100]).some((g) => g.id.includes('.ambient.')));
+});
