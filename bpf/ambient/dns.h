@@ -74,6 +74,16 @@ static __always_inline void mw_am_dns_key(struct am_dns_key *k, const struct ip_
 	k->_pad = 0;
 }
 
+/* A query that may be captured: to port 53, a UDP datagram or the SYN of a TCP connection. */
+static __always_inline int mw_am_dns_candidate(const struct mw_am_pkt *p)
+{
+	if (p->dport != MW_DNS_PORT_BE)
+		return 0;
+	if (p->proto == MW_IPPROTO_TCP)
+		return mw_am_is_syn(p);
+	return p->proto == MW_IPPROTO_UDP;
+}
+
 /* mwam_from_pod, after the TCP flow lookups; px: the ready proxy new flows go to, or NULL. */
 static __always_inline int mw_am_dns_out(struct __sk_buff *skb, const struct am_node *node, const struct am_proxy *px,
 					 __u64 cookie, const struct mw_am_pkt *p)
@@ -82,14 +92,8 @@ static __always_inline int mw_am_dns_out(struct __sk_buff *skb, const struct am_
 	struct bpf_sock *sk;
 	__u32 len;
 
-	if (p->dport != MW_DNS_PORT_BE)
+	if (!mw_am_dns_candidate(p))
 		return MW_AM_GO_ON;
-	if (p->proto == MW_IPPROTO_TCP) {
-		if (!mw_am_is_syn(p))
-			return MW_AM_GO_ON;
-	} else if (p->proto != MW_IPPROTO_UDP) {
-		return MW_AM_GO_ON;
-	}
 	if (!mw_am_dns_server(cookie, &p->daddr)) {
 		if (p->proto == MW_IPPROTO_UDP) {
 			mw_count(MW_STAT_DNS_NOT_SERVER);
@@ -129,14 +133,8 @@ static __always_inline int mw_am_dns_in(struct __sk_buff *skb, const struct mw_a
 	__u16 id = 0;
 	int err;
 
-	if (!node || p->dport != MW_DNS_PORT_BE || !node->mark_out || !(skb->mark & node->mark_out))
+	if (!node || !mw_am_dns_candidate(p) || !node->mark_out || !(skb->mark & node->mark_out))
 		return MW_AM_GO_ON;
-	if (p->proto == MW_IPPROTO_TCP) {
-		if (!mw_am_is_syn(p))
-			return MW_AM_GO_ON;
-	} else if (p->proto != MW_IPPROTO_UDP) {
-		return MW_AM_GO_ON;
-	}
 	pod = bpf_map_lookup_elem(&am_pods, &p->saddr);
 	if (!pod || !mw_am_dns_server(pod->netns_cookie, &p->daddr))
 		return MW_AM_GO_ON;

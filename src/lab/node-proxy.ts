@@ -15,14 +15,15 @@
 //
 // DNS (opts.dns): its DNS proxies, see dns-proxy.ts.
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import net from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { NodeProxy } from '../datapath/ambient/proxy.ts';
 import { labRunDir } from './cleanup.ts';
 import { Sandbox, type LabNode, type LabPod } from './lab.ts';
 import { eventually, stopChild } from './proc.ts';
+import { serveControl } from './control.ts';
 import { POD_IFNAME } from './wire.ts';
 import { LabDnsProxies, NODE_PROXY_DNS_PORT, type NodeProxyDns, type NodeProxyDnsLine } from './dns-proxy.ts';
 
@@ -66,7 +67,7 @@ export class LabNodeProxy {
   readonly id: string;
   child: ChildProcess | undefined;
   #dir = '';
-  #control: http.Server | undefined;
+  #control: Server | undefined;
   /** Pod netns names it listens in (the agent's last snapshot). */
   podNetns: string[] = [];
   /** Its DNS proxies (opts.dns): 'proxy' (its own netns) and one per pod netns it serves in-pod. */
@@ -158,28 +159,19 @@ export class LabNodeProxy {
 
   /** The control socket (node proxy contract, in-pod engine): PUT /v1/pods { pods: [{ netns }] }. */
   async #serveControl(): Promise<void> {
-    rmSync(this.controlSocket, { force: true });
-    const srv = http.createServer((req, res) => {
-      let body = '';
-      req.setEncoding('utf8');
-      req.on('data', (d: string) => (body += d));
-      req.on('end', () => {
-        const reply = (code: number, msg: unknown) => { res.writeHead(code, { 'content-type': 'application/json' }); res.end(JSON.stringify(msg)); };
-        if (req.method !== 'PUT' || req.url !== '/v1/pods') return reply(404, { error: 'PUT /v1/pods only' });
-        let names: string[];
-        try {
-          const snap = JSON.parse(body) as { pods?: { netns?: unknown }[] };
-          if (!Array.isArray(snap.pods)) throw new Error('pods: expected an array');
-          names = snap.pods.map((p) => netnsName(String(p.netns)));
-        } catch (e) {
-          return reply(400, { error: (e as Error).message });
-        }
-        this.listenIn(names).then(() => reply(200, { ok: true }), (e: Error) => reply(500, { error: e.message }));
-      });
+    this.#control = await serveControl(this.controlSocket, async (method, url, body) => {
+      if (method !== 'PUT' || url !== '/v1/pods') return [404, { error: 'PUT /v1/pods only' }];
+      let names: string[];
+      try {
+        const snap = JSON.parse(body) as { pods?: { netns?: unknown }[] };
+        if (!Array.isArray(snap.pods)) throw new Error('pods: expected an array');
+        names = snap.pods.map((p) => netnsName(String(p.netns)));
+      } catch (e) {
+        return [400, { error: (e as Error).message }];
+      }
+      await this.listenIn(names);
+      return [200, { ok: true }];
     });
-    await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(this.controlSocket, resolve); });
-    chmodSync(this.controlSocket, 0o600);
-    this.#control = srv;
   }
 
   #reloads: Promise<void> = Promise.resolve();

@@ -4,11 +4,10 @@
 //   node main.ts --control <unix socket> [--outbound 15001] [--inbound 15006] [--hbone 15008]
 // Control socket (HTTP, root only): PUT /v1/config <HboneConfig> → 200 once applied;
 // GET /v1/stats → { counters, pool }; GET /v1/hops → the last HBONE hops of either side.
-import { chmodSync, rmSync } from 'node:fs';
-import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { checkConfig } from './config.ts';
 import { HboneProxy } from './proxy.ts';
+import { serveControl } from '../control.ts';
 
 const { values } = parseArgs({
   options: {
@@ -26,28 +25,19 @@ const control = values.control;
 const proxy = new HboneProxy({ outbound: Number(values.outbound), inbound: Number(values.inbound), hbone: Number(values.hbone) });
 await proxy.listen();
 
-const srv = http.createServer((req, res) => {
-  let body = '';
-  req.setEncoding('utf8');
-  req.on('data', (d: string) => (body += d));
-  req.on('end', () => {
-    const reply = (code: number, msg: unknown) => { res.writeHead(code, { 'content-type': 'application/json' }); res.end(JSON.stringify(msg)); };
-    if (req.method === 'PUT' && req.url === '/v1/config') {
-      try {
-        proxy.setConfig(checkConfig(JSON.parse(body)));
-      } catch (e) {
-        return reply(400, { error: (e as Error).message });
-      }
-      return reply(200, { ok: true });
+const srv = await serveControl(control, (method, url, body) => {
+  if (method === 'PUT' && url === '/v1/config') {
+    try {
+      proxy.setConfig(checkConfig(JSON.parse(body)));
+    } catch (e) {
+      return [400, { error: (e as Error).message }];
     }
-    if (req.method === 'GET' && req.url === '/v1/stats') return reply(200, proxy.stats());
-    if (req.method === 'GET' && req.url === '/v1/hops') return reply(200, proxy.hops);
-    reply(404, { error: 'PUT /v1/config, GET /v1/stats, GET /v1/hops' });
-  });
+    return [200, { ok: true }];
+  }
+  if (method === 'GET' && url === '/v1/stats') return [200, proxy.stats()];
+  if (method === 'GET' && url === '/v1/hops') return [200, proxy.hops];
+  return [404, { error: 'PUT /v1/config, GET /v1/stats, GET /v1/hops' }];
 });
-rmSync(control, { force: true });
-await new Promise<void>((resolve, reject) => { srv.once('error', reject); srv.listen(control, resolve); });
-chmodSync(control, 0o600);
 
 const stop = () => {
   srv.close();
