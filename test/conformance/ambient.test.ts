@@ -20,6 +20,7 @@ import { withNetns } from '../../src/sys/netns.ts';
 import { FAMILIES, MODE, MeshLab, assertDirect, assertProxied, connectFrom, loadFrom, famName, norm, stat, suiteSkip, SUITE, type ConnectResult, type Family, type MeshPod } from './harness.ts';
 import { PROBE_SOURCE } from '../../src/datapath/ambient-iptables/rules.ts';
 import { waitUntil } from '../helpers/poll.ts';
+import { heldFlow } from '../helpers/held-flow.ts';
 
 const INPOD = MODE === 'iptables';
 
@@ -54,26 +55,6 @@ async function icmpEcho(pod: MeshPod, dst: string): Promise<void> {
     `while True:\n d,a=s.recvfrom(2048)\n if a[0]==sys.argv[1] and d[20]==0:\n  print('reply');break\n`;
   const r = await pod.sb.run(['python3', '-c', code, dst], { timeoutMs: 10_000 });
   assert.equal(r.stdout.trim(), 'reply', `ICMP echo ${pod.name} -> ${dst}: ${r.stderr.trim()}`);
-}
-
-/**
- * A connection from `pod` to dst:8080 that sends half a request now and the rest once
- * `flag` exists; `reply` resolves with what the server saw (a long-lived flow).
- */
-function heldFlow(pod: MeshPod, dst: string, flag: string): { connected: () => boolean; reply: Promise<{ name: string; remote: string }>; kill: () => void } {
-  const code = `import socket,sys,os,time\ns=socket.create_connection((sys.argv[1],8080),timeout=60)\nprint('connected',flush=True)\n` +
-    `s.sendall(b'GET / HTTP/1.0\\r\\nHost: x\\r\\n')\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.02)\ns.sendall(b'\\r\\n')\n` +
-    `d=b''\nwhile True:\n b=s.recv(4096)\n if not b: break\n d+=b\nprint(d.split(b'\\r\\n\\r\\n',1)[1].decode(),flush=True)\n`;
-  const child = pod.sb.spawn(['/usr/bin/python3', '-c', code, dst, flag], { uid: 1000 });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
-  const reply = new Promise<{ name: string; remote: string }>((resolve, reject) => child.once('exit', () => {
-    try { resolve(JSON.parse(out.split('\n')[1]) as { name: string; remote: string }); } catch { reject(new Error(`held flow: ${out} ${err}`)); }
-  }));
-  reply.catch(() => {});
-  return { connected: () => out.startsWith('connected'), reply, kill: () => child.kill() };
 }
 
 describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip('ambient') }, () => {
@@ -220,7 +201,7 @@ describe(`ambient capture through the node proxy (${SUITE})`, { skip: suiteSkip(
     const old = env.proxy('node1');
     const drv = env.ambientDriver('node1');
     const flag = `/tmp/${env.prefix}-upg`;
-    const held = heldFlow(a, b.ip(4), flag);
+    const held = heldFlow(a.sb, b.ip(4), 8080, flag);
     let next: Awaited<ReturnType<MeshLab['startNodeProxy']>> | undefined;
     let withdrawn = false;
     try {
