@@ -139,6 +139,29 @@ static void enrol_sock(int fd)
 
 struct pair { int a, b; };
 
+/* A listener on the loopback address of the family under test, any port; *ss, *len: its address. */
+static int loopback_listener(struct sockaddr_storage *ss, socklen_t *len)
+{
+	int l;
+
+	memset(ss, 0, sizeof(*ss));
+	if (v6) {
+		struct sockaddr_in6 *s = (void *)ss;
+		s->sin6_family = AF_INET6;
+		s->sin6_addr = in6addr_loopback;
+		*len = sizeof(*s);
+	} else {
+		struct sockaddr_in *s = (void *)ss;
+		s->sin_family = AF_INET;
+		s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		*len = sizeof(*s);
+	}
+	l = socket(ss->ss_family, SOCK_STREAM, 0);
+	if (l < 0 || bind(l, (void *)ss, *len) || listen(l, 8) || getsockname(l, (void *)ss, len))
+		die("listen");
+	return l;
+}
+
 /* A connected loopback pair; `which` ends enrolled (bit 0: a, bit 1: b). */
 static struct pair make_pair(int which)
 {
@@ -147,23 +170,7 @@ static struct pair make_pair(int which)
 	struct pair p;
 	int l, one = 1;
 
-	memset(&ss, 0, sizeof(ss));
-	if (v6) {
-		struct sockaddr_in6 *s = (void *)&ss;
-		s->sin6_family = AF_INET6;
-		s->sin6_addr = in6addr_loopback;
-		len = sizeof(*s);
-	} else {
-		struct sockaddr_in *s = (void *)&ss;
-		s->sin_family = AF_INET;
-		s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(*s);
-	}
-	l = socket(ss.ss_family, SOCK_STREAM, 0);
-	if (l < 0 || bind(l, (void *)&ss, len) || listen(l, 8))
-		die("listen");
-	if (getsockname(l, (void *)&ss, &len))
-		die("getsockname");
+	l = loopback_listener(&ss, &len);
 	p.a = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (p.a < 0 || connect(p.a, (void *)&ss, len))
 		die("connect");
@@ -555,21 +562,7 @@ static void check_send_before_accept(void)
 	struct pair p;
 	int l, one = 1, err;
 
-	memset(&ss, 0, sizeof(ss));
-	if (v6) {
-		struct sockaddr_in6 *s = (void *)&ss;
-		s->sin6_family = AF_INET6;
-		s->sin6_addr = in6addr_loopback;
-		len = sizeof(*s);
-	} else {
-		struct sockaddr_in *s = (void *)&ss;
-		s->sin_family = AF_INET;
-		s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(*s);
-	}
-	l = socket(ss.ss_family, SOCK_STREAM, 0);
-	if (l < 0 || bind(l, (void *)&ss, len) || listen(l, 8) || getsockname(l, (void *)&ss, &len))
-		die("listen");
+	l = loopback_listener(&ss, &len);
 	p.a = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (p.a < 0 || connect(p.a, (void *)&ss, len))
 		die("connect");
