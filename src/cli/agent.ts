@@ -3,9 +3,7 @@
 import { parseArgs } from 'node:util';
 import { Agent, log, type Driver } from '../agent/agent.ts';
 import { DEFAULTS, validateConfig, type AgentConfig, type KubeAgentConfig } from '../agent/config.ts';
-import { KubeSource } from '../agent/sources/kube.ts';
-import { podRepairer } from '../agent/sources/podns.ts';
-import { inClusterConfig, KubeClient, loadKubeconfig } from '../k8s/client.ts';
+import type { KubeSource } from '../agent/sources/kube.ts';
 import { DEFAULT_EXCLUDE_NAMESPACES } from '../k8s/enroll.ts';
 import { nodeAddresses, watchNodeAddresses } from '../agent/node-addrs.ts';
 import { listenApi, listenMetrics } from '../agent/server.ts';
@@ -126,6 +124,10 @@ export async function run(argv: string[]): Promise<number> {
   await agent.start();
   let kube: KubeSource | undefined;
   if (cfg.kube) {
+    // Loaded only with --kubernetes: an agent fed by CNI alone never pays for the client,
+    // node:https/TLS and the informers (docs/agent.md, memory).
+    const [{ KubeSource }, { podRepairer }, { inClusterConfig, KubeClient, loadKubeconfig }] = await Promise.all([
+      import('../agent/sources/kube.ts'), import('../agent/sources/podns.ts'), import('../k8s/client.ts')]);
     const k = cfg.kube;
     const client = new KubeClient(k.kubeconfig ? loadKubeconfig(k.kubeconfig) : inClusterConfig(process.env, k.server));
     kube = new KubeSource(client, agent.reconciler, {

@@ -14,6 +14,7 @@ entries, links, pins, tc programs, state entries, fds, netns, IPAM). Needs root.
   --rate N       pods added and deleted per second (default ${CHURN_FULL.rate})
   --duration S   seconds of churn (default ${CHURN_FULL.durationS})
   --hold N       pods held after the churn (default ${CHURN_FULL.hold})
+  --prefix P     lab prefix (mw..., at most 6 chars; default mwch + random)
   --json         the report as JSON (with "goals")
 `;
 
@@ -40,7 +41,7 @@ export async function runControlPlane(argv: string[]): Promise<number> {
     hold: positiveInt('--hold', v.hold, CHURN_FULL.hold),
     prefix: v.prefix,
   };
-  if (opts.prefix !== undefined && !opts.prefix.startsWith('mwch')) throw new Error('--prefix: must start with mwch');
+  if (opts.prefix !== undefined && !opts.prefix.startsWith('mw')) throw new Error('--prefix: must start with mw (a lab prefix)');
   if (process.getuid?.() !== 0) throw new Error('meshwarp bench needs root (network namespaces, cgroups, BPF)');
   const onSignal = (sig: NodeJS.Signals): void => { process.exit(sig === 'SIGINT' ? 130 : 143); }; // the lab's exit hook cleans up
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);

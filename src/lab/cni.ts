@@ -115,6 +115,8 @@ export interface ChainContext extends ExecPluginOptions {
   cniPath: string[];
   /** Each plugin's stderr once it exited (only when it wrote some). */
   onStderr?: (plugin: string, command: CniCommand, text: string) => void;
+  /** Each plugin's wall time, start of its process to exit (benchmarks: where a chain's time goes). */
+  onPluginTime?: (plugin: string, command: CniCommand, ms: number) => void;
 }
 
 export interface RunChainOptions {
@@ -155,7 +157,9 @@ export async function runChain(
     if (bin === undefined) {
       err = new CniChainError(type, cmd, -1, `plugin ${type} not found in ${ctx.cniPath.join(':')}`, '', '');
     } else {
+      const t0 = performance.now();
       const r = await execPlugin(ctx.netnsPath, bin, { ...env, CNI_COMMAND: cmd, CNI_PATH: ctx.cniPath.join(':') }, JSON.stringify(conf), ctx);
+      ctx.onPluginTime?.(type, cmd, performance.now() - t0);
       if (r.stderr) ctx.onStderr?.(type, cmd, r.stderr);
       if (r.code !== 0) err = chainError(type, cmd, r);
       else if (cmd === 'ADD') {

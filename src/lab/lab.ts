@@ -10,7 +10,8 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { CommandError } from '../sys/exec.ts';
 import { cgroup2Mount, createCgroup, removeCgroupTree } from '../sys/cgroup.ts';
-import { deleteNetns, linkIndex, netnsPath } from '../sys/netns.ts';
+import { deleteNetns, netnsPath, withNetns } from '../sys/netns.ts';
+import { ifNameToIndex } from '../sys/libc.ts';
 import {
   FIRST_POD_HOST, LAST_POD_HOST, MAX_NODES, NAME_RE, hostVethName, nodeAddrs, podAddrs, type NodeAddrs,
 } from './addr.ts';
@@ -113,10 +114,17 @@ export interface NodeCni extends NodeCniDirs {
   /** CNI_PATH the runtime passes: our bin dir, then Debian's plugins. */
   cniPath: string[];
   onLog?: CniLogFn;
+  onStep?: CniStepFn;
 }
 
 /** Receives each plugin's stderr lines (meshwarp-cni writes JSON lines there). */
 export type CniLogFn = (line: string, plugin: string, command: CniCommand) => void;
+
+/**
+ * Receives the wall time of each step of addPodCni / removePodCni: "sandbox" (netns + cgroup),
+ * "<ADD|DEL> <plugin>" per plugin process, "teardown" (netns + cgroup removed).
+ */
+export type CniStepFn = (step: string, ms: number) => void;
 
 export class LabPod extends Sandbox {
   readonly node: LabNode;
@@ -181,6 +189,7 @@ export interface EnableCniOptions {
   /** meshwarp.dataplane of the node's conf (ambient: its pods join the ambient dataplane). */
   dataplane?: 'sidecar' | 'ambient';
   onLog?: CniLogFn;
+  onStep?: CniStepFn;
 }
 
 export interface AddPodCniOptions {
@@ -322,7 +331,7 @@ export class Lab {
     if (node.highestHost >= CNI_FIRST_HOST) throw new Error(`node ${node.name}: directly wired pods use host-local's range (.${CNI_FIRST_HOST}+)`);
     const dirs = nodeCniDirs(labRunDir(this.prefix), node.name);
     installNodeCni(dirs, node.addrs, node.bridge, opts);
-    node.cni = { ...dirs, cniPath: [dirs.binDir, DEBIAN_CNI_DIR], onLog: opts.onLog };
+    node.cni = { ...dirs, cniPath: [dirs.binDir, DEBIAN_CNI_DIR], onLog: opts.onLog, onStep: opts.onStep };
   }
 
   private chainContext(node: LabNode, cni: NodeCni): ChainContext {
@@ -333,6 +342,7 @@ export class Lab {
       onStderr: cni.onLog && ((plugin, cmd, text) => {
         for (const l of text.split('\n')) if (l) cni.onLog!(l, plugin, cmd);
       }),
+      onPluginTime: cni.onStep && ((plugin, cmd, ms) => cni.onStep!(`${cmd} ${plugin}`, ms)),
     };
   }
 
@@ -352,7 +362,9 @@ export class Lab {
     const conflist = loadConflist(cni.confDir); // read at every ADD, as runtimes pick up config changes
     const containerId = `${this.prefix}${this.podSeq + 1}${randomBytes(8).toString('hex')}`; // addPod takes seq podSeq + 1
     const uid = opts.uid ?? randomUUID();
+    const t0 = performance.now();
     const pod = this.addPod(n, name, { wire: false, ...(opts.kubeletCgroup ? { kubelet: { uid, sandboxId: containerId } } : {}) });
+    cni.onStep?.('sandbox', performance.now() - t0);
     const env = {
       CNI_CONTAINERID: containerId, CNI_NETNS: pod.netnsPath, CNI_IFNAME: 'eth0',
       CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${uid}`,
@@ -362,7 +374,7 @@ export class Lab {
     try {
       await runChain(ctx, LOOPBACK_CONFLIST, 'ADD', { ...env, CNI_IFNAME: 'lo' });
       result = await runChain(ctx, conflist, 'ADD', env);
-      pod.setNetwork(podNetworkFromResult(result!, n.bridge, n.addrs, (ifname) => linkIndex(n.netns, ifname)));
+      pod.setNetwork(podNetworkFromResult(result!, n.bridge, n.addrs, (ifname) => withNetns(n.netnsPath, () => ifNameToIndex(ifname))));
       pod.cni = { containerId, namespace, env, conflist, result: result! };
     } catch (e) {
       if (!this.dead) {
@@ -390,7 +402,9 @@ export class Lab {
       await runChain(ctx, a.conflist, 'DEL', a.env, { prevResult: a.result, keepGoing: true });
       await runChain(ctx, LOOPBACK_CONFLIST, 'DEL', { ...a.env, CNI_IFNAME: 'lo' });
     }
+    const t0 = performance.now();
     if (pod.node.pods.get(pod.name) === pod) this.removePod(pod);
+    cni?.onStep?.('teardown', performance.now() - t0);
   }
 
   private ownNode(n: LabNode): void {

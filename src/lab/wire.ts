@@ -2,7 +2,9 @@
 // Network plumbing of the lab, kept apart from the topology bookkeeping so pod wiring can
 // later be done by the real CNI chain instead of wirePodDirect().
 // Nothing here touches the host netns: links are created inside lab namespaces only.
-import { addNetns, ipBatch, nsRun, sysctlScript } from '../sys/netns.ts';
+import { writeFileSync } from 'node:fs';
+import { addNetns, ipBatch, netnsPath, withNetns } from '../sys/netns.ts';
+import { setLinkUp } from '../sys/ifup.ts';
 import { FABRIC_BRIDGE_MAC, fabricPortName, nodeAddrs } from './addr.ts';
 import { labCni } from './cni.ts';
 
@@ -26,9 +28,13 @@ const ROUTER = {
 /** Creates a named netns with DAD off and `lo` up: what a container runtime's sandbox gives. */
 export function createSandboxNetns(ns: string, router = false): void {
   addNetns(ns);
-  const sysctls = router ? { ...NO_DAD, ...ROUTER } : NO_DAD;
-  const script = `${sysctlScript(sysctls)} && ip link set lo up`;
-  nsRun(ns, ['sh', '-c', script]);
+  const sysctls: Record<string, number> = router ? { ...NO_DAD, ...ROUTER } : NO_DAD;
+  // In process, with this thread in the new netns: /proc/sys/net shows the netns of the thread
+  // that opens it, and the ioctl socket is made there (no `nsenter sh`, no `ip`, per pod).
+  withNetns(netnsPath(ns), () => {
+    for (const [k, v] of Object.entries(sysctls)) writeFileSync(`/proc/sys/${k.replace(/\./g, '/')}`, String(v));
+    setLinkUp('lo');
+  });
 }
 
 /** The fabric netns holds the transit bridge that joins all node netns (a switch). */

@@ -16,7 +16,7 @@ sidecarTest('Pod churn through the CNI chain leaves no map entry, link, pin, tc 
     t.skip('containernetworking-plugins not installed');
     return;
   }
-  const prefix = `mwch${Math.floor(Math.random() * 256).toString(16).padStart(2, '0')}`;
+  const prefix = `mwcr${Math.floor(Math.random() * 256).toString(16).padStart(2, '0')}`;
   const r = await runChurn({ rate: 10, durationS: 3, hold: 12, prefix });
   assert.deepEqual(r.errors, [], 'every ADD captured and every DEL gone');
   assert.equal(r.failures, 0);
@@ -30,6 +30,15 @@ sidecarTest('Pod churn through the CNI chain leaves no map entry, link, pin, tc 
   assert.ok(r.perHeldPod.mapEntries > 0 && r.perHeldPod.pins >= 2, `held pods show in the maps and pins: ${JSON.stringify(r.perHeldPod)}`);
   for (const k of COUNT_NAMES) assert.equal(r.leaks[k], 0, `${k}: ${r.baseline[k]} before the first pod, ${r.after[k]} after the last`);
   assert.ok(r.goals.filter((g) => g.id.startsWith('leak-')).every((g) => g.met));
+  // The agent's memory is read (VmRSS of its process), with pods held and with none.
+  assert.ok(r.rssMB > 0 && r.rssIdleMB > 0 && r.goals.some((g) => g.id === 'churn-rss' && g.value === r.rssMB), `RSS ${r.rssMB} / ${r.rssIdleMB} MB`);
+  // Every step of the chain is timed, one pod at a time and during the churn, and each ran once per pod.
+  const chain = ['sandbox', 'ADD loopback', 'ADD bridge', 'ADD meshwarp-cni', 'DEL meshwarp-cni', 'DEL bridge', 'DEL loopback', 'teardown'];
+  for (const k of chain) {
+    assert.equal(r.steps.alone[k]?.n, 10, `step ${k} alone: ${JSON.stringify(r.steps.alone[k])}`);
+    assert.equal(r.steps.churn[k]?.n, r.addToCaptured.n - 12, `step ${k} during churn`);
+  }
+  assert.ok(Number.isFinite(r.agentCapacity) && r.agentCapacity > 0, `agent capacity ${r.agentCapacity}`);
   assert.deepEqual(labNetns(prefix), [], 'the bench removed its lab');
   assert.ok(prefixIsClean(prefix), 'no cgroup, pin or run directory left');
 }, { timeout: 120_000 });
