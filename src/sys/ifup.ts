@@ -2,13 +2,8 @@
 // Setting a link up in the calling thread's netns (entered with withNetns) with the
 // SIOCGIFFLAGS/SIOCSIFFLAGS ioctls, what `ip link set X up` does, without its process
 // (a sandbox netns used to cost an `nsenter sh` and an `ip`, a few ms each and more under load).
-import koffi from 'koffi';
-import { AF_INET, close, socket, sysError } from './libc.ts';
+import { AF_INET, SOCK_DGRAM, close, ioctl, socket, sysError } from './libc.ts';
 
-const libc = koffi.load('libc.so.6');
-const ioctl = libc.func('int ioctl(int fd, unsigned long request, void *argp)');
-
-const SOCK_DGRAM = 2;
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
 const IFF_UP = 0x1;

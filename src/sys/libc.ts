@@ -20,6 +20,9 @@ export const syscall3 = libc.func('long syscall(long number, long a1, void *a2, 
 export const vsnprintf = libc.func('int vsnprintf(_Out_ char *buf, size_t size, const char *fmt, void *ap)');
 export const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *ifname)');
 export const setns = libc.func('int setns(int fd, int nstype)');
+export const ioctl = libc.func('int ioctl(int fd, unsigned long request, void *argp)');
+export const ifIndexToName = libc.func('char *if_indextoname(unsigned int ifindex, _Out_ char *ifname)');
+export const SOCK_DGRAM = 2;
 
 // The numbers these calls take live in uapi.ts; re-exported for the callers
 // that import them from here (sys/netns.ts, test/conformance/podtool.ts).

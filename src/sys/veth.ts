@@ -4,14 +4,9 @@
 // `ip -d link` (info_kind) and `ip link` (link_index) report, without the `nsenter ip` processes
 // (a few ms each, more under load) a CNI ADD used to wait for.
 import koffi from 'koffi';
-import { AF_INET, close, errno, ifNameToIndex, socket, sysError } from './libc.ts';
+import { AF_INET, SOCK_DGRAM, close, errno, ifIndexToName, ifNameToIndex, ioctl, socket, sysError } from './libc.ts';
 import { withNetns } from './netns.ts';
 
-const libc = koffi.load('libc.so.6');
-const ioctl = libc.func('int ioctl(int fd, unsigned long request, void *argp)');
-const ifIndexToName = libc.func('char *if_indextoname(unsigned int ifindex, _Out_ char *ifname)');
-
-const SOCK_DGRAM = 2;
 const SIOCETHTOOL = 0x8946;
 const ETHTOOL_GDRVINFO = 0x03;
 const ETHTOOL_GSTRINGS = 0x1b;

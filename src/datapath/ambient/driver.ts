@@ -27,7 +27,7 @@ import { toIpAddr } from '../sidecar/entries.ts';
 import { STATS, type IpAddr, type StatName } from '../sidecar/structs.ts';
 import { AMBIENT_MAP, AMBIENT_PROG, AMBIENT_TC_PROG, openAmbientMaps, type AmbientMaps } from './object.ts';
 import { AM_FAIL, AM_PROXY_F, EMPTY_PROXY, MAX_PROXIES, ambientObject, loadAmbientObject, type AmProxy, type FailPolicy } from './structs.ts';
-import { installProxyRouting, removeProxyRouting, resolveProxyLink, type NodeProxy, type ProxyLink } from './proxy.ts';
+import { forgetNeighbours, installProxyRouting, removeProxyRouting, resolveProxyLink, type NodeProxy, type ProxyLink } from './proxy.ts';
 
 export interface AmbientEbpfOptions {
   /** bpffs directory for this driver's pins (maps/, links/). */
@@ -243,6 +243,7 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
     if (p) this.#removeEntries(p);
     this.#tc.detach(key);
     this.#pods.delete(key);
+    if (p) for (const px of this.#proxies.values()) forgetNeighbours(px.np.netns, p.pod.ips);
   }
 
   async verify(pod: PodTarget): Promise<string | undefined> {

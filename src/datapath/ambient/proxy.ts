@@ -123,6 +123,18 @@ export function installProxyRouting(netns: string, r: ProxyRouting): void {
   }
 }
 
+/**
+ * Forgets the proxy netns's neighbour entries of a pod's addresses (the pod is gone). A pod
+ * made later with the same address has another MAC; without this the proxy, which reaches
+ * pods over L2, would send to the old one until the entry went stale and failed its probes
+ * (tens of seconds of lost SYNs). A netns already gone is fine.
+ */
+export function forgetNeighbours(netns: string, ips: readonly string[]): void {
+  for (const a of ips) {
+    try { ip(netns, ['neigh', 'flush', 'to', a]); } catch { /* gone already */ }
+  }
+}
+
 /** Removes what installProxyRouting made (a netns already gone is fine). */
 export function removeProxyRouting(netns: string, r: ProxyRouting): void {
   for (const fam of ['-4', '-6']) {
