@@ -2,7 +2,7 @@
 // The goals of a `meshwarp bench --json` report as Markdown tables (for README.md and
 // docs/benchmark.md after a run): the eBPF goals, the four S4 goals of issue 15 (same
 // node, cross node, the leg) with the spread of the per-round ratios, whether S4 was
-// forced, and the run's settings.
+// forced, the ambient goals of issue 12, and the run's settings.
 //   .tools/node/bin/node bench/goals-md.ts bench-full.json
 import { readFileSync } from 'node:fs';
 import type { BenchReport } from '../src/bench/run.ts';
@@ -30,6 +30,11 @@ if (r.goals.some((g) => g.id.includes('sockmap'))) {
   const med = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)];
   out.push('', `App ↔ sidecar leg alone (goal ≤ 0.7× loopback TCP): ${cell(goal('sockmap.leg'))}` +
     (leg?.sockmapNs.length ? `, ${(med(leg.sockmapNs) / 1000).toFixed(1)} vs ${(med(leg.tcpNs) / 1000).toFixed(1)} µs per round trip` : '') + '.');
+}
+if (r.goals.some((g) => g.id.includes('.ambient.'))) {
+  out.push('', '| ambient/ebpf ÷ ambient/iptables (same node proxy) | same node | cross node |', '|---|---|---|');
+  out.push(`| requests/s at 100 connections (goal ≥ 1.15×) | ${cell(goal('same-node.ambient.rps'))} | ${cell(goal('cross-node.ambient.rps'))} |`);
+  out.push(`| p99 at 100 connections (goal ≤ 0.9×) | ${cell(goal('same-node.ambient.p99'))} | ${cell(goal('cross-node.ambient.p99'))} |`);
 }
 const tc = goal('tc.ns');
 if (tc) out.push('', `tc programs: worst fast path ${Number.isFinite(tc.value) ? tc.value.toFixed(0) : '—'} ns per packet net (goal ≤ ${tc.target} ns, ${tc.met ? 'met' : 'not met'}).`);
