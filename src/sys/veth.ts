@@ -6,6 +6,7 @@
 import koffi from 'koffi';
 import { AF_INET, SOCK_DGRAM, close, errno, ifIndexToName, ifNameToIndex, ioctl, socket, sysError } from './libc.ts';
 import { withNetns } from './netns.ts';
+import { ERRNO } from '../bpf/uapi.ts';
 
 const SIOCETHTOOL = 0x8946;
 const ETHTOOL_GDRVINFO = 0x03;
@@ -13,8 +14,6 @@ const ETHTOOL_GSTRINGS = 0x1b;
 const ETHTOOL_GSTATS = 0x1d;
 const ETH_SS_STATS = 1;
 const ETH_GSTRING_LEN = 32;
-const ENODEV = 19;
-const EOPNOTSUPP = 95;
 /** struct ethtool_drvinfo: driver at 4, n_stats at 180, 196 bytes. */
 const DRVINFO_SIZE = 196;
 
@@ -32,8 +31,8 @@ function ethtool(ifname: string, data: Buffer): boolean {
   try {
     if (ioctl(fd, SIOCETHTOOL, ifr) === 0) return true;
     const e = errno();
-    if (e === ENODEV) throw new NoSuchLink(`no interface ${JSON.stringify(ifname)}`);
-    if (e === EOPNOTSUPP) return false;
+    if (e === ERRNO.ENODEV) throw new NoSuchLink(`no interface ${JSON.stringify(ifname)}`);
+    if (e === ERRNO.EOPNOTSUPP) return false;
     throw sysError(`SIOCETHTOOL(${ifname})`, e);
   } finally {
     close(fd);

@@ -48,9 +48,6 @@ export class DatapathUpgrade {
 
   constructor(converters: Record<string, Converter> = {}) { this.#converters = converters; }
 
-  /** True when some map changes layout (the start is an upgrade or a downgrade, not a restart). */
-  get changesMaps(): boolean { return this.#migrations.length > 0; }
-
   /** OpenOptions.prepare: decides every pinned map; throws UpgradeRefusedError naming the map and both layouts. */
   prepare(obj: BpfObject): void {
     this.#release();
