@@ -18,11 +18,21 @@ TESTS       ?= test/unit/*.test.ts test/kernel/*.test.ts
 bpf_units_of = $(patsubst bpf/%.bpf.c,build/bpf/units/%.o,$(wildcard bpf/$(1)/*.bpf.c))
 bpf_units = $(filter %/maps.o,$(call bpf_units_of,$(1))) $(filter-out %/maps.o,$(call bpf_units_of,$(1)))
 
-.PHONY: setup bpf cni cni-sea cni-arm64 typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test image image-debug image-test kernel-matrix kernel-matrix-ci
+.PHONY: setup bpf js cni cni-sea cni-arm64 typecheck test unit conformance conformance-all demo doctor clean k8s-tools kube-test image image-debug image-test kernel-matrix kernel-matrix-ci
 setup:
 	@scripts/setup.sh
 
 bpf: $(BPF_OBJS) build/bin/mw-sockcheck build/bin/mw-musl-resolve build/test/sockmap-foreign.bpf.o $(UPGRADE_OBJS)
+
+# The CLI as JavaScript (src/bundle.ts): one esbuild bundle, a chunk per command, what the
+# image's agent runs. Node strips TypeScript at run time for ~30 MB of memory the agent then
+# keeps (docs/agent.md, Memory); the bundle needs none of it. koffi stays a package (native).
+JS_SRC := $(shell find src -name '*.ts') package-lock.json
+js: build/js/main.js
+build/js/main.js: $(JS_SRC)
+	@rm -rf build/js
+	node_modules/.bin/esbuild src/cli/main.ts --bundle --splitting --format=esm --platform=node --target=node24 \
+	  --external:koffi --outdir=build/js --entry-names=[name] --chunk-names=chunks/[name]-[hash] --log-level=warning
 
 # Test fixtures of the datapath upgrade (test/kernel/upgrade.test.ts, docs/upgrade.md): the same
 # sources with a define. v2: a changed program and a map value with a trailing field (migrated);
@@ -87,10 +97,10 @@ $(CNI_ARM64)/meshwarp-cni-node: $(CNI_SEA_SRC)
 
 # The agent's OCI image, built without a container engine (scripts/build-image.sh,
 # docs/image.md); tagged as the chart's default image reference. image-test runs it in podman.
-image: build/image/meshwarp-launcher cni-sea bpf
+image: build/image/meshwarp-launcher cni-sea bpf js
 	@MESHWARP_SETUP_IMAGE=1 scripts/setup.sh
 	scripts/build-image.sh
-image-debug: build/image/meshwarp-launcher cni-sea bpf
+image-debug: build/image/meshwarp-launcher cni-sea bpf js
 	@MESHWARP_SETUP_IMAGE=1 scripts/setup.sh
 	scripts/build-image.sh --debug
 image-test: image

@@ -48,7 +48,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --silent --no-audit --no-fund >/dev/null
 fi
 
-make -s bpf cni
+make -s bpf cni js
 
 # Pins need a bpf filesystem; some machines boot without one.
 if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/fs/bpf; then

@@ -11,6 +11,12 @@ export function nodeAddresses(): string[] {
   return addresses().filter((a) => a.scope !== 'host' && a.scope !== 'link').map((a) => a.local);
 }
 
+/** Does a chunk of `ip monitor address` output hold an address that is neither link nor host scope? */
+export function changesGlobal(events: string): boolean {
+  const scopes = [...events.matchAll(/ scope (\S+)/g)].map((m) => m[1]);
+  return scopes.length === 0 || scopes.some((s) => s !== 'link' && s !== 'host');
+}
+
 /**
  * Calls `onChange(addresses)` whenever the netns's address set changes
  * (`ip monitor address` is RTM_NEWADDR/RTM_DELADDR from netlink). Returns a stop function.
@@ -29,8 +35,9 @@ export function watchNodeAddresses(onChange: (ips: string[]) => void): () => voi
   };
   const start = () => {
     child = spawn('ip', ['monitor', 'address'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    // Events come in bursts (an address and its routes): one re-read per burst.
-    child.stdout!.on('data', () => { timer ??= setTimeout(reread, 20); });
+    // Events come in bursts (an address and its routes): one re-read per burst. A link-local
+    // address (every new pod veth's fe80::) cannot change the set: no re-read for it.
+    child.stdout!.on('data', (chunk: Buffer) => { if (changesGlobal(chunk.toString())) timer ??= setTimeout(reread, 20); });
     child.on('exit', () => { if (!stopped) setTimeout(start, 1000).unref(); });
     child.unref();
     (child.stdout as unknown as { unref?: () => void }).unref?.();

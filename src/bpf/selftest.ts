@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // TS side of bpf/selftest/selftest.bpf.c (used by kernel tests and doctor).
-import { fileURLToPath } from 'node:url';
 import { struct, u16, u32, u64, pad, type Codec } from './codec.ts';
+import { fromRoot } from '../paths.ts';
 
-export const selftestObject = fileURLToPath(new URL('../../build/bpf/selftest.bpf.o', import.meta.url));
+export const selftestObject = fromRoot('build/bpf/selftest.bpf.o');
 
 export interface StEvent { cookie: bigint; orig_ip4: number; orig_port: number; new_port: number; uid: number }
 export const stEvent: Codec<StEvent> = struct('st_event', [

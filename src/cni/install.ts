@@ -6,7 +6,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
 import { basename, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../sys/fs.ts';
 import { DEFAULT_SOCKET, PLUGIN_TYPE, parseMeshwarpSettings, type MeshwarpSettings } from './config.ts';
 import {
@@ -14,6 +13,7 @@ import {
   serialize, unsupportedVersion, withEntry, withoutEntry, type JsonObject,
 } from './conflist.ts';
 import { CniError } from './errors.ts';
+import { ROOT, fromRoot } from '../paths.ts';
 
 export const DEFAULT_BIN_DIR = '/opt/cni/bin';
 export const DEFAULT_CONF_DIR = '/etc/cni/net.d';
@@ -124,7 +124,7 @@ function writeState(stateDir: string, s: InstallState): void {
 }
 
 function projectRoot(): string {
-  return fileURLToPath(new URL('../../', import.meta.url));
+  return ROOT;
 }
 
 export function resolveNode(explicit?: string): string {
@@ -139,7 +139,7 @@ const shq = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
 
 /** The executable placed in the CNI bin dir. A single-file build replaces it later. */
 export function wrapperScript(nodePath: string, compileCacheDir: string): string {
-  const main = fileURLToPath(new URL('./main.ts', import.meta.url));
+  const main = fromRoot('src/cni/main.ts');
   return [
     '#!/bin/sh',
     `${WRAPPER_MARK} (do not edit; \`meshwarp cni uninstall\` removes it).`,

@@ -18,14 +18,14 @@
 // the sidecar's connect goes straight to v1's inbound port. v2 is on the other
 // node: tc on node2 DNATs the SYN to v2's inbound port.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Lab, LabAgent, eventually, uniquePrefix, waitForLine, labRunDir, type LabNode, type LabPod } from '../lab/index.ts';
 import { getProfile } from '../profiles/index.ts';
 import { agentStream } from '../agent/client.ts';
 import { formatTrace, type TraceRecord } from '../datapath/sidecar/trace.ts';
 import type { Engine } from '../datapath/driver.ts';
+import { fromRoot } from '../paths.ts';
 
-const PROXY = fileURLToPath(new URL('../proxy/main.ts', import.meta.url));
+const PROXY = fromRoot('src/proxy/main.ts');
 const NODE = process.execPath;
 export const SERVICE_IP = '10.96.0.10';
 export const SERVICE = 'pipy-ok';
@@ -214,7 +214,7 @@ async function waitForListening(p: LabPod, port: number): Promise<void> {
 }
 
 function keepHints(lab: Lab, resolvConf: string, agent: LabAgent): string[] {
-  const mw = fileURLToPath(new URL('../../bin/meshwarp', import.meta.url));
+  const mw = fromRoot('bin/meshwarp');
   return [
     `The lab ${lab.prefix} is still up.`,
     `  run a command in the curl pod:  ${mw} lab exec ${lab.prefix} node1/curl --uid ${APP_UID} --resolv-conf ${resolvConf} -- curl -s ${SERVICE}:8080`,

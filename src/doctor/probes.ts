@@ -6,13 +6,13 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
 import { machine, release } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadAmbientObject } from '../datapath/ambient/structs.ts';
 import { BpfObject, CAP, CGROUP2_SUPER_MAGIC, FEATURES, have, parseKernelVersion } from '../bpf/index.ts';
 import { DATAPATH_FEATURES } from '../bpf/features.ts';
 import { cgroup2Mount } from '../sys/cgroup.ts';
 import { BPFFS_DEFAULT, ensureBpffs, onBpffs } from '../sys/bpffs.ts';
 import { OBJECTS, TOOLS, CNI_PLUGIN_DIR, CNI_PLUGINS, objectId, toolId } from './catalog.ts';
+import { ROOT } from '../paths.ts';
 
 /** One check: a stable id, whether it passed, and what was found (one line). */
 export interface Probe { id: string; ok: boolean; detail: string }
@@ -49,7 +49,7 @@ export interface ProbeOptions {
   root?: string;
 }
 
-const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const REPO_ROOT = ROOT;
 // Capabilities meshwarp needs: load (BPF), attach to interfaces and cgroups
 // (NET_ADMIN, SYS_ADMIN for cgroup and netns work).
 const CAPS: [string, number][] = (['NET_ADMIN', 'SYS_ADMIN', 'BPF'] as const).map((c) => [`CAP_${c}`, CAP[c]]);

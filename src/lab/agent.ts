@@ -3,13 +3,14 @@
 // like a DaemonSet pod with hostNetwork on a real node. Pins, socket and state
 // live under the lab's prefix, so cleanupPrefix() removes them.
 import type { ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { agentRequest } from '../agent/client.ts';
 import { labPinRoot, labRunDir } from './cleanup.ts';
 import { TIME_SCALE, waitForLine } from './proc.ts';
 import type { LabNode } from './lab.ts';
+import { BUNDLE, bundleProblem } from '../bundle.ts';
+import { fromRoot } from '../paths.ts';
 
-const CLI = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
+const CLI = fromRoot('src/cli/main.ts');
 
 export interface LabAgentOptions {
   engine?: 'ebpf' | 'iptables';
@@ -22,6 +23,8 @@ export interface LabAgentOptions {
   args?: string[];
   /** Receives the agent's structured log lines. */
   onLog?: (line: string) => void;
+  /** Run the CLI bundle (`make js`, src/bundle.ts) as the image does, not src/ (refused when stale). */
+  bundle?: boolean;
 }
 
 export class LabAgent {
@@ -54,7 +57,13 @@ export class LabAgent {
 
   /** Starts the agent and waits until it serves its API. */
   async start(): Promise<void> {
-    const p = this.node.spawn([process.execPath, '--disable-warning=ExperimentalWarning', CLI, 'agent', ...this.flags()]);
+    let cli = CLI;
+    if (this.opts.bundle) {
+      const why = bundleProblem();
+      if (why) throw new Error(`agent on ${this.node.name}: ${why}`);
+      cli = BUNDLE;
+    }
+    const p = this.node.spawn([process.execPath, '--disable-warning=ExperimentalWarning', cli, 'agent', ...this.flags()]);
     this.process = p;
     let log = '';
     p.stderr!.setEncoding('utf8');

@@ -7,9 +7,9 @@
 // 127.0.0.1/::1, where the pod's rules REDIRECT its queries; its upstream queries leave from
 // the node proxy's cgroup, which the pod's rules never capture.
 import type { ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { LabPod } from './lab.ts';
 import { stopChild, waitForLine } from './proc.ts';
+import { fromRoot } from '../paths.ts';
 
 /** ztunnel's DNS port. */
 export const NODE_PROXY_DNS_PORT = 15053;
@@ -20,7 +20,7 @@ export interface NodeProxyDns { names: string[]; upstream: string[]; truncate?: 
 /** One query the node proxy's DNS proxy logged (src/proxy/dns.ts); `tag` is `proxy` or the pod netns it served. */
 export interface NodeProxyDnsLine { tag: string; proto: string; client: string; name: string; answer: string; upstream?: string }
 
-const PROXY_MAIN = fileURLToPath(new URL('../proxy/main.ts', import.meta.url));
+const PROXY_MAIN = fromRoot('src/proxy/main.ts');
 
 export class LabDnsProxies {
   /** Every query its DNS proxies logged. */

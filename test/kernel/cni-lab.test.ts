@@ -97,11 +97,11 @@ sidecarTest('Pods created through the chain are captured; DEL leaves no map entr
   assert.deepEqual(clientLog.map((l) => [l.dir, l.origDst]), [['outbound', `${server.ip4}:8080`], ['outbound', `[${server.ip6}]:8080`]]);
   assert.deepEqual(serverLog.map((l) => [l.dir, l.origDst]), [['inbound', `${server.ip4}:8080`], ['inbound', `[${server.ip6}]:8080`]]);
 
-  // Our tc programs on a pod's veth: tcx links (≥ 6.6) or, without tcx, legacy cls_bpf filters.
+  // Our tc programs on a pod's veth: legacy cls_bpf filters unless another tcx user holds the hook.
   const tcx = (p: LabPod) => [...ourTc(n1, p.hostVeth, 'ingress'), ...ourTc(n1, p.hostVeth, 'egress')];
   // tc attachments are pinned per sandbox (container id), not per ifindex, which the kernel reuses.
-  const { haveTcx } = await import('../../src/bpf/features.ts');
-  const want = (p: LabPod) => (haveTcx().available ? ['tcx-egress', 'tcx-ingress'] : [`cls-${p.hostIfindex}-egress`, `cls-${p.hostIfindex}-ingress`]);
+  // auto on a pod veth no other tcx user holds: legacy filters (src/datapath/ebpf/tc.ts, head)
+  const want = (p: LabPod) => [`cls-${p.hostIfindex}-egress`, `cls-${p.hostIfindex}-ingress`];
   const pins = (p: LabPod) => tcPins(agent.pinRoot, p.cni!.containerId);
   assert.equal(tcx(client).length, 2, 'tc programs on the client veth');
   assert.deepEqual(pins(client), want(client));

@@ -95,7 +95,7 @@ export class AmbientEbpfDriver implements DatapathDriver<SidecarPlan> {
     this.#marks = markBits(opts.markMask ?? DEFAULT_MARK_MASK);
     const pins = pinLayout(opts.pinRoot);
     const priority = opts.legacyTcPriority ?? AMBIENT_LEGACY_TC_PRIORITY;
-    this.#tc = new TcAttacher({ pinDir: pins.tc, mode: opts.tc ?? 'auto', priority, nodeNetns: opts.nodeNetnsPath });
+    this.#tc = new TcAttacher({ pinDir: pins.tc, mode: opts.tc ?? 'auto', auto: 'shared', priority, nodeNetns: opts.nodeNetnsPath });
     // The proxy's interface lives in its own netns: one attacher per call (nodeNetns differs).
     this.#proxyTc = new TcAttacher({ pinDir: `${pins.root}/links/tc-proxy`, mode: opts.tc ?? 'auto', priority });
     this.features = {

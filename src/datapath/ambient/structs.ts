@@ -2,14 +2,14 @@
 // TS mirrors of bpf/include/mw_ambient.h (checked against the BTF of
 // ambient.bpf.o by test/unit/btf-layout.test.ts). The shared types (ip_addr,
 // trace_event, enum mw_stat) come from the sidecar mirrors of meshwarp.h.
-import { fileURLToPath } from 'node:url';
 import { BpfError } from '../../bpf/libbpf.ts';
 import { BpfObject, type OpenOptions } from '../../bpf/object.ts';
 import { struct, bytes, pad, u8, u32, u64, be16, type Codec } from '../../bpf/codec.ts';
 import { listMirror, namesMirror, type EnumMirror } from '../../bpf/layout.ts';
 import { STATS, TRACE_PROGRAMS, TRACE_VERDICTS, dnsServerKey, ipAddr, traceConfig, traceEvent, type IpAddr } from '../sidecar/structs.ts';
+import { fromRoot } from '../../paths.ts';
 
-export const ambientObject = fileURLToPath(new URL('../../../build/bpf/ambient.bpf.o', import.meta.url));
+export const ambientObject = fromRoot('build/bpf/ambient.bpf.o');
 
 /**
  * Loads the ambient object. Kernels that refuse a sockmap update from tc (7.x) refuse

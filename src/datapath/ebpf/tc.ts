@@ -9,9 +9,18 @@
 // The pin is how a restarted agent knows a filter is its own: a filter at our
 // priority whose program id is not the pinned one belongs to someone else and
 // is never touched. Every operation is idempotent and restart-safe.
+//
+// What `auto` picks (TcOptions.auto): each tcx attach or detach waits for an
+// RCU grace period with RTNL held (12 ms each on Debian's HZ=250 kernels, and
+// every netlink user of the node waits with it; concurrent ones serialize),
+// while a cls_bpf filter costs ~0.2 ms. A pod's veth gets two at ADD and two
+// at DEL, so per-pod attachers ('shared') take a tcx link only where the hook
+// already holds tcx programs — someone else's, and tcx runs before any legacy
+// filter, so ours must be a link to be ordered among them — and a legacy
+// filter otherwise. Attachers of a few node-wide devices ('tcx') always link.
 import { existsSync, mkdirSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfError, Link, TcFilter, haveTcx, type Direction, type Program } from '../../bpf/index.ts';
+import { BpfError, Link, TcFilter, haveTcx, tcxPrograms, type Direction, type Program } from '../../bpf/index.ts';
 import { check, fn } from '../../bpf/libbpf.ts';
 import { ERRNO } from '../../bpf/uapi.ts';
 import { close } from '../../sys/libc.ts';
@@ -29,6 +38,12 @@ export interface TcOptions {
   priority: number;
   /** Netns holding the host veths (default: the caller's). */
   nodeNetns?: string;
+  /**
+   * What mode `auto` takes on a kernel with tcx: 'tcx' always a link; 'shared' a link only
+   * where the hook already holds tcx programs, else a legacy filter (see the file's head).
+   * Default 'tcx'.
+   */
+  auto?: 'tcx' | 'shared';
 }
 
 /** Host veth ingress = packets leaving the pod; egress = packets going into it. A direction left out is not attached. */
@@ -121,8 +136,7 @@ export class TcAttacher {
       }
       this.#detachCls(pin);
     }
-    // auto: tcx where the kernel has it (probed once); tcx: insist (a clear error on < 6.6).
-    if (this.opts.mode === 'tcx' || (this.opts.mode === 'auto' && haveTcx().available)) {
+    if (this.#wantTcx(veth.ifindex, dir)) {
       const link = Link.attachTcx(prog, veth.ifindex, dir);
       try { link.pin(tcxPin); } catch (e) { link.destroy(); throw e; }
       link.close();
@@ -138,6 +152,13 @@ export class TcAttacher {
       rmSync(path, { force: true });
       throw e;
     }
+  }
+
+  /** tcx: insist (a clear error on < 6.6); auto: where the kernel has it (probed once), and for 'shared' only on a hook others use. */
+  #wantTcx(ifindex: number, dir: Direction): boolean {
+    if (this.opts.mode !== 'auto') return this.opts.mode === 'tcx';
+    if (!haveTcx().available) return false;
+    return (this.opts.auto ?? 'tcx') === 'tcx' || tcxPrograms(ifindex, dir).length > 0;
   }
 
   /**

@@ -107,7 +107,7 @@ export class SidecarEbpfDriver implements DatapathDriver<SidecarPlan> {
     this.opts = opts;
     this.#pins = pinLayout(opts.pinRoot);
     this.#tc = new TcAttacher({
-      pinDir: this.#pins.tc, mode: opts.tc ?? 'auto',
+      pinDir: this.#pins.tc, mode: opts.tc ?? 'auto', auto: 'shared',
       priority: opts.legacyTcPriority ?? LEGACY_TC_PRIORITY, nodeNetns: opts.nodeNetnsPath,
     });
     this.features = {

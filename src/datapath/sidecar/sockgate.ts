@@ -11,14 +11,14 @@
 // TCP's buffers hold). Any failure keeps S4 off, with the failed checks as
 // the reason.
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { BpfObject, MapProgAttachment } from '../../bpf/index.ts';
 import { sumStats } from '../ebpf/observe.ts';
 import { SIDECAR_MAP, SIDECAR_PROG, openSidecarMaps } from './object.ts';
 import { STATS, sidecarObject } from './structs.ts';
+import { fromRoot } from '../../paths.ts';
 
-export const sockcheckBinary = fileURLToPath(new URL('../../../build/bin/mw-sockcheck', import.meta.url));
+export const sockcheckBinary = fromRoot('build/bin/mw-sockcheck');
 
 export interface GateCheck { check: string; ok: boolean; detail: string; family: 4 | 6 }
 export interface GateVerdict {

@@ -3,11 +3,11 @@
 // per C enum, all checked against the object's BTF by
 // test/unit/btf-layout.test.ts. Names are the C names (enum members without
 // their prefix); ports the C side keeps in network order use be16.
-import { fileURLToPath } from 'node:url';
 import { struct, bytes, array, pad, u8, u32, u64, be16, type Codec } from '../../bpf/codec.ts';
 import { listMirror, namesMirror, type EnumMirror } from '../../bpf/layout.ts';
+import { fromRoot } from '../../paths.ts';
 
-export const sidecarObject = fileURLToPath(new URL('../../../build/bpf/sidecar.bpf.o', import.meta.url));
+export const sidecarObject = fromRoot('build/bpf/sidecar.bpf.o');
 
 /** 16 bytes, network order; IPv4 as ::ffff:a.b.c.d. */
 export interface IpAddr { addr: Uint8Array }

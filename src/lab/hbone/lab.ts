@@ -7,7 +7,6 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { NodeProxy } from '../../datapath/ambient/proxy.ts';
 import { labRunDir } from '../cleanup.ts';
 import type { Lab, LabNode, LabPod } from '../lab.ts';
@@ -18,8 +17,9 @@ import { POD_IFNAME } from '../wire.ts';
 import { LabCa, spiffeId, type IssuedCert } from './ca.ts';
 import { identityOf, type HboneConfig, type HboneWorkload } from './config.ts';
 import type { HboneHop } from './proxy.ts';
+import { fromRoot } from '../../paths.ts';
 
-const MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+const MAIN = fromRoot('src/lab/hbone/main.ts');
 
 export interface HboneStats { counters: Record<string, number>; pool: { key: string; connection: number; streams: number }[] }
 
