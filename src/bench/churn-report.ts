@@ -42,8 +42,11 @@ export function leaks(before: NodeCounts, after: NodeCounts): NodeCounts {
   return out;
 }
 
+/** A churn phase other than the whole chain's: achieved rates and latencies (ADD → done, DEL → gone). */
+export interface PhaseFigures { addRate: number; delRate: number; add: Latency; del: Latency; failures: number; skippedTicks: number }
+
 export interface ChurnFigures {
-  /** Requested and achieved pod ADDs / DELs per second during the churn phase. */
+  /** Requested and achieved pod ADDs / DELs per second through the whole chain. */
   rate: number;
   addRate: number;
   delRate: number;
@@ -53,7 +56,14 @@ export interface ChurnFigures {
   heldTarget: number;
   rssMB: number;
   leaks: NodeCounts;
+  /** Every phase's failed ADDs and DELs. */
   failures: number;
+  /** The same chain without meshwarp-cni, in blocks alternating with the whole chain's (ABBA). */
+  chainOnly: PhaseFigures;
+  /** meshwarp-cni alone on ready sandboxes: what the agent sustains, without the other plugins' processes. */
+  agentOnly: PhaseFigures;
+  /** Whole chain's ADD rate ÷ the chain's alone, per pair of blocks: median and spread. */
+  chainRatio: { median: number; min: number; max: number };
 }
 
 function goal(id: string, text: string, value: number, op: '<=' | '>=', target: number): Goal {
@@ -64,6 +74,9 @@ export function churnGoals(f: ChurnFigures): Goal[] {
   return [
     goal('churn-add-rate', `pod ADDs per second sustained (asked ${f.rate})`, f.addRate, '>=', f.rate),
     goal('churn-del-rate', `pod DELs per second sustained (asked ${f.rate})`, f.delRate, '>=', f.rate),
+    goal('churn-agent-add-rate', `pod ADDs per second sustained by meshwarp-cni alone on ready sandboxes (asked ${f.rate})`, f.agentOnly.addRate, '>=', f.rate),
+    goal('churn-agent-del-rate', `pod DELs per second sustained by meshwarp-cni alone on ready sandboxes (asked ${f.rate})`, f.agentOnly.delRate, '>=', f.rate),
+    goal('churn-chain-ratio', `whole chain's ADD rate / the chain's without meshwarp-cni [${f.chainRatio.min.toFixed(2)}–${f.chainRatio.max.toFixed(2)}]`, f.chainRatio.median, '>=', 0.9),
     goal('churn-failures', 'CNI ADD/DEL that failed', f.failures, '<=', 0),
     goal('churn-held', `pods held (asked ${f.heldTarget})`, f.held, '>=', f.heldTarget),
     goal('churn-rss', `agent RSS at ${f.heldTarget} pods, MB`, f.rssMB, '<=', 100),

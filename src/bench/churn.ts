@@ -12,10 +12,10 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { tcxPrograms } from '../bpf/index.ts';
-import { LAB_NETWORK, Lab, LabAgent, labNetns, type LabNode, type LabPod } from '../lab/index.ts';
+import { LAB_NETWORK, Lab, LabAgent, labNetns, loadConflist, runChain, type ChainContext, type Conflist, type LabNode, type LabPod } from '../lab/index.ts';
 import { run } from '../sys/exec.ts';
 import { withNetns } from '../sys/netns.ts';
-import { churnGoals, latency, leaks, type ChurnFigures, type Latency, type NodeCounts } from './churn-report.ts';
+import { churnGoals, latency, leaks, type ChurnFigures, type Latency, type NodeCounts, type PhaseFigures } from './churn-report.ts';
 import type { Goal } from './figures.ts';
 
 export interface ChurnOptions {
@@ -58,6 +58,9 @@ export const CHURN_FULL: ChurnOptions = { rate: 100, durationS: 60, hold: 250 };
 
 /** Chain runs (each several processes) at once; the machine's limit, not the bench's goal. */
 const MAX_INFLIGHT = 32;
+
+/** Sandboxes made once for the meshwarp-cni-alone phase (more than are ever in flight there). */
+const POOL = 48;
 
 /** Pods added and deleted one at a time before the churn, for the steps' service times. */
 const ALONE = 10;
@@ -188,8 +191,69 @@ function widenIpam(n: LabNode, want: number): void {
   const [a, b, c] = set[0].subnet.split('.').map(Number);
   if (c === 0) throw new Error(`no /24 below ${set[0].subnet}`);
   set.push({ subnet: `${a}.${b}.${c - 1}.0/24`, rangeStart: `${a}.${b}.${c - 1}.10`, rangeEnd: `${a}.${b}.${c - 1}.254`, gateway: `${a}.${b}.${c - 1}.1` });
+  writeConflist(n, list as unknown as Conflist);
+}
+
+/** Writes the node's conflist (temp file, then rename: a runtime never reads half of it). */
+function writeConflist(n: LabNode, list: Conflist): void {
+  const file = join(n.cni!.confDir, '10-lab.conflist');
   run(['sh', '-c', 'cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', file], { input: `${JSON.stringify(list, null, 2)}\n` });
 }
+
+/**
+ * One churn phase's raw figures. A rate is the operations started over the time from the first
+ * one's start to the end of the churn loop (DELs start once the first ADD is done): `addS`,
+ * `delS`. `wallS` also holds the wait for the last operations.
+ */
+interface PhaseRun { adds: number; dels: number; addS: number; delS: number; wallS: number; addMs: number[]; delMs: number[]; failures: number; skipped: number }
+const newRun = (): PhaseRun => ({ adds: 0, dels: 0, addS: 0, delS: 0, wallS: 0, addMs: [], delMs: [], failures: 0, skipped: 0 });
+
+/**
+ * Churn at `rate`: every 1/rate s one `add` starts and, if one finished, the oldest added item's
+ * `del`. Open loop, but bounded: a tick that finds MAX_INFLIGHT operations running skips its
+ * ADD (and DEL), which shows as a lower achieved rate instead of an ever-growing backlog. `add`
+ * resolves with its item once done (undefined when it failed or had nothing to add: a failure is
+ * counted by `fail`); at the end every item still there is deleted (timed, not in the DEL rate).
+ */
+async function churnPhase<P>(
+  rate: number, durationS: number, ops: { add: () => Promise<{ item: P; ms: number } | undefined>; del: (p: P) => Promise<number | undefined> },
+  say: (l: string) => void,
+): Promise<PhaseRun> {
+  const r = newRun();
+  const live: P[] = [];
+  const inflight = new Set<Promise<void>>();
+  const track = (p: Promise<void>) => { inflight.add(p); void p.finally(() => inflight.delete(p)); };
+  const del = (item: P) => track(ops.del(item).then((ms) => { if (ms !== undefined) r.delMs.push(ms); }));
+  const t0 = performance.now();
+  const period = 1000 / rate;
+  let firstAdd: number | undefined;
+  let firstDel: number | undefined;
+  // A fixed number of ticks: a loop late at the end still issues them all (and its window grows).
+  const ticks = Math.round(durationS * rate);
+  for (let k = 0; k < ticks; k++) {
+    if (inflight.size < MAX_INFLIGHT) {
+      firstAdd ??= performance.now();
+      r.adds++;
+      track(ops.add().then((x) => { if (x) { r.addMs.push(x.ms); live.push(x.item); } }));
+    } else r.skipped++;
+    const victim = inflight.size < MAX_INFLIGHT ? live.shift() : undefined;
+    if (victim !== undefined) { firstDel ??= performance.now(); del(victim); r.dels++; }
+    await sleep(Math.max(0, t0 + (k + 1) * period - performance.now()));
+    if (k % rate === 0) say(`  ${Math.round((performance.now() - t0) / 1000)} s: ${r.adds} adds, ${r.dels} dels started, ${inflight.size} in flight, ${r.skipped} ticks skipped`);
+  }
+  const end = performance.now();
+  r.addS = (end - (firstAdd ?? end)) / 1000;
+  r.delS = (end - (firstDel ?? end)) / 1000;
+  while (inflight.size > 0) await Promise.all([...inflight]);
+  r.wallS = (performance.now() - t0) / 1000;
+  for (const item of live.splice(0)) del(item); // timed, not in the rate
+  while (inflight.size > 0) await Promise.all([...inflight]);
+  return r;
+}
+
+const phaseFigures = (r: PhaseRun): PhaseFigures => ({
+  addRate: r.adds / r.addS, delRate: r.dels / r.delS, add: latency(r.addMs), del: latency(r.delMs), failures: r.failures, skippedTicks: r.skipped,
+});
 
 export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
   const say = o.progress ?? (() => {});
@@ -203,6 +267,10 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     let steps: Record<string, number[]> = {};
     lab.enableCni(n, { agentSocket: agent.socket, failurePolicy: 'closed', onStep: (k, ms) => { (steps[k] ??= []).push(ms); } });
     widenIpam(n, o.hold);
+    const full = loadConflist(n.cni!.confDir);
+    const mwConf = full.plugins.find((p) => p.type === 'meshwarp-cni');
+    if (!mwConf) throw new Error(`no meshwarp-cni in ${n.cni!.confDir}`);
+    const chainOnly: Conflist = { ...full, plugins: full.plugins.filter((p) => p !== mwConf) };
     const pid = agent.process!.pid!;
     // One pod first, so lazily made things (maps opened, sockets) are in the baseline; then
     // a few one at a time, for each step's service time without contention.
@@ -216,59 +284,104 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
 
     const poller = new Poller();
     const state = stateWatch(agent);
-    const addMs: number[] = [];
-    const delMs: number[] = [];
-    const live: LabPod[] = [];
-    const inflight = new Set<Promise<void>>();
     let seq = 0;
-    let failures = 0;
-    const fail = (e: unknown) => { failures++; if (errors.length < 20) errors.push((e as Error).message.slice(0, 400)); };
-    const track = (p: Promise<void>) => { inflight.add(p); void p.finally(() => inflight.delete(p)); };
-    const add = (into: LabPod[]) => track((async () => {
-      const t0 = performance.now();
-      let pod: LabPod | undefined;
-      try {
-        pod = await lab.addPodCni(n, `p${++seq}`, { namespace: 'churn' });
-        const id = pod.cni!.containerId;
-        addMs.push(await poller.until(t0, () => pinned(agent, id) && state().has(id), `pod ${pod.name} captured`));
-      } catch (e) { fail(e); }
-      if (pod) into.push(pod); // deleted later even when not captured, so a failure is not counted as a leak too
-    })());
-    const del = (pod: LabPod) => track((async () => {
-      const t0 = performance.now();
-      try {
-        await lab.removePodCni(pod);
-        const id = pod.cni!.containerId;
-        delMs.push(await poller.until(t0, () => !existsSync(pinDir(agent, id)) && !existsSync(pod.netnsPath), `pod ${pod.name} gone`));
-      } catch (e) { fail(e); }
-    })());
+    const fail = (r: PhaseRun, e: unknown) => { r.failures++; if (errors.length < 20) errors.push((e as Error).message.slice(0, 400)); };
+    const captured = (id: string) => pinned(agent, id) && state().has(id);
+    // The whole chain (captured = ADD returned, state entry, tc pins), or the chain without meshwarp-cni (ADD returned).
+    const chainOps = (r: PhaseRun, mesh: boolean) => ({
+      add: async () => {
+        const t0 = performance.now();
+        let pod: LabPod | undefined;
+        try {
+          pod = await lab.addPodCni(n, `p${++seq}`, { namespace: 'churn' });
+          const id = pod.cni!.containerId;
+          return { item: pod, ms: mesh ? await poller.until(t0, () => captured(id), `pod ${pod.name} captured`) : performance.now() - t0 };
+        } catch (e) {
+          fail(r, e);
+          if (pod) void lab.removePodCni(pod).catch(() => {}); // not counted as a leak as well
+          return undefined;
+        }
+      },
+      del: async (pod: LabPod) => {
+        const t0 = performance.now();
+        try {
+          await lab.removePodCni(pod);
+          const id = pod.cni!.containerId;
+          return await poller.until(t0, () => !existsSync(pinDir(agent, id)) && !existsSync(pod.netnsPath), `pod ${pod.name} gone`);
+        } catch (e) { fail(r, e); return undefined; }
+      },
+    });
 
-    say(`churn: ${o.rate} pods/s added and deleted for ${o.durationS} s`);
-    const cpu0 = procStat(pid).cpuS;
-    const t0 = performance.now();
-    const period = 1000 / o.rate;
-    let adds = 0; let dels = 0; let skipped = 0;
-    // Open loop, but bounded: a tick that finds MAX_INFLIGHT operations running skips its ADD
-    // (and DEL), which shows as a lower achieved rate instead of an ever-growing fork backlog.
-    for (let k = 0; performance.now() - t0 < o.durationS * 1000; k++) {
-      if (inflight.size < MAX_INFLIGHT) { add(live); adds++; } else skipped++;
-      const victim = inflight.size < MAX_INFLIGHT ? live.shift() : undefined;
-      if (victim) { del(victim); dels++; }
-      const next = t0 + (k + 1) * period;
-      await sleep(Math.max(0, next - performance.now()));
-      if (k % o.rate === 0) say(`  ${Math.round((performance.now() - t0) / 1000)} s: ${adds} adds, ${dels} dels started, ${inflight.size} in flight, ${skipped} ticks skipped, ${failures} failed`);
+    // Chain only and whole chain alternate in blocks (ABBA), the same rate and time each: what
+    // this machine's chain sustains without meshwarp is the baseline of the whole chain's rate.
+    const blockS = o.durationS / 2;
+    const runs: { chain: PhaseRun[]; full: PhaseRun[] } = { chain: [], full: [] };
+    let cpuS = 0;
+    let fullS = 0;
+    let churnSteps: Record<string, number[]> = {};
+    for (const kind of ['chain', 'full', 'full', 'chain'] as const) {
+      say(`churn, ${kind === 'full' ? 'whole chain' : 'chain without meshwarp-cni'}: ${o.rate} pods/s added and deleted for ${blockS} s`);
+      writeConflist(n, kind === 'full' ? full : chainOnly);
+      const r = newRun();
+      steps = kind === 'full' ? churnSteps : {};
+      const cpu0 = procStat(pid).cpuS;
+      const got = await churnPhase(o.rate, blockS, chainOps(r, kind === 'full'), say);
+      Object.assign(got, { failures: r.failures });
+      if (kind === 'full') { cpuS += procStat(pid).cpuS - cpu0; fullS += got.wallS; churnSteps = steps; }
+      runs[kind].push(got);
     }
-    while (inflight.size > 0) await Promise.all([...inflight]);
-    const wallS = (performance.now() - t0) / 1000;
-    const cpuPercent = ((procStat(pid).cpuS - cpu0) / wallS) * 100;
-    for (const p of live.splice(0)) del(p);
-    while (inflight.size > 0) await Promise.all([...inflight]);
-    const churnSteps = stepLatencies(steps); // every churn pod's ADD and DEL
+    writeConflist(n, full);
+    const cpuPercent = (cpuS / fullS) * 100;
+
+    // meshwarp-cni alone, as the chain runs it, on sandboxes the chain made once (netns, veth,
+    // address): a fresh sandbox id per ADD on a free one, its DEL frees it. What the agent
+    // sustains, without the ~40 ms of plugin processes per pod this machine's CPUs cap.
+    say(`churn, meshwarp-cni alone on ${POOL} ready sandboxes: ${o.rate} pods/s added and deleted for ${o.durationS} s`);
+    writeConflist(n, chainOnly);
+    const pool: LabPod[] = [];
+    for (let i = 0; i < POOL; i++) pool.push(await lab.addPodCni(n, `pool${i}`, { namespace: 'churn' }));
+    writeConflist(n, full);
+    const free = [...pool];
+    const mwOnly: Conflist = { ...full, plugins: [mwConf] };
+    const ctx: ChainContext = { netnsPath: n.netnsPath, cniPath: n.cni!.cniPath, track: (c) => { lab.track(c); } };
+    const ar = newRun();
+    type Attached = { pod: LabPod; env: Record<string, string>; result: unknown };
+    const agentRun = await churnPhase<Attached>(o.rate, o.durationS, {
+      add: async () => {
+        const pod = free.shift();
+        if (!pod) { fail(ar, new Error(`no free sandbox of ${POOL}`)); return undefined; }
+        const t0 = performance.now();
+        const id = `${lab.prefix}a${++seq}${randomBytes(6).toString('hex')}`;
+        const a = pod.cni!;
+        const env = { ...a.env, CNI_CONTAINERID: id, CNI_ARGS: a.env.CNI_ARGS.replaceAll(a.containerId, id) };
+        try {
+          const result = await runChain(ctx, mwOnly, 'ADD', env, { prevResult: a.result });
+          return { item: { pod, env, result }, ms: await poller.until(t0, () => captured(id), `sandbox ${id} captured`) };
+        } catch (e) { fail(ar, e); free.push(pod); return undefined; }
+      },
+      del: async (x) => {
+        const t0 = performance.now();
+        try {
+          await runChain(ctx, mwOnly, 'DEL', x.env, { prevResult: x.result });
+          const ms = await poller.until(t0, () => !existsSync(pinDir(agent, x.env.CNI_CONTAINERID)), `sandbox ${x.env.CNI_CONTAINERID} gone`);
+          free.push(x.pod);
+          return ms;
+        } catch (e) { fail(ar, e); return undefined; }
+      },
+    }, say);
+    agentRun.failures = ar.failures;
+    writeConflist(n, chainOnly);
+    for (const p of pool) await lab.removePodCni(p);
+    writeConflist(n, full);
 
     say(`hold: adding ${o.hold} pods`);
+    const hr = newRun();
+    const hops = chainOps(hr, true);
     const held: LabPod[] = [];
+    const inflight = new Set<Promise<void>>();
+    const track = (p: Promise<void>) => { inflight.add(p); void p.finally(() => inflight.delete(p)); };
     for (let i = 0; i < o.hold; i++) {
-      add(held);
+      track(hops.add().then((x) => { if (x) { hr.addMs.push(x.ms); held.push(x.item); } }));
       if (inflight.size >= 8) await Promise.race([...inflight]);
     }
     while (inflight.size > 0) await Promise.all([...inflight]);
@@ -278,28 +391,40 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     const perHeldPod: Record<string, number> = {};
     for (const [k, v] of Object.entries(atHold)) perHeldPod[k] = held.length ? (v - baseline[k as keyof NodeCounts]) / held.length : NaN;
     say(`held ${held.length} pods: agent RSS ${rssMB.toFixed(1)} MB; deleting them`);
-
     for (const p of held) {
-      del(p);
+      track(hops.del(p).then((ms) => { if (ms !== undefined) hr.delMs.push(ms); }));
       if (inflight.size >= 8) await Promise.race([...inflight]);
     }
     while (inflight.size > 0) await Promise.all([...inflight]);
     const after = await counts(lab, n, agent);
 
+    const sum = (rs: PhaseRun[]): PhaseRun => ({
+      adds: rs.reduce((a, r) => a + r.adds, 0), dels: rs.reduce((a, r) => a + r.dels, 0), wallS: rs.reduce((a, r) => a + r.wallS, 0),
+      addS: rs.reduce((a, r) => a + r.addS, 0), delS: rs.reduce((a, r) => a + r.delS, 0),
+      addMs: rs.flatMap((r) => r.addMs), delMs: rs.flatMap((r) => r.delMs), failures: rs.reduce((a, r) => a + r.failures, 0), skipped: rs.reduce((a, r) => a + r.skipped, 0),
+    });
+    const fullRun = sum(runs.full);
+    // Per pair of blocks (ABBA: block 1 with 2, 3 with 4): the whole chain's ADD rate over the chain's alone.
+    const addRate = (r: PhaseRun) => r.adds / r.addS;
+    const pairRatios = [0, 1].map((i) => addRate(runs.full[i]) / addRate(runs.chain[i]));
     const figures: ChurnFigures = {
-      rate: o.rate, addRate: adds / wallS, delRate: dels / wallS,
-      addToCaptured: latency(addMs), delToGone: latency(delMs),
-      held: held.length, heldTarget: o.hold, rssMB, leaks: leaks(baseline, after), failures,
+      rate: o.rate, addRate: addRate(fullRun), delRate: fullRun.dels / fullRun.delS,
+      addToCaptured: latency([...fullRun.addMs, ...hr.addMs]), delToGone: latency([...fullRun.delMs, ...hr.delMs]),
+      held: held.length, heldTarget: o.hold, rssMB, leaks: leaks(baseline, after), failures: fullRun.failures + hr.failures + agentRun.failures,
+      chainOnly: phaseFigures(sum(runs.chain)), agentOnly: phaseFigures(agentRun),
+      chainRatio: { median: median(pairRatios), min: Math.min(...pairRatios), max: Math.max(...pairRatios) },
     };
     return {
       ...figures, options: { rate: o.rate, durationS: o.durationS, hold: o.hold, prefix: lab.prefix },
-      cpuPercent, rssIdleMB, skippedTicks: skipped, steps: { alone, churn: churnSteps },
+      cpuPercent, rssIdleMB, skippedTicks: fullRun.skipped, steps: { alone, churn: stepLatencies(churnSteps) },
       agentCapacity: 1000 / ((alone['ADD meshwarp-cni']?.p50 ?? NaN) + (alone['DEL meshwarp-cni']?.p50 ?? NaN)), baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
     };
   } finally {
     await lab.destroy();
   }
 }
+
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
 
 export function formatChurn(r: ChurnReport): string {
   const l = (x: { p50: number; p99: number; max: number; n: number }) => `p50 ${x.p50.toFixed(1)} ms  p99 ${x.p99.toFixed(1)} ms  (max ${x.max.toFixed(1)}, n ${x.n})`;
@@ -308,6 +433,13 @@ export function formatChurn(r: ChurnReport): string {
     `  achieved        ${r.addRate.toFixed(1)} ADD/s, ${r.delRate.toFixed(1)} DEL/s, ${r.failures} failed, ${r.skippedTicks} ticks skipped (${MAX_INFLIGHT} in flight)`,
     `  ADD -> captured ${l(r.addToCaptured)}`,
     `  DEL -> gone     ${l(r.delToGone)}`,
+    `  chain without meshwarp-cni (same blocks, ABBA): ${r.chainOnly.addRate.toFixed(1)} ADD/s, ${r.chainOnly.delRate.toFixed(1)} DEL/s, ${r.chainOnly.failures} failed, ${r.chainOnly.skippedTicks} ticks skipped`,
+    `    ADD -> returned ${l(r.chainOnly.add)}`,
+    `    DEL -> gone     ${l(r.chainOnly.del)}`,
+    `    whole chain's ADD rate / this: ${r.chainRatio.median.toFixed(2)}× [${r.chainRatio.min.toFixed(2)}–${r.chainRatio.max.toFixed(2)}]`,
+    `  meshwarp-cni alone on ${POOL} ready sandboxes: ${r.agentOnly.addRate.toFixed(1)} ADD/s, ${r.agentOnly.delRate.toFixed(1)} DEL/s, ${r.agentOnly.failures} failed, ${r.agentOnly.skippedTicks} ticks skipped`,
+    `    ADD -> captured ${l(r.agentOnly.add)}`,
+    `    DEL -> gone     ${l(r.agentOnly.del)}`,
     `  agent           RSS ${r.rssMB.toFixed(1)} MB at ${r.held} pods (${r.rssIdleMB.toFixed(1)} MB with none), CPU ${r.cpuPercent.toFixed(0)} % of a core during churn`,
     `  agent capacity  ${r.agentCapacity.toFixed(1)} pods/s added and deleted (1000 / (meshwarp-cni ADD + DEL p50, one pod at a time): the agent serializes them)`,
     '  steps (p50 / p99 ms)          alone            during churn',

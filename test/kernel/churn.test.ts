@@ -39,6 +39,13 @@ sidecarTest('Pod churn through the CNI chain leaves no map entry, link, pin, tc 
     assert.equal(r.steps.churn[k]?.n, r.addToCaptured.n - 12, `step ${k} during churn`);
   }
   assert.ok(Number.isFinite(r.agentCapacity) && r.agentCapacity > 0, `agent capacity ${r.agentCapacity}`);
+  // The baseline blocks (the chain without meshwarp-cni) and meshwarp-cni alone on ready sandboxes ran too.
+  for (const [name, ph] of [['chain only', r.chainOnly], ['meshwarp-cni alone', r.agentOnly]] as const) {
+    assert.equal(ph.failures, 0, `${name}: no failure`);
+    assert.ok(ph.addRate > 0 && ph.delRate > 0 && ph.add.n >= 15 && ph.del.n === ph.add.n, `${name}: ${JSON.stringify(ph)}`);
+  }
+  assert.ok(r.chainRatio.min > 0 && r.chainRatio.min <= r.chainRatio.median && r.chainRatio.median <= r.chainRatio.max, `ratio ${JSON.stringify(r.chainRatio)}`);
+  assert.ok(['churn-agent-add-rate', 'churn-agent-del-rate', 'churn-chain-ratio'].every((id) => r.goals.some((g) => g.id === id)));
   assert.deepEqual(labNetns(prefix), [], 'the bench removed its lab');
   assert.ok(prefixIsClean(prefix), 'no cgroup, pin or run directory left');
 }, { timeout: 120_000 });

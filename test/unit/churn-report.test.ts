@@ -18,9 +18,12 @@ test('leaks: after minus before, per count', () => {
   assert.deepEqual(leaks(counts(10), after), { ...counts(0), pins: 2, fds: -1 });
 });
 
+const phase = (rate: number) => ({ addRate: rate, delRate: rate, add: latency([1]), del: latency([1]), failures: 0, skippedTicks: 0 });
+
 const figures = (over: Partial<ChurnFigures> = {}): ChurnFigures => ({
   rate: 100, addRate: 100.4, delRate: 99.8, addToCaptured: latency([1]), delToGone: latency([1]),
-  held: 250, heldTarget: 250, rssMB: 80, leaks: counts(0), failures: 0, ...over,
+  held: 250, heldTarget: 250, rssMB: 80, leaks: counts(0), failures: 0,
+  chainOnly: phase(30), agentOnly: phase(100), chainRatio: { median: 0.95, min: 0.9, max: 1 }, ...over,
 });
 
 test('churnGoals: the asked rate is the target (never lowered), RSS ≤ 100 MB, each leak = 0', () => {
@@ -32,5 +35,14 @@ test('churnGoals: the asked rate is the target (never lowered), RSS ≤ 100 MB, 
   for (const k of COUNT_NAMES) assert.deepEqual([by[`leak-${k}`].value, by[`leak-${k}`].met], [0, true]);
   const bad = Object.fromEntries(churnGoals(figures({ rssMB: 100.1, held: 249, failures: 1, leaks: { ...counts(0), tcFilters: 1 } })).map((x) => [x.id, x.met]));
   assert.deepEqual([bad['churn-rss'], bad['churn-held'], bad['churn-failures'], bad['leak-tcFilters'], bad['leak-pins']], [false, false, false, false, true]);
-  assert.equal(churnGoals(figures({ rssMB: NaN }))[4].met, false, 'not measured is not met');
+  assert.equal(churnGoals(figures({ rssMB: NaN })).find((x) => x.id === 'churn-rss')!.met, false, 'not measured is not met');
+});
+
+test('churnGoals: meshwarp-cni alone must sustain the asked rate; the whole chain ≥ 0.9× the chain without meshwarp-cni', () => {
+  const by = (f: ChurnFigures) => Object.fromEntries(churnGoals(f).map((x) => [x.id, x]));
+  const g = by(figures());
+  assert.deepEqual([g['churn-agent-add-rate'].met, g['churn-agent-del-rate'].met, g['churn-chain-ratio'].met], [true, true, true]);
+  assert.match(g['churn-chain-ratio'].text, /\[0\.90–1\.00\]/, 'the ratio carries its spread');
+  const slow = by(figures({ agentOnly: { ...phase(100), delRate: 99.9 }, chainRatio: { median: 0.89, min: 0.8, max: 0.95 } }));
+  assert.deepEqual([slow['churn-agent-add-rate'].met, slow['churn-agent-del-rate'].met, slow['churn-chain-ratio'].met], [true, false, false]);
 });
