@@ -31,6 +31,8 @@ export interface ChurnReport extends ChurnFigures {
   options: Omit<ChurnOptions, 'progress'>;
   /** Agent CPU time over the churn phase / its wall time, in % of one core. */
   cpuPercent: number;
+  /** Agent CPU time per pod (its ADD and DEL) while meshwarp-cni ran alone, in ms. */
+  agentCpuMsPerPod: number;
   /** Churn ticks that found MAX_INFLIGHT chain runs going and started nothing. */
   skippedTicks: number;
   /** Agent RSS with no pod (after one was added and deleted), for scale. */
@@ -202,7 +204,7 @@ function writeConflist(n: LabNode, list: Conflist): void {
 
 /**
  * One churn phase's raw figures. A rate is the operations started over the time from the first
- * one's start to the end of the churn loop (DELs start once the first ADD is done): `addS`,
+ * one's start to one period after the last tick (DELs start once the first ADD is done): `addS`,
  * `delS`. `wallS` also holds the wait for the last operations.
  */
 interface PhaseRun { adds: number; dels: number; addS: number; delS: number; wallS: number; addMs: number[]; delMs: number[]; failures: number; skipped: number }
@@ -228,20 +230,26 @@ async function churnPhase<P>(
   const period = 1000 / rate;
   let firstAdd: number | undefined;
   let firstDel: number | undefined;
+  let kFirstDel = 0;
   // A fixed number of ticks: a loop late at the end still issues them all (and its window grows).
   const ticks = Math.round(durationS * rate);
+  let lastTick = t0;
   for (let k = 0; k < ticks; k++) {
+    lastTick = performance.now();
     if (inflight.size < MAX_INFLIGHT) {
       firstAdd ??= performance.now();
       r.adds++;
       track(ops.add().then((x) => { if (x) { r.addMs.push(x.ms); live.push(x.item); } }));
     } else r.skipped++;
-    const victim = inflight.size < MAX_INFLIGHT ? live.shift() : undefined;
-    if (victim !== undefined) { firstDel ??= performance.now(); del(victim); r.dels++; }
+    // One DEL per tick from the first on; a tick that found nothing to delete (ADDs slower for a
+    // while) is made up later, so DELs keep the asked rate as long as ADDs do.
+    if (firstDel === undefined && live.length > 0) { firstDel = performance.now(); kFirstDel = k; }
+    while (firstDel !== undefined && r.dels < k - kFirstDel + 1 && live.length > 0 && inflight.size < MAX_INFLIGHT) { del(live.shift()!); r.dels++; }
     await sleep(Math.max(0, t0 + (k + 1) * period - performance.now()));
     if (k % rate === 0) say(`  ${Math.round((performance.now() - t0) / 1000)} s: ${r.adds} adds, ${r.dels} dels started, ${inflight.size} in flight, ${r.skipped} ticks skipped`);
   }
-  const end = performance.now();
+  // Each op's window ends one period after the last tick issued: on schedule, ticks × period.
+  const end = lastTick + period;
   r.addS = (end - (firstAdd ?? end)) / 1000;
   r.delS = (end - (firstDel ?? end)) / 1000;
   while (inflight.size > 0) await Promise.all([...inflight]);
@@ -345,6 +353,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     const mwOnly: Conflist = { ...full, plugins: [mwConf] };
     const ctx: ChainContext = { netnsPath: n.netnsPath, cniPath: n.cni!.cniPath, track: (c) => { lab.track(c); } };
     const ar = newRun();
+    const agentCpu0 = procStat(pid).cpuS;
     type Attached = { pod: LabPod; env: Record<string, string>; result: unknown };
     const agentRun = await churnPhase<Attached>(o.rate, o.durationS, {
       add: async () => {
@@ -370,6 +379,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       },
     }, say);
     agentRun.failures = ar.failures;
+    const agentCpuMsPerPod = ((procStat(pid).cpuS - agentCpu0) * 1000) / agentRun.adds;
     writeConflist(n, chainOnly);
     for (const p of pool) await lab.removePodCni(p);
     writeConflist(n, full);
@@ -416,7 +426,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     };
     return {
       ...figures, options: { rate: o.rate, durationS: o.durationS, hold: o.hold, prefix: lab.prefix },
-      cpuPercent, rssIdleMB, skippedTicks: fullRun.skipped, steps: { alone, churn: stepLatencies(churnSteps) },
+      cpuPercent, agentCpuMsPerPod, rssIdleMB, skippedTicks: fullRun.skipped, steps: { alone, churn: stepLatencies(churnSteps) },
       agentCapacity: 1000 / ((alone['ADD meshwarp-cni']?.p50 ?? NaN) + (alone['DEL meshwarp-cni']?.p50 ?? NaN)), baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
     };
   } finally {
@@ -440,6 +450,7 @@ export function formatChurn(r: ChurnReport): string {
     `  meshwarp-cni alone on ${POOL} ready sandboxes: ${r.agentOnly.addRate.toFixed(1)} ADD/s, ${r.agentOnly.delRate.toFixed(1)} DEL/s, ${r.agentOnly.failures} failed, ${r.agentOnly.skippedTicks} ticks skipped`,
     `    ADD -> captured ${l(r.agentOnly.add)}`,
     `    DEL -> gone     ${l(r.agentOnly.del)}`,
+    `    agent CPU       ${r.agentCpuMsPerPod.toFixed(2)} ms per pod (ADD + DEL)`,
     `  agent           RSS ${r.rssMB.toFixed(1)} MB at ${r.held} pods (${r.rssIdleMB.toFixed(1)} MB with none), CPU ${r.cpuPercent.toFixed(0)} % of a core during churn`,
     `  agent capacity  ${r.agentCapacity.toFixed(1)} pods/s added and deleted (1000 / (meshwarp-cni ADD + DEL p50, one pod at a time): the agent serializes them)`,
     '  steps (p50 / p99 ms)          alone            during churn',
