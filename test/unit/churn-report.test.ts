@@ -38,11 +38,11 @@ test('churnGoals: the asked rate is the target (never lowered), RSS ≤ 100 MB, 
   assert.equal(churnGoals(figures({ rssMB: NaN })).find((x) => x.id === 'churn-rss')!.met, false, 'not measured is not met');
 });
 
-test('churnGoals: meshwarp-cni alone must sustain the asked rate; the whole chain ≥ 0.9× the chain without meshwarp-cni', () => {
+test('churnGoals: meshwarp-cni alone must sustain the asked rate, ADDs and DELs', () => {
   const by = (f: ChurnFigures) => Object.fromEntries(churnGoals(f).map((x) => [x.id, x]));
   const g = by(figures());
-  assert.deepEqual([g['churn-agent-add-rate'].met, g['churn-agent-del-rate'].met, g['churn-chain-ratio'].met], [true, true, true]);
-  assert.match(g['churn-chain-ratio'].text, /\[0\.90–1\.00\]/, 'the ratio carries its spread');
-  const slow = by(figures({ agentOnly: { ...phase(100), delRate: 99.9 }, chainRatio: { median: 0.89, min: 0.8, max: 0.95 } }));
-  assert.deepEqual([slow['churn-agent-add-rate'].met, slow['churn-agent-del-rate'].met, slow['churn-chain-ratio'].met], [true, false, false]);
+  assert.deepEqual([g['churn-agent-add-rate'].met, g['churn-agent-del-rate'].met, g['churn-agent-del-rate'].target], [true, true, 100]);
+  const slow = by(figures({ agentOnly: { ...phase(100), delRate: 99.9 } }));
+  assert.deepEqual([slow['churn-agent-add-rate'].met, slow['churn-agent-del-rate'].met], [true, false]);
+  assert.equal(g['churn-chain-ratio'], undefined, 'the chain ratio is a figure, not a goal (it measures the bench\'s driver)');
 });
