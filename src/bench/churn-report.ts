@@ -43,7 +43,7 @@ export function leaks(before: NodeCounts, after: NodeCounts): NodeCounts {
 }
 
 /** A churn phase other than the whole chain's: achieved rates and latencies (ADD → done, DEL → gone). */
-export interface PhaseFigures { addRate: number; delRate: number; add: Latency; del: Latency; failures: number; skippedTicks: number }
+export interface PhaseFigures { driverLagS: number; addRate: number; delRate: number; add: Latency; del: Latency; failures: number; skippedTicks: number }
 
 export interface ChurnFigures {
   /** Requested and achieved pod ADDs / DELs per second through the whole chain. */

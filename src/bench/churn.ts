@@ -31,6 +31,8 @@ export interface ChurnReport extends ChurnFigures {
   options: Omit<ChurnOptions, 'progress'>;
   /** Agent CPU time over the churn phase / its wall time, in % of one core. */
   cpuPercent: number;
+  /** Whole-chain blocks: how late their last ticks were, summed (s): > 0 = the bench's driver could not issue at the rate. */
+  driverLagS: number;
   /** Agent CPU time per pod (its ADD and DEL) while meshwarp-cni ran alone, in ms. */
   agentCpuMsPerPod: number;
   /** Churn ticks that found MAX_INFLIGHT chain runs going and started nothing. */
@@ -207,8 +209,8 @@ function writeConflist(n: LabNode, list: Conflist): void {
  * one's start to one period after the last tick (DELs start once the first ADD is done): `addS`,
  * `delS`. `wallS` also holds the wait for the last operations.
  */
-interface PhaseRun { adds: number; dels: number; addS: number; delS: number; wallS: number; addMs: number[]; delMs: number[]; failures: number; skipped: number }
-const newRun = (): PhaseRun => ({ adds: 0, dels: 0, addS: 0, delS: 0, wallS: 0, addMs: [], delMs: [], failures: 0, skipped: 0 });
+interface PhaseRun { adds: number; dels: number; addS: number; delS: number; wallS: number; lagS: number; addMs: number[]; delMs: number[]; failures: number; skipped: number }
+const newRun = (): PhaseRun => ({ adds: 0, dels: 0, addS: 0, delS: 0, wallS: 0, lagS: 0, addMs: [], delMs: [], failures: 0, skipped: 0 });
 
 /**
  * Churn at `rate`: every 1/rate s one `add` starts and, if one finished, the oldest added item's
@@ -250,6 +252,7 @@ async function churnPhase<P>(
   }
   // Each op's window ends one period after the last tick issued: on schedule, ticks × period.
   const end = lastTick + period;
+  r.lagS = (lastTick - (t0 + (ticks - 1) * period)) / 1000; // how late the last tick was: > 0 = the driver could not keep up
   r.addS = (end - (firstAdd ?? end)) / 1000;
   r.delS = (end - (firstDel ?? end)) / 1000;
   while (inflight.size > 0) await Promise.all([...inflight]);
@@ -260,7 +263,7 @@ async function churnPhase<P>(
 }
 
 const phaseFigures = (r: PhaseRun): PhaseFigures => ({
-  addRate: r.adds / r.addS, delRate: r.dels / r.delS, add: latency(r.addMs), del: latency(r.delMs), failures: r.failures, skippedTicks: r.skipped,
+  driverLagS: r.lagS, addRate: r.adds / r.addS, delRate: r.dels / r.delS, add: latency(r.addMs), del: latency(r.delMs), failures: r.failures, skippedTicks: r.skipped,
 });
 
 export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
@@ -410,7 +413,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
 
     const sum = (rs: PhaseRun[]): PhaseRun => ({
       adds: rs.reduce((a, r) => a + r.adds, 0), dels: rs.reduce((a, r) => a + r.dels, 0), wallS: rs.reduce((a, r) => a + r.wallS, 0),
-      addS: rs.reduce((a, r) => a + r.addS, 0), delS: rs.reduce((a, r) => a + r.delS, 0),
+      addS: rs.reduce((a, r) => a + r.addS, 0), delS: rs.reduce((a, r) => a + r.delS, 0), lagS: rs.reduce((a, r) => a + r.lagS, 0),
       addMs: rs.flatMap((r) => r.addMs), delMs: rs.flatMap((r) => r.delMs), failures: rs.reduce((a, r) => a + r.failures, 0), skipped: rs.reduce((a, r) => a + r.skipped, 0),
     });
     const fullRun = sum(runs.full);
@@ -426,7 +429,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     };
     return {
       ...figures, options: { rate: o.rate, durationS: o.durationS, hold: o.hold, prefix: lab.prefix },
-      cpuPercent, agentCpuMsPerPod, rssIdleMB, skippedTicks: fullRun.skipped, steps: { alone, churn: stepLatencies(churnSteps) },
+      cpuPercent, agentCpuMsPerPod, driverLagS: fullRun.lagS, rssIdleMB, skippedTicks: fullRun.skipped, steps: { alone, churn: stepLatencies(churnSteps) },
       agentCapacity: 1000 / ((alone['ADD meshwarp-cni']?.p50 ?? NaN) + (alone['DEL meshwarp-cni']?.p50 ?? NaN)), baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
     };
   } finally {
@@ -440,14 +443,14 @@ export function formatChurn(r: ChurnReport): string {
   const l = (x: { p50: number; p99: number; max: number; n: number }) => `p50 ${x.p50.toFixed(1)} ms  p99 ${x.p99.toFixed(1)} ms  (max ${x.max.toFixed(1)}, n ${x.n})`;
   const lines = [
     `control plane: ${r.options.rate} pods/s for ${r.options.durationS} s, then ${r.options.hold} held (load ${r.loadavg.start.map((x) => x.toFixed(2)).join(' ')} -> ${r.loadavg.end.map((x) => x.toFixed(2)).join(' ')})`,
-    `  achieved        ${r.addRate.toFixed(1)} ADD/s, ${r.delRate.toFixed(1)} DEL/s, ${r.failures} failed, ${r.skippedTicks} ticks skipped (${MAX_INFLIGHT} in flight)`,
+    `  achieved        ${r.addRate.toFixed(1)} ADD/s, ${r.delRate.toFixed(1)} DEL/s, ${r.failures} failed, ${r.skippedTicks} ticks skipped (${MAX_INFLIGHT} in flight), driver ${r.driverLagS.toFixed(1)} s behind`,
     `  ADD -> captured ${l(r.addToCaptured)}`,
     `  DEL -> gone     ${l(r.delToGone)}`,
-    `  chain without meshwarp-cni (same blocks, ABBA): ${r.chainOnly.addRate.toFixed(1)} ADD/s, ${r.chainOnly.delRate.toFixed(1)} DEL/s, ${r.chainOnly.failures} failed, ${r.chainOnly.skippedTicks} ticks skipped`,
+    `  chain without meshwarp-cni (same blocks, ABBA): ${r.chainOnly.addRate.toFixed(1)} ADD/s, ${r.chainOnly.delRate.toFixed(1)} DEL/s, ${r.chainOnly.failures} failed, ${r.chainOnly.skippedTicks} ticks skipped, driver ${r.chainOnly.driverLagS.toFixed(1)} s behind`,
     `    ADD -> returned ${l(r.chainOnly.add)}`,
     `    DEL -> gone     ${l(r.chainOnly.del)}`,
     `    whole chain's ADD rate / this: ${r.chainRatio.median.toFixed(2)}× [${r.chainRatio.min.toFixed(2)}–${r.chainRatio.max.toFixed(2)}]`,
-    `  meshwarp-cni alone on ${POOL} ready sandboxes: ${r.agentOnly.addRate.toFixed(1)} ADD/s, ${r.agentOnly.delRate.toFixed(1)} DEL/s, ${r.agentOnly.failures} failed, ${r.agentOnly.skippedTicks} ticks skipped`,
+    `  meshwarp-cni alone on ${POOL} ready sandboxes: ${r.agentOnly.addRate.toFixed(1)} ADD/s, ${r.agentOnly.delRate.toFixed(1)} DEL/s, ${r.agentOnly.failures} failed, ${r.agentOnly.skippedTicks} ticks skipped, driver ${r.agentOnly.driverLagS.toFixed(1)} s behind`,
     `    ADD -> captured ${l(r.agentOnly.add)}`,
     `    DEL -> gone     ${l(r.agentOnly.del)}`,
     `    agent CPU       ${r.agentCpuMsPerPod.toFixed(2)} ms per pod (ADD + DEL)`,

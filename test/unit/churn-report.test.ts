@@ -18,7 +18,7 @@ test('leaks: after minus before, per count', () => {
   assert.deepEqual(leaks(counts(10), after), { ...counts(0), pins: 2, fds: -1 });
 });
 
-const phase = (rate: number) => ({ addRate: rate, delRate: rate, add: latency([1]), del: latency([1]), failures: 0, skippedTicks: 0 });
+const phase = (rate: number) => ({ driverLagS: 0, addRate: rate, delRate: rate, add: latency([1]), del: latency([1]), failures: 0, skippedTicks: 0 });
 
 const figures = (over: Partial<ChurnFigures> = {}): ChurnFigures => ({
   rate: 100, addRate: 100.4, delRate: 99.8, addToCaptured: latency([1]), delToGone: latency([1]),
