@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { BpfObject, TcFilter, tcxPrograms, type Program } from '../../src/bpf/index.ts';
+import { BpfObject, Link, TcFilter, tcxPrograms, type Program } from '../../src/bpf/index.ts';
 import { check, fn } from '../../src/bpf/libbpf.ts';
 import { selftestObject } from '../../src/bpf/selftest.ts';
 import { TcAttacher, type TcMode } from '../../src/datapath/ebpf/tc.ts';
@@ -105,3 +105,35 @@ kernelTest('legacy: our filter is recognised by its pinned program and replaced 
   assert.equal(at('egress'), undefined);
   assert.equal(inNs(() => TcFilter.at(w.ifindex, 'ingress', PRIO, 1).progId()), progId(p1), 'the foreign filter survives detach');
 });
+
+kernelTest('auto for pod veths (shared): a legacy filter on a hook nobody else uses, a tcx link beside another tcx user', (t) => {
+  const { veth, p1, p2, inNs, pinDir, netns } = setup(t, 'auto');
+  const tc = new TcAttacher({ pinDir, mode: 'auto', auto: 'shared', priority: PRIO, nodeNetns: netns });
+  const free = veth('v0');
+  tc.attach('sb', free, { ingress: p1, egress: p1 });
+  assert.deepEqual(readdirSync(`${pinDir}/sb`).sort(), [`cls-${free.ifindex}-egress`, `cls-${free.ifindex}-ingress`], 'legacy filters (no grace period per change)');
+  assert.deepEqual(inNs(() => tcxPrograms(free.ifindex, 'ingress')), []);
+  assert.equal(inNs(() => TcFilter.at(free.ifindex, 'ingress', PRIO, 1).progId()), progId(p1));
+  assert.equal(tc.verify('sb', free), undefined);
+  tc.detach('sb');
+  const left = (() => { try { return inNs(() => TcFilter.at(free.ifindex, 'ingress', PRIO, 1).progId()); } catch { return undefined; } })();
+  assert.notEqual(left, progId(p1), 'our filter is gone');
+  assert.match(tc.verify('sb', free) ?? '', /no tc ingress program/);
+
+  // Another tool's tcx program on the hook runs before every legacy filter: ours must be a link too.
+  const used = veth('v1');
+  const foreign = inNs(() => Link.attachTcx(p2, used.ifindex, 'ingress'));
+  t.after(() => foreign.destroy());
+  tc.attach('sb2', used, { ingress: p1, egress: p1 });
+  assert.ok(readdirSync(`${pinDir}/sb2`).includes('tcx-ingress'), 'a tcx link where another tcx user is');
+  assert.ok(readdirSync(`${pinDir}/sb2`).includes(`cls-${used.ifindex}-egress`), 'the empty egress hook still gets a filter');
+  assert.deepEqual(inNs(() => tcxPrograms(used.ifindex, 'ingress')), [progId(p2), progId(p1)], 'theirs first, unchanged; ours after');
+  tc.detach('sb2');
+  assert.deepEqual(inNs(() => tcxPrograms(used.ifindex, 'ingress')), [progId(p2)], 'only ours removed');
+
+  // The default auto (node-wide attachers) still links on an empty hook.
+  const node = new TcAttacher({ pinDir, mode: 'auto', priority: PRIO, nodeNetns: netns });
+  node.attach('sb3', free, { ingress: p1 });
+  assert.deepEqual(inNs(() => tcxPrograms(free.ifindex, 'ingress')), [progId(p1)]);
+  node.detach('sb3');
+}, { needs: ['tcx'] });
