@@ -233,10 +233,12 @@ async function churnPhase<P>(
   let firstAdd: number | undefined;
   let firstDel: number | undefined;
   let kFirstDel = 0;
-  // A fixed number of ticks: a loop late at the end still issues them all (and its window grows).
+  // A fixed number of ticks: a loop a little late at the end still issues them all (its window
+  // grows); a driver that cannot keep up at all stops at 1.5 × the duration, its rate lower.
   const ticks = Math.round(durationS * rate);
   let lastTick = t0;
-  for (let k = 0; k < ticks; k++) {
+  let k = 0;
+  for (; k < ticks && performance.now() - t0 < durationS * 1500; k++) {
     lastTick = performance.now();
     if (inflight.size < MAX_INFLIGHT) {
       firstAdd ??= performance.now();
@@ -252,7 +254,7 @@ async function churnPhase<P>(
   }
   // Each op's window ends one period after the last tick issued: on schedule, ticks × period.
   const end = lastTick + period;
-  r.lagS = (lastTick - (t0 + (ticks - 1) * period)) / 1000; // how late the last tick was: > 0 = the driver could not keep up
+  r.lagS = (lastTick - (t0 + (k - 1) * period)) / 1000 + (ticks - k) * period / 1000; // how late the last tick was: > 0 = the driver could not keep up
   r.addS = (end - (firstAdd ?? end)) / 1000;
   r.delS = (end - (firstDel ?? end)) / 1000;
   while (inflight.size > 0) await Promise.all([...inflight]);
