@@ -101,6 +101,7 @@ cp -r src package.json LICENSE LICENSES "$p/"
 find "$p/src" -name '*.c' -delete
 cp build/bpf/*.bpf.o "$p/build/bpf/"
 cp build/bin/mw-sockcheck "$p/build/bin/"
+cp -r build/js "$p/build/"  # the CLI bundle the launcher runs (make js, src/bundle.ts)
 cp -r build/cni/linux-$arch "$p/build/cni/"
 (cd build/cni/linux-$arch && sha256sum -c --quiet SHA256SUMS) || { say "build/cni/linux-$arch does not match its SHA256SUMS"; exit 1; }
 [ -f "$p/build/cni/linux-$arch/meshwarp-cni-node" ] || { say "build/cni/linux-$arch/meshwarp-cni-node missing: make cni-sea"; exit 1; }

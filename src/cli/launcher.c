@@ -10,7 +10,7 @@ int main(int argc, char **argv) {
 	if (!args) return 127;
 	args[0] = "/usr/bin/node";
 	args[1] = "--disable-warning=ExperimentalWarning";
-	args[2] = "/usr/lib/meshwarp/src/cli/main.ts";
+	args[2] = "/usr/lib/meshwarp/build/js/main.js"; /* make js: no TypeScript stripper in memory */
 	for (int i = 1; i < argc; i++) args[i + 2] = argv[i];
 	execv(args[0], args);
 	perror("meshwarp: exec /usr/bin/node");
