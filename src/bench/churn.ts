@@ -217,13 +217,13 @@ const newRun = (): PhaseRun => ({ adds: 0, dels: 0, addS: 0, delS: 0, wallS: 0, 
  * `del`. Open loop, but bounded: a tick that finds MAX_INFLIGHT operations running skips its
  * ADD (and DEL), which shows as a lower achieved rate instead of an ever-growing backlog. `add`
  * resolves with its item once done (undefined when it failed or had nothing to add: a failure is
- * counted by `fail`); at the end every item still there is deleted (timed, not in the DEL rate).
+ * counted in `r` by `fail`); fills `r`; at the end every item still there is deleted (timed, not
+ * in the DEL rate).
  */
 async function churnPhase<P>(
-  rate: number, durationS: number, ops: { add: () => Promise<{ item: P; ms: number } | undefined>; del: (p: P) => Promise<number | undefined> },
+  r: PhaseRun, rate: number, durationS: number, ops: { add: () => Promise<{ item: P; ms: number } | undefined>; del: (p: P) => Promise<number | undefined> },
   say: (l: string) => void,
 ): Promise<PhaseRun> {
-  const r = newRun();
   const live: P[] = [];
   const inflight = new Set<Promise<void>>();
   const track = (p: Promise<void>) => { inflight.add(p); void p.finally(() => inflight.delete(p)); };
@@ -338,8 +338,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       const r = newRun();
       steps = kind === 'full' ? churnSteps : {};
       const cpu0 = procStat(pid).cpuS;
-      const got = await churnPhase(o.rate, blockS, chainOps(r, kind === 'full'), say);
-      Object.assign(got, { failures: r.failures });
+      const got = await churnPhase(r, o.rate, blockS, chainOps(r, kind === 'full'), say);
       if (kind === 'full') { cpuS += procStat(pid).cpuS - cpu0; fullS += got.wallS; churnSteps = steps; }
       runs[kind].push(got);
     }
@@ -360,7 +359,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     const ar = newRun();
     const agentCpu0 = procStat(pid).cpuS;
     type Attached = { pod: LabPod; env: Record<string, string>; result: unknown };
-    const agentRun = await churnPhase<Attached>(o.rate, o.durationS, {
+    const agentRun = await churnPhase<Attached>(ar, o.rate, o.durationS, {
       add: async () => {
         const pod = free.shift();
         if (!pod) { fail(ar, new Error(`no free sandbox of ${POOL}`)); return undefined; }
@@ -383,7 +382,6 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
         } catch (e) { fail(ar, e); return undefined; }
       },
     }, say);
-    agentRun.failures = ar.failures;
     const agentCpuMsPerPod = ((procStat(pid).cpuS - agentCpu0) * 1000) / agentRun.adds;
     writeConflist(n, chainOnly);
     for (const p of pool) await lab.removePodCni(p);

@@ -13,7 +13,7 @@ import {
   serialize, unsupportedVersion, withEntry, withoutEntry, type JsonObject,
 } from './conflist.ts';
 import { CniError } from './errors.ts';
-import { ROOT, fromRoot } from '../paths.ts';
+import { fromRoot } from '../paths.ts';
 
 export const DEFAULT_BIN_DIR = '/opt/cni/bin';
 export const DEFAULT_CONF_DIR = '/etc/cni/net.d';
@@ -123,13 +123,9 @@ function writeState(stateDir: string, s: InstallState): void {
   writeFileAtomic(statePath(stateDir), text, 0o600);
 }
 
-function projectRoot(): string {
-  return ROOT;
-}
-
 export function resolveNode(explicit?: string): string {
   if (explicit) return explicit;
-  const tools = join(projectRoot(), '.tools/node/bin/node');
+  const tools = fromRoot('.tools/node/bin/node');
   if (existsSync(tools)) return tools;
   if (Number(process.versions.node.split('.')[0]) >= 24) return process.execPath;
   throw new Error('no Node.js >= 24 found for the plugin wrapper: run `make setup` or pass --node');
@@ -180,7 +176,7 @@ export function artifactArch(arch: string = process.arch): string {
 }
 
 export function defaultArtifactDir(): string {
-  return join(projectRoot(), 'build/cni', `linux-${artifactArch()}`);
+  return fromRoot('build/cni', `linux-${artifactArch()}`);
 }
 
 /** sha256 of a file, recomputed only when its size or mtime changed (the SEA is ~130 MB; watch re-checks every 10 s). */

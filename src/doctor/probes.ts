@@ -49,7 +49,6 @@ export interface ProbeOptions {
   root?: string;
 }
 
-const REPO_ROOT = ROOT;
 // Capabilities meshwarp needs: load (BPF), attach to interfaces and cgroups
 // (NET_ADMIN, SYS_ADMIN for cgroup and netns work).
 const CAPS: [string, number][] = (['NET_ADMIN', 'SYS_ADMIN', 'BPF'] as const).map((c) => [`CAP_${c}`, CAP[c]]);
@@ -57,7 +56,7 @@ const CAPS: [string, number][] = (['NET_ADMIN', 'SYS_ADMIN', 'BPF'] as const).ma
 const TOOL_TIMEOUT_MS = 60_000;
 
 export async function runProbes(opts: ProbeOptions = {}): Promise<ProbeReport> {
-  const root = opts.root ?? REPO_ROOT;
+  const root = opts.root ?? ROOT;
   // External tools run in parallel while the in-process probes go.
   const toolRuns = Object.entries(TOOLS).map(([name, argv]) => version(argv).then((v) => [name, v] as const));
   const checks: Probe[] = [];
