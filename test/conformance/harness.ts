@@ -543,6 +543,30 @@ export class MeshLab {
     return d;
   }
 
+  /**
+   * Deletes pod `name` as a runtime does (unmeshed first, as its CNI DEL would), and creates a
+   * new pod of that name on the same node at once: new netns, veth and MAC, the same addresses
+   * (the lab, like host-local, hands out the lowest free one). Serves APP_PORT; not meshed.
+   */
+  async recreate(name: string): Promise<MeshPod> {
+    const old = this.pod(name);
+    if (old.policy) await old.unmesh();
+    await old.sidecar?.stop();
+    old.server?.kill('SIGKILL');
+    this.lab.removePod(old.sb);
+    this.pods.delete(name);
+    return this.addPod(old.nodeName, name);
+  }
+
+  /** A new pod on `node` after the lab was created, serving APP_PORT, not meshed. */
+  async addPod(node: string, name: string): Promise<MeshPod> {
+    if (this.pods.has(name)) throw new Error(`pod name ${name} used twice`);
+    const pod = new MeshPod(this, this.lab.addPod(node, name));
+    this.pods.set(name, pod);
+    await pod.serve();
+    return pod;
+  }
+
   /** Stops one node's driver now (the lab stays); destroy() will not stop it again. */
   async stopDriver(node: string): Promise<void> {
     const d = this.driver(node);

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { labRunDir } from '../../src/lab/cleanup.ts';
 import { LabCa } from '../../src/lab/hbone/ca.ts';
 import { LabMesh, type LabHboneProxy } from '../../src/lab/hbone/lab.ts';
+import { MAX_STREAMS_PER_CONNECTION } from '../../src/lab/hbone/proxy.ts';
 import type { Sandbox } from '../../src/lab/index.ts';
 import { FAMILIES, MODE, MeshLab, famName, norm, suiteSkip, SUITE, type ConnectResult, type Family, type MeshPod } from './harness.ts';
 import { eventually } from '../helpers/poll.ts';
@@ -224,7 +225,7 @@ describe(`ambient across nodes over HBONE (${SUITE})`, { skip: skip() }, () => {
     });
   });
 
-  it('1,000 concurrent connections a -> d are 1,000 streams over one HBONE connection', async () => {
+  it('1,000 concurrent connections a -> d are 1,000 streams over ten HBONE connections of at most 100 streams', async () => {
     const a: MeshPod = env.pod('a');
     const d = env.pod('d');
     const flag = `/tmp/${env.prefix}-hold`;
@@ -235,12 +236,15 @@ describe(`ambient across nodes over HBONE (${SUITE})`, { skip: skip() }, () => {
       const key = `${mesh.identity(a.sb)}|${mesh.identity(d.sb)}|${d.ip(4)}`;
       const all = await eventually(async () => {
         const s = await p1.stats();
-        return (s.pool.find((p) => p.key === key)?.streams ?? 0) >= 1000 && (await c(p2, 'hbone_streams_active')) >= 1000;
+        const streams = s.pool.filter((p) => p.key === key).reduce((n, p) => n + p.streams, 0);
+        return streams >= 1000 && (await c(p2, 'hbone_streams_active')) >= 1000;
       }, 60_000, 200);
       const s1 = await p1.stats();
       assert.ok(all, `1000 streams open at once: node1 pool ${JSON.stringify(s1.pool)}, node2 active ${await c(p2, 'hbone_streams_active')}`);
-      assert.equal(s1.pool.filter((p) => p.key === key).length, 1, 'one pooled connection for (a, d)');
-      assert.ok(s1.counters.out_h2_connections - conns0 <= 1, `at most one new connection (${s1.counters.out_h2_connections - conns0})`);
+      const mine = s1.pool.filter((p) => p.key === key);
+      assert.equal(mine.length, 1000 / MAX_STREAMS_PER_CONNECTION, `pooled connections for (a, d): ${JSON.stringify(mine)}`);
+      assert.ok(mine.every((p) => p.streams === MAX_STREAMS_PER_CONNECTION), `each carries ${MAX_STREAMS_PER_CONNECTION} streams: ${JSON.stringify(mine)}`);
+      assert.ok(s1.counters.out_h2_connections - conns0 <= mine.length, `no more connections than that (${s1.counters.out_h2_connections - conns0})`);
     } finally {
       writeFileSync(flag, '');
     }

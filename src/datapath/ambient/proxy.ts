@@ -130,9 +130,9 @@ export function installProxyRouting(netns: string, r: ProxyRouting): void {
  * (tens of seconds of lost SYNs). A netns already gone is fine.
  */
 export function forgetNeighbours(netns: string, ips: readonly string[]): void {
-  for (const a of ips) {
-    try { ip(netns, ['neigh', 'flush', 'to', a]); } catch { /* gone already */ }
-  }
+  if (ips.length === 0) return;
+  // One process per proxy however many addresses (-force: go on past a line that fails).
+  try { inNetns(netns, ['ip', '-force', '-batch', '-'], ips.map((a) => `neigh flush to ${a}\n`).join('')); } catch { /* gone already */ }
 }
 
 /** Removes what installProxyRouting made (a netns already gone is fine). */

@@ -6,8 +6,8 @@
 //                   (bpf_sk_assign kept it). Source must be a workload of this node.
 //                   Destination an enrolled pod of another node: HBONE, an HTTP/2 CONNECT
 //                   stream `podIP:port` over mutual TLS to podIP:15008 (the other node's
-//                   eBPF delivers it to its proxy), one pooled connection per (source
-//                   identity, destination address), streams multiplexed on it. Enrolled pod
+//                   eBPF delivers it to its proxy), pooled connections per (source
+//                   identity, destination address), up to 100 streams on each. Enrolled pod
 //                   of this node: relayed inside the proxy, no TLS. Anything else: plain TCP.
 //   15006 inbound   plaintext from outside the mesh: relayed to the original destination.
 //   15008 HBONE     TLS 1.3, ALPN h2; the certificate presented is the one of the workload the
@@ -57,6 +57,9 @@ const CONN_WINDOW = 16 << 20;
 const tlsOpts = (): Pick<tls.TlsOptions, 'minVersion' | 'maxVersion' | 'ALPNProtocols'> => ({ minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ALPNProtocols: ['h2'] });
 const CONNECT_TIMEOUT_MS = 5000;
 const POOL_IDLE_MS = 60_000;
+/** Streams one pooled connection carries before the next one opens (ztunnel's default): one TCP
+ * flow and one nghttp2 session are not made to carry a whole node's traffic to a destination. */
+export const MAX_STREAMS_PER_CONNECTION = 100;
 const PING_EVERY_MS = 10_000;
 const PING_TIMEOUT_MS = 20_000;
 const HOPS_KEPT = 256;
@@ -93,7 +96,8 @@ function relay(a: net.Socket, b: Duplex, onEnd?: () => void): void {
 }
 
 interface Peer { id: string; node: string }
-/** Pooling as ztunnel's: one connection per (source identity, destination identity, destination address). */
+/** Pooling as ztunnel's: connections per (source identity, destination identity, destination
+ * address), each carrying at most MAX_STREAMS_PER_CONNECTION streams. */
 const poolKey = (srcId: string, dstId: string, dst: string) => `${srcId}|${dstId}|${dst}`;
 interface Pooled { session: http2.ClientHttp2Session; n: number; streams: number; idle?: NodeJS.Timeout }
 
@@ -106,7 +110,7 @@ export class HboneProxy {
   #nodeByProxyIp = new Map<string, string>();
   #certs = new Map<string, { cert: string; key: string }>();
   #servers = new Map<string, http2.Http2SecureServer>();
-  #pool = new Map<string, Pooled>();
+  #pool = new Map<string, Pooled[]>();
   #poolSeq = 0;
   #peers = new WeakMap<http2.Http2Session, Peer | null>();
   #listeners: net.Server[] = [];
@@ -145,10 +149,10 @@ export class HboneProxy {
     const changed = (id: string) => old?.ca !== c.ca || certs.get(id)?.cert !== this.#certs.get(id)?.cert;
     for (const [id, srv] of this.#servers) if (changed(id)) { srv.close(); this.#servers.delete(id); }
     // A pooled connection proved (src id, dst id) for one address: keep it only while the registry still says so.
-    for (const [k, p] of this.#pool) {
+    for (const [k, list] of this.#pool) {
       const [src, dstId, ip] = k.split('|');
       const w = this.#byIp.get(ip);
-      if (changed(src) || !w?.hbone || identityOf(c.trustDomain, w) !== dstId) { p.session.close(); this.#pool.delete(k); }
+      if (changed(src) || !w?.hbone || identityOf(c.trustDomain, w) !== dstId) { for (const p of list) p.session.close(); this.#pool.delete(k); }
     }
     this.#certs = certs;
   }
@@ -167,7 +171,7 @@ export class HboneProxy {
 
   async close(): Promise<void> {
     for (const l of this.#listeners) l.close();
-    for (const p of this.#pool.values()) p.session.destroy();
+    for (const list of this.#pool.values()) for (const p of list) p.session.destroy();
     this.#pool.clear();
     for (const s of this.#servers.values()) s.close();
     for (const s of this.#sockets) s.destroy();
@@ -227,8 +231,9 @@ export class HboneProxy {
 
   #session(cfg: HboneConfig, srcId: string, dst: string, dstId: string): Pooled | undefined {
     const key = poolKey(srcId, dstId, dst);
-    const have = this.#pool.get(key);
-    if (have && !have.session.closed && !have.session.destroyed) return have;
+    const list = this.#pool.get(key) ?? [];
+    const have = list.find((p) => p.streams < MAX_STREAMS_PER_CONNECTION && !p.session.closed && !p.session.destroyed);
+    if (have) return have;
     const cert = this.#certs.get(srcId);
     if (!cert) return undefined;
     const n = ++this.#poolSeq;
@@ -260,10 +265,14 @@ export class HboneProxy {
       session.once('close', () => clearInterval(ping));
     });
     session.on('error', () => this.count('out_h2_connection_errors'));
-    const drop = () => { if (this.#pool.get(key) === entry) this.#pool.delete(key); if (entry.idle) clearTimeout(entry.idle); };
+    const drop = () => {
+      const now = this.#pool.get(key)?.filter((p) => p !== entry) ?? [];
+      if (now.length) this.#pool.set(key, now); else this.#pool.delete(key);
+      if (entry.idle) clearTimeout(entry.idle);
+    };
     session.on('close', drop);
     session.on('goaway', drop);
-    this.#pool.set(key, entry);
+    this.#pool.set(key, [...list, entry]);
     return entry;
   }
 
@@ -302,7 +311,7 @@ export class HboneProxy {
     const finished = () => {
       clearTimeout(timer);
       this.#gauge('out', -1);
-      if (--pooled.streams === 0 && this.#pool.get(key) === pooled) {
+      if (--pooled.streams === 0 && this.#pool.get(key)?.includes(pooled)) {
         pooled.idle = setTimeout(() => { if (pooled.streams === 0) pooled.session.close(); }, POOL_IDLE_MS);
         pooled.idle.unref();
       }
@@ -454,6 +463,6 @@ export class HboneProxy {
   }
 
   stats(): { counters: Counters; pool: { key: string; connection: number; streams: number }[] } {
-    return { counters: { ...this.counters }, pool: [...this.#pool].map(([key, p]) => ({ key, connection: p.n, streams: p.streams })) };
+    return { counters: { ...this.counters }, pool: [...this.#pool].flatMap(([key, list]) => list.map((p) => ({ key, connection: p.n, streams: p.streams }))) };
   }
 }
