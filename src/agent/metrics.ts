@@ -39,5 +39,13 @@ export function renderMetrics(agent: Agent): string {
     metric('meshwarp_kube_seconds_since_last_event', 'gauge', 'Seconds since the watch last saw an event or bookmark (-1: none yet).',
       w.map((x) => [{ resource: x.resource }, x.secondsSinceLastEvent ?? -1]));
   }
+  // The process figures under the names Prometheus client libraries use, so node dashboards work.
+  const m = process.memoryUsage();
+  const cpu = process.cpuUsage();
+  metric('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [[{}, m.rss]]);
+  metric('process_cpu_seconds_total', 'counter', 'User and system CPU time spent in seconds.', [[{}, (cpu.user + cpu.system) / 1e6]]);
+  metric('nodejs_heap_size_used_bytes', 'gauge', 'V8 heap in use, bytes.', [[{}, m.heapUsed]]);
+  metric('nodejs_heap_size_total_bytes', 'gauge', 'V8 heap reserved, bytes.', [[{}, m.heapTotal]]);
+  metric('nodejs_external_memory_bytes', 'gauge', 'Memory of C++ objects bound to JavaScript (buffers), bytes.', [[{}, m.external]]);
   return `${out.join('\n')}\n`;
 }

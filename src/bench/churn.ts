@@ -11,6 +11,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { DEFAULTS } from '../agent/config.ts';
 import { tcxPrograms } from '../bpf/index.ts';
 import { LAB_NETWORK, Lab, LabAgent, labNetns, loadConflist, runChain, type ChainContext, type Conflist, type LabNode, type LabPod } from '../lab/index.ts';
 import { run } from '../sys/exec.ts';
@@ -39,6 +40,13 @@ export interface ChurnReport extends ChurnFigures {
   skippedTicks: number;
   /** Agent RSS with no pod (after one was added and deleted), for scale. */
   rssIdleMB: number;
+  /** The agent's own memory figures at `hold` pods (its metrics): V8 heap used and reserved, buffers; MB. */
+  heldMemory: { heapUsedMB: number; heapTotalMB: number; externalMB: number } | undefined;
+  /**
+   * The RSS at `hold` pods split as the kernel counts it (/proc/PID/status): anonymous memory (the
+   * agent's own) and file pages (most of them Node's binary, shared and reclaimable), MB.
+   */
+  heldRss: { anonMB: number; fileMB: number };
   baseline: NodeCounts;
   after: NodeCounts;
   /**
@@ -73,6 +81,19 @@ const stepLatencies = (steps: Record<string, number[]>): Record<string, Latency>
   Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, latency(v)]));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The agent's V8 heap and buffer figures from its metrics endpoint (in the node's netns), MB. */
+async function agentMemory(n: LabNode): Promise<ChurnReport['heldMemory']> {
+  const r = await n.run(['curl', '-sS', '-m', '5', `http://${DEFAULTS.metrics}/metrics`]);
+  const v = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(r.stdout)?.[1] ?? NaN) / 2 ** 20;
+  return r.code === 0 ? { heapUsedMB: v('nodejs_heap_size_used_bytes'), heapTotalMB: v('nodejs_heap_size_total_bytes'), externalMB: v('nodejs_external_memory_bytes') } : undefined;
+}
+
+function rssSplit(pid: number): ChurnReport['heldRss'] {
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN) / 1024;
+  return { anonMB: kb('RssAnon'), fileMB: kb('RssFile') + kb('RssShmem') };
+}
 
 function procStat(pid: number): { cpuS: number; rssMB: number } {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -400,6 +421,8 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     while (inflight.size > 0) await Promise.all([...inflight]);
     await sleep(1000);
     const rssMB = procStat(pid).rssMB;
+    const heldRss = rssSplit(pid);
+    const heldMemory = await agentMemory(n);
     const atHold = await counts(lab, n, agent);
     const perHeldPod: Record<string, number> = {};
     for (const [k, v] of Object.entries(atHold)) perHeldPod[k] = held.length ? (v - baseline[k as keyof NodeCounts]) / held.length : NaN;
@@ -429,7 +452,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     };
     return {
       ...figures, options: { rate: o.rate, durationS: o.durationS, hold: o.hold, prefix: lab.prefix },
-      cpuPercent, agentCpuMsPerPod, driverLagS: fullRun.lagS, rssIdleMB, skippedTicks: fullRun.skipped, steps: { alone, churn: stepLatencies(churnSteps) },
+      cpuPercent, agentCpuMsPerPod, driverLagS: fullRun.lagS, rssIdleMB, heldRss, heldMemory, skippedTicks: fullRun.skipped, steps: { alone, churn: stepLatencies(churnSteps) },
       agentCapacity: 1000 / ((alone['ADD meshwarp-cni']?.p50 ?? NaN) + (alone['DEL meshwarp-cni']?.p50 ?? NaN)), baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
     };
   } finally {
@@ -455,6 +478,8 @@ export function formatChurn(r: ChurnReport): string {
     `    DEL -> gone     ${l(r.agentOnly.del)}`,
     `    agent CPU       ${r.agentCpuMsPerPod.toFixed(2)} ms per pod (ADD + DEL)`,
     `  agent           RSS ${r.rssMB.toFixed(1)} MB at ${r.held} pods (${r.rssIdleMB.toFixed(1)} MB with none), CPU ${r.cpuPercent.toFixed(0)} % of a core during churn`,
+    `                  of it ${r.heldRss.anonMB.toFixed(1)} MB anonymous, ${r.heldRss.fileMB.toFixed(1)} MB file pages (Node's binary: shared, reclaimable)`,
+    ...(r.heldMemory ? [`                  V8 heap ${r.heldMemory.heapUsedMB.toFixed(1)} MB used of ${r.heldMemory.heapTotalMB.toFixed(1)} MB, buffers ${r.heldMemory.externalMB.toFixed(1)} MB`] : []),
     `  agent capacity  ${r.agentCapacity.toFixed(1)} pods/s added and deleted (1000 / (meshwarp-cni ADD + DEL p50, one pod at a time): the agent serializes them)`,
     '  steps (p50 / p99 ms)          alone            during churn',
     ...Object.keys({ ...r.steps.alone, ...r.steps.churn }).map((k) => {

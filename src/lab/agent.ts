@@ -4,6 +4,7 @@
 // live under the lab's prefix, so cleanupPrefix() removes them.
 import type { ChildProcess } from 'node:child_process';
 import { agentRequest } from '../agent/client.ts';
+import { DEFAULTS } from '../agent/config.ts';
 import { labPinRoot, labRunDir } from './cleanup.ts';
 import { TIME_SCALE, waitForLine } from './proc.ts';
 import type { LabNode } from './lab.ts';
@@ -50,7 +51,7 @@ export class LabAgent {
       '--engine', this.opts.engine ?? this.opts.mode ?? 'ebpf', '--profile', this.opts.profile ?? 'osm',
       '--cgroup', this.node.cgroupPath, '--pin-root', this.pinRoot, '--socket', this.socket,
       '--state-dir', this.stateDir, '--node-ip', this.node.ip4, '--node-ip', this.node.ip6,
-      '--metrics', '127.0.0.1:9464', ...(this.opts.dataplanes ? ['--dataplanes', this.opts.dataplanes.join(',')] : []),
+      '--metrics', DEFAULTS.metrics, ...(this.opts.dataplanes ? ['--dataplanes', this.opts.dataplanes.join(',')] : []),
       ...(this.opts.args ?? []),
     ];
   }

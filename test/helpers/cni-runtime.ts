@@ -12,6 +12,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEFAULTS } from '../../src/agent/config.ts';
 import { tcxPrograms } from '../../src/bpf/index.ts';
 import {
   CniChainError, LOOPBACK_CONFLIST, execPlugin, findPlugin, loadConflist, podNetworkFromResult, runChain,
@@ -242,7 +243,7 @@ export function abortedRequest(socket: string, partial: string): Promise<void> {
 }
 
 /** The agent's Prometheus text, read from inside the node netns (the lab agent listens on the node's loopback). */
-export async function metricsText(n: LabNode, addr = '127.0.0.1:9464'): Promise<string> {
+export async function metricsText(n: LabNode, addr = DEFAULTS.metrics): Promise<string> {
   const r = await n.run(['curl', '-sS', '-m', '5', `http://${addr}/metrics`]);
   assert.equal(r.code, 0, `metrics: ${r.stderr}`);
   return r.stdout;

@@ -101,7 +101,13 @@ sidecarTest('ADD with a bad netns or interface is refused (4xx, CNI code not 11)
   });
   await t.test('the agent meshed nothing and counted no internal error', async () => {
     assert.deepEqual(await agentPods(c.agent), []);
-    assert.equal(metricValue(await metricsText(n1), 'meshwarp_errors_total'), 0, 'meshwarp_errors_total');
+    const text = await metricsText(n1);
+    assert.equal(metricValue(text, 'meshwarp_errors_total'), 0, 'meshwarp_errors_total');
+    // The process figures a node dashboard reads (the agent's own RSS, not the scraper's).
+    const rss = metricValue(text, 'process_resident_memory_bytes') ?? 0;
+    assert.ok(rss > 20 * 2 ** 20 && rss < 2 ** 31, `process_resident_memory_bytes ${rss}`);
+    const heap = metricValue(text, 'nodejs_heap_size_used_bytes') ?? 0;
+    assert.ok(heap > 0 && heap <= (metricValue(text, 'nodejs_heap_size_total_bytes') ?? 0), `nodejs_heap_size_used_bytes ${heap}`);
   });
 }, { timeout: 120_000 });
 
