@@ -8,7 +8,7 @@
 // are pinned (the programs that redirect its connects): a file read each, no process spawned.
 // Gone = the chain's DEL returned, the netns is deleted and the pins are gone.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../agent/config.ts';
@@ -56,9 +56,17 @@ export interface ChurnReport extends ChurnFigures {
   steps: { alone: Record<string, Latency>; churn: Record<string, Latency> };
   /**
    * Pods/s the agent can add and delete at most: it serializes every ADD and DEL (its
-   * reconciler queue), so 1000 / (meshwarp-cni ADD + DEL p50, alone). Above it the agent's queue grows.
+   * reconciler queue) on one thread, so 1000 / its CPU ms per pod (ADD + DEL, meshwarp-cni alone).
+   * Above it the agent's queue grows. The plugin processes run beside it, on other cores.
    */
   agentCapacity: number;
+  /**
+   * CPU time of the whole machine (every process and the kernel, the bench's driver too) per pod
+   * added and deleted, in ms, per kind of phase; and the rate this machine's CPUs could carry at
+   * that cost (cores × 1000 / ms). Shows whether a rate is out of this machine's reach whatever
+   * the driver does.
+   */
+  machineCpu: { cores: number; chain: number; full: number; agentOnly: number; chainCapPerS: number; fullCapPerS: number };
   /** Counts at `hold` pods minus the baseline, per held pod. */
   perHeldPod: Record<string, number>;
   loadavg: { start: number[]; end: number[] };
@@ -93,6 +101,13 @@ function rssSplit(pid: number): ChurnReport['heldRss'] {
   const st = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN) / 1024;
   return { anonMB: kb('RssAnon'), fileMB: kb('RssFile') + kb('RssShmem') };
+}
+
+/** Busy CPU time of the whole machine so far, s (/proc/stat: all but idle and iowait). */
+function machineCpuS(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return (user + nice + system + irq + softirq + steal) / 100; // USER_HZ
 }
 
 function procStat(pid: number): { cpuS: number; rssMB: number } {
@@ -353,13 +368,16 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     let cpuS = 0;
     let fullS = 0;
     let churnSteps: Record<string, number[]> = {};
+    const machine = { chain: 0, full: 0 };
     for (const kind of ['chain', 'full', 'full', 'chain'] as const) {
       say(`churn, ${kind === 'full' ? 'whole chain' : 'chain without meshwarp-cni'}: ${o.rate} pods/s added and deleted for ${blockS} s`);
       writeConflist(n, kind === 'full' ? full : chainOnly);
       const r = newRun();
       steps = kind === 'full' ? churnSteps : {};
       const cpu0 = procStat(pid).cpuS;
+      const m0 = machineCpuS();
       const got = await churnPhase(r, o.rate, blockS, chainOps(r, kind === 'full'), say);
+      machine[kind] += machineCpuS() - m0;
       if (kind === 'full') { cpuS += procStat(pid).cpuS - cpu0; fullS += got.wallS; churnSteps = steps; }
       runs[kind].push(got);
     }
@@ -379,6 +397,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     const ctx: ChainContext = { netnsPath: n.netnsPath, cniPath: n.cni!.cniPath, track: (c) => { lab.track(c); } };
     const ar = newRun();
     const agentCpu0 = procStat(pid).cpuS;
+    const agentM0 = machineCpuS();
     type Attached = { pod: LabPod; env: Record<string, string>; result: unknown };
     const agentRun = await churnPhase<Attached>(ar, o.rate, o.durationS, {
       add: async () => {
@@ -404,6 +423,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       },
     }, say);
     const agentCpuMsPerPod = ((procStat(pid).cpuS - agentCpu0) * 1000) / agentRun.adds;
+    const agentOnlyMachineMs = ((machineCpuS() - agentM0) * 1000) / agentRun.adds;
     writeConflist(n, chainOnly);
     for (const p of pool) await lab.removePodCni(p);
     writeConflist(n, full);
@@ -443,6 +463,12 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     // Per pair of blocks (ABBA: block 1 with 2, 3 with 4): the whole chain's ADD rate over the chain's alone.
     const addRate = (r: PhaseRun) => r.adds / r.addS;
     const pairRatios = [0, 1].map((i) => addRate(runs.full[i]) / addRate(runs.chain[i]));
+    const cores = availableParallelism();
+    const perPod = (kind: 'chain' | 'full') => (machine[kind] * 1000) / sum(runs[kind]).adds;
+    const machineCpu = {
+      cores, chain: perPod('chain'), full: perPod('full'), agentOnly: agentOnlyMachineMs,
+      chainCapPerS: (cores * 1000) / perPod('chain'), fullCapPerS: (cores * 1000) / perPod('full'),
+    };
     const figures: ChurnFigures = {
       rate: o.rate, addRate: addRate(fullRun), delRate: fullRun.dels / fullRun.delS,
       addToCaptured: latency([...fullRun.addMs, ...hr.addMs]), delToGone: latency([...fullRun.delMs, ...hr.delMs]),
@@ -453,7 +479,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     return {
       ...figures, options: { rate: o.rate, durationS: o.durationS, hold: o.hold, prefix: lab.prefix },
       cpuPercent, agentCpuMsPerPod, driverLagS: fullRun.lagS, rssIdleMB, heldRss, heldMemory, skippedTicks: fullRun.skipped, steps: { alone, churn: stepLatencies(churnSteps) },
-      agentCapacity: 1000 / ((alone['ADD meshwarp-cni']?.p50 ?? NaN) + (alone['DEL meshwarp-cni']?.p50 ?? NaN)), baseline, after, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
+      agentCapacity: 1000 / agentCpuMsPerPod, baseline, after, machineCpu, perHeldPod, loadavg: { start, end: loadavg() }, errors, goals: churnGoals(figures),
     };
   } finally {
     await lab.destroy();
@@ -473,6 +499,8 @@ export function formatChurn(r: ChurnReport): string {
     `    ADD -> returned ${l(r.chainOnly.add)}`,
     `    DEL -> gone     ${l(r.chainOnly.del)}`,
     `    whole chain's ADD rate / this: ${r.chainRatio.median.toFixed(2)}× [${r.chainRatio.min.toFixed(2)}–${r.chainRatio.max.toFixed(2)}]`,
+    `  machine CPU per pod added and deleted (every process and the kernel, ${r.machineCpu.cores} cores): chain without meshwarp-cni ${r.machineCpu.chain.toFixed(1)} ms` +
+      ` (caps this machine at ${r.machineCpu.chainCapPerS.toFixed(0)} pods/s), whole chain ${r.machineCpu.full.toFixed(1)} ms (${r.machineCpu.fullCapPerS.toFixed(0)} pods/s), meshwarp-cni alone ${r.machineCpu.agentOnly.toFixed(1)} ms`,
     `  meshwarp-cni alone on ${POOL} ready sandboxes: ${r.agentOnly.addRate.toFixed(1)} ADD/s, ${r.agentOnly.delRate.toFixed(1)} DEL/s, ${r.agentOnly.failures} failed, ${r.agentOnly.skippedTicks} ticks skipped, driver ${r.agentOnly.driverLagS.toFixed(1)} s behind`,
     `    ADD -> captured ${l(r.agentOnly.add)}`,
     `    DEL -> gone     ${l(r.agentOnly.del)}`,
@@ -480,7 +508,7 @@ export function formatChurn(r: ChurnReport): string {
     `  agent           RSS ${r.rssMB.toFixed(1)} MB at ${r.held} pods (${r.rssIdleMB.toFixed(1)} MB with none), CPU ${r.cpuPercent.toFixed(0)} % of a core during churn`,
     `                  of it ${r.heldRss.anonMB.toFixed(1)} MB anonymous, ${r.heldRss.fileMB.toFixed(1)} MB file pages (Node's binary: shared, reclaimable)`,
     ...(r.heldMemory ? [`                  V8 heap ${r.heldMemory.heapUsedMB.toFixed(1)} MB used of ${r.heldMemory.heapTotalMB.toFixed(1)} MB, buffers ${r.heldMemory.externalMB.toFixed(1)} MB`] : []),
-    `  agent capacity  ${r.agentCapacity.toFixed(1)} pods/s added and deleted (1000 / (meshwarp-cni ADD + DEL p50, one pod at a time): the agent serializes them)`,
+    `  agent capacity  ${r.agentCapacity.toFixed(0)} pods/s added and deleted (1000 / its CPU ms per pod: it serializes ADDs and DELs on one thread)`,
     '  steps (p50 / p99 ms)          alone            during churn',
     ...Object.keys({ ...r.steps.alone, ...r.steps.churn }).map((k) => {
       const f = (x: Latency | undefined) => (x ? `${x.p50.toFixed(1)} / ${x.p99.toFixed(1)}` : '-').padEnd(17);

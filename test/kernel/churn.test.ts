@@ -34,6 +34,8 @@ sidecarTest('Pod churn through the CNI chain leaves no map entry, link, pin, tc 
   assert.ok(r.rssMB > 0 && r.rssIdleMB > 0 && r.goals.some((g) => g.id === 'churn-rss' && g.value === r.rssMB), `RSS ${r.rssMB} / ${r.rssIdleMB} MB`);
   // The split adds up to the RSS read just before it; the agent's metrics answered with its heap.
   assert.ok(Math.abs(r.heldRss.anonMB + r.heldRss.fileMB - r.rssMB) < 5, `RSS split ${JSON.stringify(r.heldRss)} vs ${r.rssMB} MB`);
+  const m = r.machineCpu;
+  assert.ok(m.cores >= 1 && [m.chain, m.full, m.agentOnly].every((x) => Number.isFinite(x) && x > 0) && m.full > m.agentOnly, `machine CPU per pod ${JSON.stringify(m)}`);
   assert.ok(r.heldMemory && r.heldMemory.heapUsedMB > 1 && r.heldMemory.heapUsedMB <= r.heldMemory.heapTotalMB, `agent heap ${JSON.stringify(r.heldMemory)}`);
   // Every step of the chain is timed, one pod at a time and during the churn, and each ran once per pod.
   const chain = ['sandbox', 'ADD loopback', 'ADD bridge', 'ADD meshwarp-cni', 'DEL meshwarp-cni', 'DEL bridge', 'DEL loopback', 'teardown'];
