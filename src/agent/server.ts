@@ -10,6 +10,7 @@ import { ApiError, codeForStatus, parseNodeProxyRef, parseNodeProxyRequest } fro
 import { cniRoute, runCniExec } from './cni-exec.ts';
 import { log, type Agent } from './agent.ts';
 import { renderMetrics } from './metrics.ts';
+import { idleTrimmer } from './trim.ts';
 import type { PodRecord } from './state.ts';
 
 const MAX_BODY = 1 << 20;
@@ -150,6 +151,8 @@ export async function listenApi(agent: Agent, socket: string, onUninstall: () =>
   chmodSync(dirname(socket), 0o700);
   rmSync(socket, { force: true }); // a stale socket from a killed agent
   const server = http.createServer(apiHandler(agent, onUninstall, socket));
+  const idle = idleTrimmer();
+  server.on('request', (_req, res: http.ServerResponse) => res.once('close', idle));
   const old = process.umask(0o177);
   try {
     await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(socket, resolve); });

@@ -12,6 +12,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../agent/config.ts';
+import { TRIM_IDLE_MS } from '../agent/trim.ts';
 import { tcxPrograms } from '../bpf/index.ts';
 import { LAB_NETWORK, Lab, LabAgent, labNetns, loadConflist, runChain, type ChainContext, type Conflist, type LabNode, type LabPod } from '../lab/index.ts';
 import { run } from '../sys/exec.ts';
@@ -44,9 +45,10 @@ export interface ChurnReport extends ChurnFigures {
   heldMemory: { heapUsedMB: number; heapTotalMB: number; externalMB: number } | undefined;
   /**
    * The RSS at `hold` pods split as the kernel counts it (/proc/PID/status): anonymous memory (the
-   * agent's own) and file pages (most of them Node's binary, shared and reclaimable), MB.
+   * agent's own) and file pages (most of them Node's binary, shared and reclaimable); and the
+   * most it reached since the agent started (VmHWM: during the churn, before idle trimming), MB.
    */
-  heldRss: { anonMB: number; fileMB: number };
+  heldRss: { anonMB: number; fileMB: number; peakMB: number };
   baseline: NodeCounts;
   after: NodeCounts;
   /**
@@ -100,7 +102,7 @@ async function agentMemory(n: LabNode): Promise<ChurnReport['heldMemory']> {
 function rssSplit(pid: number): ChurnReport['heldRss'] {
   const st = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? NaN) / 1024;
-  return { anonMB: kb('RssAnon'), fileMB: kb('RssFile') + kb('RssShmem') };
+  return { anonMB: kb('RssAnon'), fileMB: kb('RssFile') + kb('RssShmem'), peakMB: kb('VmHWM') };
 }
 
 /** Busy CPU time of the whole machine so far, s (/proc/stat: all but idle and iowait). */
@@ -439,7 +441,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       if (inflight.size >= 8) await Promise.race([...inflight]);
     }
     while (inflight.size > 0) await Promise.all([...inflight]);
-    await sleep(1000);
+    await sleep(TRIM_IDLE_MS + 1000); // the RSS the held pods keep: the agent trims freed memory once idle (src/agent/trim.ts)
     const rssMB = procStat(pid).rssMB;
     const heldRss = rssSplit(pid);
     const heldMemory = await agentMemory(n);
@@ -506,7 +508,7 @@ export function formatChurn(r: ChurnReport): string {
     `    DEL -> gone     ${l(r.agentOnly.del)}`,
     `    agent CPU       ${r.agentCpuMsPerPod.toFixed(2)} ms per pod (ADD + DEL)`,
     `  agent           RSS ${r.rssMB.toFixed(1)} MB at ${r.held} pods (${r.rssIdleMB.toFixed(1)} MB with none), CPU ${r.cpuPercent.toFixed(0)} % of a core during churn`,
-    `                  of it ${r.heldRss.anonMB.toFixed(1)} MB anonymous, ${r.heldRss.fileMB.toFixed(1)} MB file pages (Node's binary: shared, reclaimable)`,
+    `                  of it ${r.heldRss.anonMB.toFixed(1)} MB anonymous, ${r.heldRss.fileMB.toFixed(1)} MB file pages (Node's binary: shared, reclaimable); peak ${r.heldRss.peakMB.toFixed(1)} MB during the run`,
     ...(r.heldMemory ? [`                  V8 heap ${r.heldMemory.heapUsedMB.toFixed(1)} MB used of ${r.heldMemory.heapTotalMB.toFixed(1)} MB, buffers ${r.heldMemory.externalMB.toFixed(1)} MB`] : []),
     `  agent capacity  ${r.agentCapacity.toFixed(0)} pods/s added and deleted (1000 / its CPU ms per pod: it serializes ADDs and DELs on one thread)`,
     '  steps (p50 / p99 ms)          alone            during churn',
