@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { DEFAULTS } from '../agent/config.ts';
 import { TRIM_IDLE_MS } from '../agent/trim.ts';
 import { tcxPrograms } from '../bpf/index.ts';
+import { machineCpuUs } from './topology.ts';
 import { LAB_NETWORK, Lab, LabAgent, labNetns, loadConflist, runChain, type ChainContext, type Conflist, type LabNode, type LabPod } from '../lab/index.ts';
 import { run } from '../sys/exec.ts';
 import { withNetns } from '../sys/netns.ts';
@@ -105,12 +106,8 @@ function rssSplit(pid: number): ChurnReport['heldRss'] {
   return { anonMB: kb('RssAnon'), fileMB: kb('RssFile') + kb('RssShmem'), peakMB: kb('VmHWM') };
 }
 
-/** Busy CPU time of the whole machine so far, s (/proc/stat: all but idle and iowait). */
-function machineCpuS(): number {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-  const [user, nice, system, , , irq, softirq, steal] = f;
-  return (user + nice + system + irq + softirq + steal) / 100; // USER_HZ
-}
+/** Busy CPU time of the whole machine so far, s (every process and the kernel). */
+const machineBusyS = (): number => machineCpuUs().busyUs / 1e6;
 
 function procStat(pid: number): { cpuS: number; rssMB: number } {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -377,9 +374,9 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       const r = newRun();
       steps = kind === 'full' ? churnSteps : {};
       const cpu0 = procStat(pid).cpuS;
-      const m0 = machineCpuS();
+      const m0 = machineBusyS();
       const got = await churnPhase(r, o.rate, blockS, chainOps(r, kind === 'full'), say);
-      machine[kind] += machineCpuS() - m0;
+      machine[kind] += machineBusyS() - m0;
       if (kind === 'full') { cpuS += procStat(pid).cpuS - cpu0; fullS += got.wallS; churnSteps = steps; }
       runs[kind].push(got);
     }
@@ -399,7 +396,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     const ctx: ChainContext = { netnsPath: n.netnsPath, cniPath: n.cni!.cniPath, track: (c) => { lab.track(c); } };
     const ar = newRun();
     const agentCpu0 = procStat(pid).cpuS;
-    const agentM0 = machineCpuS();
+    const agentM0 = machineBusyS();
     type Attached = { pod: LabPod; env: Record<string, string>; result: unknown };
     const agentRun = await churnPhase<Attached>(ar, o.rate, o.durationS, {
       add: async () => {
@@ -425,7 +422,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       },
     }, say);
     const agentCpuMsPerPod = ((procStat(pid).cpuS - agentCpu0) * 1000) / agentRun.adds;
-    const agentOnlyMachineMs = ((machineCpuS() - agentM0) * 1000) / agentRun.adds;
+    const agentOnlyMachineMs = ((machineBusyS() - agentM0) * 1000) / agentRun.adds;
     writeConflist(n, chainOnly);
     for (const p of pool) await lab.removePodCni(p);
     writeConflist(n, full);

@@ -22,6 +22,8 @@ export const ifNameToIndex = libc.func('unsigned int if_nametoindex(const char *
 export const setns = libc.func('int setns(int fd, int nstype)');
 export const ioctl = libc.func('int ioctl(int fd, unsigned long request, void *argp)');
 export const ifIndexToName = libc.func('char *if_indextoname(unsigned int ifindex, _Out_ char *ifname)');
+/** glibc: returns free arena memory to the kernel (src/agent/trim.ts); 1 when it released some. */
+export const mallocTrim = libc.func('int malloc_trim(size_t pad)') as (pad: number) => number;
 export const SOCK_DGRAM = 2;
 
 // The numbers these calls take live in uapi.ts; re-exported for the callers
